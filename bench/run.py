@@ -1,0 +1,123 @@
+"""`make bench`: the nightly job's one command.
+
+Starts the fake backend on a free loopback port, runs a headless Locust load
+that drives both transports, writes ``results/<run-id>/`` (raw data, summary,
+report, charts, Locust's own CSV/HTML), points ``results/latest`` at it, prints
+a short verdict table and stops everything it started — also on Ctrl-C, in
+which case what was measured so far is still written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+from bench.table import format_summary_table
+from fake_backend.testing import start_backend
+
+REPO = Path(__file__).resolve().parent.parent
+LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
+
+
+def new_run_id() -> str:
+    """Sortable and unique enough for one machine: UTC time plus pid."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}"
+
+
+def point_latest(results_root: Path, run_dir: Path) -> None:
+    """Atomically repoint ``results/latest`` (a relative symlink) at ``run_dir``."""
+    link = results_root / "latest"
+    tmp = results_root / f".latest-{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(run_dir.name)
+    os.replace(tmp, link)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="make bench", description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=60.0, help="load duration (default 60)")
+    p.add_argument("--users", type=int, default=20, help="concurrent users, split over transports")
+    p.add_argument("--transport", choices=("ndjson", "socketio", "both"), default="both")
+    p.add_argument("--chunks", type=int, default=3000, help="chunks per stream (default 3000)")
+    p.add_argument("--stream-seconds", type=float, default=10.0, help="stream length (default 10)")
+    p.add_argument("--backend-options", default="", help="extra harness fields as JSON")
+    p.add_argument("--backend-profile", default="",
+                   help="server-wide default profile for the fake backend (JSON)")
+    p.add_argument("--results-root", type=Path, default=REPO / "results")
+    p.add_argument("--run-id", default="")
+    p.add_argument("--no-report", action="store_true", help="skip report.md and charts")
+    args = p.parse_args(argv)
+    if args.seconds <= 0 or args.users <= 0 or args.chunks <= 0 or args.stream_seconds < 0:
+        p.error("--seconds, --users and --chunks must be positive, --stream-seconds >= 0")
+    if args.backend_options:
+        try:
+            if not isinstance(json.loads(args.backend_options), dict):
+                raise ValueError
+        except ValueError:
+            p.error("--backend-options must be a JSON object")
+    return args
+
+
+def locust_command(args: argparse.Namespace, host: str, run_dir: Path) -> list[str]:
+    """The exact command a user could type; the README shows the same flags."""
+    stop_timeout = int(args.stream_seconds * 2 + 15)
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "-u", str(args.users), "-r", str(max(1, args.users)), "-t", f"{args.seconds:g}s",
+        "--stop-timeout", str(stop_timeout),
+        "--host", host, "--transport", args.transport,
+        "--chunks", str(args.chunks), "--stream-seconds", f"{args.stream_seconds:g}",
+        "--results-dir", str(run_dir),
+        "--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html"),
+        "--only-summary", "--loglevel", "WARNING",
+    ]
+    if args.backend_options:
+        cmd += ["--backend-options", args.backend_options]
+    return cmd
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir = args.results_root / (args.run_id or new_run_id())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    backend_args: list[str] = []
+    if args.backend_profile:
+        env["FAKE_BACKEND_PROFILE"] = args.backend_profile
+    with start_backend(*backend_args, env=env) as backend:
+        print(f"fake backend on {backend.url}; results in {run_dir}", flush=True)
+        locust = subprocess.Popen(locust_command(args, backend.url, run_dir), cwd=REPO)
+        try:
+            locust_rc = locust.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached Locust too (same process group): let it write results.
+            locust.send_signal(signal.SIGINT)
+            locust_rc = locust.wait()
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        print(f"bench: Locust exited {locust_rc} without writing {summary_path}", file=sys.stderr)
+        return 2
+    point_latest(args.results_root, run_dir)
+    if not args.no_report:
+        rc = subprocess.call([sys.executable, "-m", "analysis", "report", str(run_dir)], cwd=REPO)
+        if rc != 0:
+            print(f"bench: analysis report failed (exit {rc})", file=sys.stderr)
+            return 2
+    summary = json.loads(summary_path.read_text())
+    print(format_summary_table(summary))
+    print(f"\nreport: {run_dir / 'report.md'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
