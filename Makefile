@@ -12,7 +12,7 @@ BENCH_ARGS ?=
 BASE ?= origin/main
 ROUNDS ?= 3
 
-.PHONY: install test bench bench-backend bench-client bench-analysis bench-compare ui soak clean
+.PHONY: install browser test bench bench-backend bench-client bench-analysis bench-compare bench-live ui soak clean
 
 install: $(STAMP)
 
@@ -22,8 +22,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest
+
+# Headless Chromium for the web-UI browser test (tests/test_webui_browser.py):
+# Debian's own package, driven by Playwright with executable_path; never a
+# downloaded browser build.  Installed with apt-get when missing and root.
+browser:
+	@if ! test -x /usr/bin/chromium; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
+	  else \
+	    echo "make browser: /usr/bin/chromium missing and not root: the browser test will be skipped" >&2; \
+	  fi; \
+	fi
 
 bench: $(STAMP)
 	$(PY) -m bench.run --seconds $(BENCH_SECONDS) --users $(BENCH_USERS) $(BENCH_ARGS)
@@ -39,6 +53,9 @@ bench-analysis: $(STAMP)
 
 bench-compare: $(STAMP)
 	$(PY) -m bench.compare --base $(BASE) --rounds $(ROUNDS)
+
+bench-live: $(STAMP)
+	$(PY) -m bench.live
 
 ui: $(STAMP)
 	$(PY) -m bench.ui

@@ -91,6 +91,7 @@ EXTRA_STREAM_COLUMNS: Final[dict[str, str]] = {
     "malformed_lines": "int32",
     "has_emit_times": "bool",
     "first_event_ms": "float64",    # request sent -> first event of any kind
+    "expected_chunks": "int32",     # chunks the backend promised (X-Harness-Chunks); -1 unknown
 }
 STREAM_COLUMNS: Final[dict[str, str]] = {**CONTRACT_STREAM_COLUMNS, **EXTRA_STREAM_COLUMNS}
 

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from bench.dashboard import write_benchmark_json
 from bench.table import format_summary_table
 from fake_backend.testing import start_backend
 
@@ -30,10 +31,10 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}"
 
 
-def point_latest(results_root: Path, run_dir: Path) -> None:
-    """Atomically repoint ``results/latest`` (a relative symlink) at ``run_dir``."""
-    link = results_root / "latest"
-    tmp = results_root / f".latest-{os.getpid()}"
+def point_latest(results_root: Path, run_dir: Path, name: str = "latest") -> None:
+    """Atomically repoint ``results/<name>`` (a relative symlink) at ``run_dir``."""
+    link = results_root / name
+    tmp = results_root / f".{name}-{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
     tmp.symlink_to(run_dir.name)
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"bench: analysis report failed (exit {rc})", file=sys.stderr)
             return 2
     summary = json.loads(summary_path.read_text())
+    write_benchmark_json(run_dir)
     print(format_summary_table(summary))
     print(f"\nreport: {run_dir / 'report.md'}")
     return 0

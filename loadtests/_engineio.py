@@ -1,0 +1,121 @@
+"""Engine.IO v4 / Socket.IO v5 packet encoding and decoding (websocket transport only).
+
+Over websocket every Engine.IO packet is one frame: its first character is the
+packet type, a message (``4``) carries one Socket.IO packet:
+``<type>[<attachments>-][<namespace>,][<ack id>][<JSON>]``.
+Long-polling (many packets per HTTP response, i.e. fake bursts) is not spoken
+on purpose.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+# Engine.IO packet types (first byte of a websocket text frame)
+EIO_OPEN = 0x30      # "0"
+EIO_CLOSE = 0x31     # "1"
+EIO_PING = 0x32      # "2"
+EIO_PONG = 0x33      # "3"
+EIO_MESSAGE = 0x34   # "4"
+EIO_UPGRADE = 0x35   # "5"
+EIO_NOOP = 0x36      # "6"
+PONG = b"3"
+
+# Socket.IO packet types
+SIO_CONNECT = 0
+SIO_DISCONNECT = 1
+SIO_EVENT = 2
+SIO_ACK = 3
+SIO_CONNECT_ERROR = 4
+SIO_BINARY_EVENT = 5
+SIO_BINARY_ACK = 6
+
+
+class PacketError(Exception):
+    """A packet that does not follow the Engine.IO / Socket.IO grammar."""
+
+
+def engineio_path(base_path: str) -> str:
+    """Request target of the websocket endpoint under a base URL's path prefix."""
+    return f"{base_path}/socket.io/?EIO=4&transport=websocket"
+
+
+def parse_open(frame: bytes) -> dict[str, Any]:
+    """The Engine.IO open packet ``0{"sid":..,"pingInterval":..,"pingTimeout":..}``."""
+    if not frame or frame[0] != EIO_OPEN:
+        raise PacketError(f"expected an Engine.IO open packet, got {frame[:40]!r}")
+    try:
+        info = orjson.loads(frame[1:])
+    except orjson.JSONDecodeError as exc:
+        raise PacketError(f"bad open packet: {exc}") from None
+    if type(info) is not dict or "sid" not in info:
+        raise PacketError("open packet without sid")
+    return info
+
+
+def _ns_part(namespace: str) -> bytes:
+    return b"" if namespace in ("", "/") else namespace.encode("utf-8") + b","
+
+
+def encode_connect(namespace: str, auth: Any = None) -> bytes:
+    """Engine.IO message carrying a Socket.IO CONNECT (``40/ns,{auth}``)."""
+    return b"40" + _ns_part(namespace) + (orjson.dumps(auth) if auth is not None else b"")
+
+
+def encode_disconnect(namespace: str) -> bytes:
+    return b"41" + _ns_part(namespace)
+
+
+def encode_event(namespace: str, args: list[Any], ack_id: int | None = None) -> bytes:
+    """Engine.IO message carrying a Socket.IO EVENT (``42/ns,<id>["name",...]``)."""
+    ack = b"" if ack_id is None else str(ack_id).encode("ascii")
+    return b"42" + _ns_part(namespace) + ack + orjson.dumps(args)
+
+
+def event_prefix(namespace: str) -> bytes:
+    """Bytes every EVENT frame for ``namespace`` starts with (the reader's fast path)."""
+    return b"42" + _ns_part(namespace)
+
+
+@dataclass(slots=True)
+class SioPacket:
+    type: int
+    namespace: str
+    ack_id: int | None
+    data: Any
+    attachments: int = 0
+
+
+def parse_sio(message: bytes) -> SioPacket:
+    """Parse a Socket.IO packet (the Engine.IO message payload, after the ``4``)."""
+    if not message or not 0x30 <= message[0] <= 0x36:
+        raise PacketError(f"bad Socket.IO packet type in {message[:40]!r}")
+    kind = message[0] - 0x30
+    pos = 1
+    n = len(message)
+    attachments = 0
+    if kind in (SIO_BINARY_EVENT, SIO_BINARY_ACK):
+        dash = message.find(b"-", pos)
+        if dash < 0 or not message[pos:dash].isdigit():
+            raise PacketError("binary packet without attachment count")
+        attachments = int(message[pos:dash])
+        pos = dash + 1
+    namespace = "/"
+    if pos < n and message[pos] == 0x2F:      # "/"
+        comma = message.find(b",", pos)
+        end = comma if comma >= 0 else n
+        namespace = message[pos:end].decode("utf-8", "replace")
+        pos = end + 1 if comma >= 0 else n
+    start = pos
+    while pos < n and 0x30 <= message[pos] <= 0x39:
+        pos += 1
+    ack_id = int(message[start:pos]) if pos > start else None
+    data = None
+    if pos < n:
+        try:
+            data = orjson.loads(message[pos:])
+        except orjson.JSONDecodeError as exc:
+            raise PacketError(f"bad Socket.IO payload: {exc}") from None
+    return SioPacket(kind, namespace, ack_id, data, attachments)

@@ -1,0 +1,291 @@
+"""The harness's own command-line flags, and the one place that validates them.
+
+The flags are added to Locust's parser (``events.init_command_line_parser``) so
+they show up in the web UI's "custom parameters" too.  The web UI writes the
+form values back into ``environment.parsed_options`` as *strings* (it converts
+with ``type(default)(value)``), so every value flag here is declared as a
+string and converted by :meth:`RunOptions.from_namespace`: the CLI (checked
+once at ``init``) and every web-UI run (checked at ``test_start``) go through
+the same conversion and give the same one-line error.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from argparse import Namespace
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Mapping
+from urllib.parse import urlsplit
+
+from fake_backend.control import HarnessError, check_values
+
+TRANSPORTS: Final = ("ndjson", "socketio")
+TRANSPORT_CHOICES: Final = (*TRANSPORTS, "both")
+ENDPOINTS: Final = ("chat", "agent", "tool")
+
+DEFAULT_ACCEPT_ENCODING: Final = "gzip, deflate, br"
+
+
+class OptionError(ValueError):
+    """A bad flag value; ``str()`` is the one line shown to the user."""
+
+
+def add_arguments(parser: Any) -> None:
+    """``init_command_line_parser`` listener: register the harness flags."""
+    # parser.add_argument, not an argument group: only Locust's own parser
+    # understands is_secret / include_in_web_ui.
+    parser.add_argument("--transport", choices=TRANSPORT_CHOICES, default="both",
+                        help="which load user(s) to run: ndjson, socketio or both (mixed by the weights)")
+    parser.add_argument("--ndjson-weight", default="1",
+                        help="relative share of NDJSON users with --transport both (integer >= 0)")
+    parser.add_argument("--socketio-weight", default="1",
+                        help="relative share of Socket.io users with --transport both (integer >= 0)")
+    parser.add_argument("--endpoint", choices=ENDPOINTS, default="chat",
+                        help="which streaming endpoint / task to drive: chat, agent or tool")
+    parser.add_argument("--chunks", default="",
+                        help="chunks per stream requested from the fake backend (empty: backend default)")
+    parser.add_argument("--stream-seconds", default="",
+                        help="first-to-last chunk time requested from the fake backend (empty: backend default)")
+    parser.add_argument("--auth-token", default="", is_secret=True,
+                        help="JWT sent as 'Authorization: Bearer' / Socket.io auth.token")
+    parser.add_argument("--fingerprint-id", default="", is_secret=True,
+                        help="guest X-Fingerprint-ID (default: one generated per simulated user)")
+    parser.add_argument("--results-dir", default="",
+                        help="where summary.json + streams.parquet go at test stop (default results/<run-id>)")
+    parser.add_argument("--first-chunk-timeout", default="30",
+                        help="seconds from request sent to first chunk before the stream counts as timed out")
+    parser.add_argument("--stream-timeout", default="300",
+                        help="seconds a whole stream may take before it counts as timed out")
+    parser.add_argument("--accept-encoding", default=DEFAULT_ACCEPT_ENCODING,
+                        help="Accept-Encoding of the NDJSON requests (a browser's by default; 'identity' for none)")
+    parser.add_argument("--backend-options", default="",
+                        help='extra fake-backend "harness" fields as a JSON object, e.g. {"buffer_ms": 100}')
+    parser.add_argument("--ndjson-backend-options", default="",
+                        help="JSON object overriding --backend-options for NDJSON streams only")
+    parser.add_argument("--socketio-backend-options", default="",
+                        help="JSON object overriding --backend-options for Socket.io tasks only")
+    parser.add_argument("--sio-service", default="",
+                        help="Socket.io event (service) tasks are emitted on "
+                        "(default: chat_service, tool_service for --endpoint tool)")
+    parser.add_argument("--no-emit-times", action="store_true", default=False,
+                        help="do not fetch Socket.io emit times from the fake backend (use against real backends)")
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """The validated harness options of one run."""
+
+    transport: str = "both"
+    ndjson_weight: int = 1
+    socketio_weight: int = 1
+    endpoint: str = "chat"
+    chunks: int | None = None
+    stream_seconds: float | None = None
+    auth_token: str | None = None
+    fingerprint_id: str | None = None
+    results_dir: str | None = None
+    first_chunk_timeout: float = 30.0
+    stream_timeout: float = 300.0
+    accept_encoding: str = DEFAULT_ACCEPT_ENCODING
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
+    ndjson_backend_options: Mapping[str, Any] = field(default_factory=dict)
+    socketio_backend_options: Mapping[str, Any] = field(default_factory=dict)
+    sio_service: str | None = None          # None: by endpoint (loadtests.users.SIO_TASKS)
+    emit_times: bool = True
+
+    @classmethod
+    def from_namespace(cls, ns: Namespace | None) -> "RunOptions":
+        """Convert and check Locust's parsed options (CLI or web-UI strings)."""
+        get = (lambda name, default: getattr(ns, name, default)) if ns is not None else (lambda _n, d: d)
+        transport = _choice("transport", get("transport", "both"), TRANSPORT_CHOICES)
+        endpoint = _choice("endpoint", get("endpoint", "chat"), ENDPOINTS)
+        ndjson_weight = _int("ndjson-weight", get("ndjson_weight", "1"), minimum=0)
+        socketio_weight = _int("socketio-weight", get("socketio_weight", "1"), minimum=0)
+        if transport == "both" and ndjson_weight + socketio_weight == 0:
+            raise OptionError("--ndjson-weight and --socketio-weight cannot both be 0 with --transport both")
+        chunks = _optional(get("chunks", ""), lambda v: _int("chunks", v, minimum=1, maximum=100_000))
+        stream_seconds = _optional(get("stream_seconds", ""),
+                                   lambda v: _float("stream-seconds", v, minimum=0.0, maximum=600.0))
+        first_chunk_timeout = _float("first-chunk-timeout", get("first_chunk_timeout", "30"), minimum=0.001)
+        stream_timeout = _float("stream-timeout", get("stream_timeout", "300"), minimum=0.001)
+        accept_encoding = str(get("accept_encoding", DEFAULT_ACCEPT_ENCODING) or "").strip()
+        if not accept_encoding:
+            raise OptionError("--accept-encoding must not be empty (use 'identity' to ask for no compression)")
+        sio_service = str(get("sio_service", "") or "").strip() or None
+        return cls(
+            transport=transport,
+            ndjson_weight=ndjson_weight,
+            socketio_weight=socketio_weight,
+            endpoint=endpoint,
+            chunks=chunks,
+            stream_seconds=stream_seconds,
+            auth_token=str(get("auth_token", "") or "") or None,
+            fingerprint_id=str(get("fingerprint_id", "") or "") or None,
+            results_dir=str(get("results_dir", "") or "") or None,
+            first_chunk_timeout=first_chunk_timeout,
+            stream_timeout=stream_timeout,
+            accept_encoding=accept_encoding,
+            backend_options=_backend_options("backend-options", get("backend_options", "")),
+            ndjson_backend_options=_backend_options("ndjson-backend-options",
+                                                    get("ndjson_backend_options", "")),
+            socketio_backend_options=_backend_options("socketio-backend-options",
+                                                      get("socketio_backend_options", "")),
+            sio_service=sio_service,
+            emit_times=not _bool(get("no_emit_times", False)),
+        )
+
+    @property
+    def transports(self) -> tuple[str, ...]:
+        """The transports this run drives (weights of 0 drop one)."""
+        if self.transport != "both":
+            return (self.transport,)
+        weights = {"ndjson": self.ndjson_weight, "socketio": self.socketio_weight}
+        return tuple(t for t in TRANSPORTS if weights[t] > 0)
+
+    def weight(self, transport: str) -> int:
+        """Locust class weight for the user class of ``transport`` (0 = not run)."""
+        if transport not in self.transports:
+            return 0
+        if self.transport != "both":
+            return 1
+        return self.ndjson_weight if transport == "ndjson" else self.socketio_weight
+
+    def harness_fields(self, transport: str) -> dict[str, Any]:
+        """The fake backend's ``harness`` field for one request of ``transport``.
+
+        Precedence, lowest first: --chunks/--stream-seconds, --backend-options,
+        the per-transport override.  Empty means "send no harness field".
+        """
+        fields: dict[str, Any] = {}
+        if self.chunks is not None:
+            fields["chunks"] = self.chunks
+        if self.stream_seconds is not None:
+            fields["duration_s"] = self.stream_seconds
+        fields.update(self.backend_options)
+        fields.update(self.ndjson_backend_options if transport == "ndjson" else self.socketio_backend_options)
+        return fields
+
+    def public(self) -> dict[str, Any]:
+        """The options as stored in run.json: everything except the secrets."""
+        return {
+            "transport": self.transport,
+            "ndjson_weight": self.ndjson_weight,
+            "socketio_weight": self.socketio_weight,
+            "endpoint": self.endpoint,
+            "chunks": self.chunks,
+            "stream_seconds": self.stream_seconds,
+            "auth": "token" if self.auth_token else ("fingerprint" if self.fingerprint_id else "generated-fingerprint"),
+            "first_chunk_timeout": self.first_chunk_timeout,
+            "stream_timeout": self.stream_timeout,
+            "accept_encoding": self.accept_encoding,
+            "backend_options": dict(self.backend_options),
+            "ndjson_backend_options": dict(self.ndjson_backend_options),
+            "socketio_backend_options": dict(self.socketio_backend_options),
+            "sio_service": self.sio_service,
+            "emit_times": self.emit_times,
+        }
+
+
+def check_startup(ns: Namespace | None, host: str | None) -> RunOptions:
+    """Everything the command line can get wrong, checked once before anything runs."""
+    options = RunOptions.from_namespace(ns)
+    if not getattr(ns, "worker", False):       # a worker gets host and paths from its master
+        check_results_dir(options.results_dir)
+        if getattr(ns, "headless", False) and not host:
+            raise OptionError("--host is required with --headless (the backend's base URL)")
+        check_host(host)
+    return options
+
+
+def check_host(host: str | None) -> None:
+    """The target must be an http(s) base URL (empty: not chosen yet, e.g. in the web UI)."""
+    if not host:
+        return
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise OptionError(f"--host must be an http:// or https:// base URL (got {host!r})")
+
+
+def check_results_dir(path: str | None) -> None:
+    """Fail at start-up, not after the run, when --results-dir cannot be written.
+
+    Creates the directory (it is about to be written anyway).
+    """
+    if not path:
+        return
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OptionError(f"--results-dir {path}: cannot create it ({exc.strerror or exc})") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OptionError(f"--results-dir {path}: not writable")
+
+
+def _choice(flag: str, value: Any, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise OptionError(f"--{flag} must be one of {', '.join(choices)} (got {value!r})")
+    return text
+
+
+def _int(flag: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise OptionError(f"--{flag} must be an integer (got {value!r})") from None
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise OptionError(f"--{flag} must be in {_range(minimum, maximum)} (got {number})")
+    return number
+
+
+def _float(flag: str, value: Any, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise OptionError(f"--{flag} must be a number (got {value!r})") from None
+    if not math.isfinite(number) or (minimum is not None and number < minimum) or (
+            maximum is not None and number > maximum):
+        raise OptionError(f"--{flag} must be in {_range(minimum, maximum)} (got {value!r})")
+    return number
+
+
+def _range(minimum: float | None, maximum: float | None) -> str:
+    lo = "-inf" if minimum is None else f"{minimum:g}"
+    hi = "inf" if maximum is None else f"{maximum:g}"
+    return f"{lo}..{hi}"
+
+
+def _optional(value: Any, convert: Any) -> Any:
+    if value is None or str(value).strip() == "":
+        return None
+    return convert(value)
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _backend_options(flag: str, value: Any) -> dict[str, Any]:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    if isinstance(value, Mapping):
+        parsed: Any = dict(value)
+    else:
+        try:
+            parsed = json.loads(str(value))
+        except ValueError as exc:
+            raise OptionError(f"--{flag} must be a JSON object ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(parsed, dict):
+        raise OptionError(f"--{flag} must be a JSON object, e.g. '{{\"buffer_ms\": 100}}'")
+    try:
+        # The fake backend's own table of keys: a typo fails here, at start-up,
+        # with the message the backend would give, not as 422s mid-run.
+        check_values(parsed)
+    except HarnessError as exc:
+        raise OptionError(f"--{flag}: {exc}") from None
+    return parsed

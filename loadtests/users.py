@@ -1,0 +1,250 @@
+"""The two load users: one protocol per class, like Locust's own users.
+
+- :class:`NdjsonStreamUser`: POSTs to the chosen FastAPI endpoint and reads the
+  NDJSON body with :class:`~loadtests.ndjson_client.NdjsonClient`.
+- :class:`SocketIOStreamUser`: one Socket.io session per simulated browser
+  (connected on start, reconnected when it drops, closed on stop) running
+  tasks with :class:`~loadtests.sio_client.SocketIOSession`.
+
+Each task is one stream: a fresh :class:`StreamRecord` that the client fills,
+announced with ``stream_started`` and handed on with ``stream_finished``
+(:mod:`loadtests.signals`); the users never know who consumes it.
+
+``--transport`` picks the classes through Locust's class weights:
+:func:`select_user_classes` (a ``test_start`` listener, so every web-UI run
+re-reads it) gives an unselected class weight 0, which Locust's dispatcher
+never spawns; ``--transport both`` uses ``--ndjson-weight`` /
+``--socketio-weight`` (1:1 by default, so ``-u 2`` gives one of each).
+Locust's own class pickers (class names on the command line,
+``--class-picker``) keep working on top of that.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+from typing import Any, ClassVar, Final
+
+import gevent
+from gevent import GreenletExit
+from locust import User, constant, task
+from locust.env import Environment
+from locust.runners import WorkerRunner
+
+from loadtests.ndjson_client import NdjsonClient
+from loadtests.options import OptionError, RunOptions, check_host, check_results_dir
+from loadtests.record import StreamRecord
+from loadtests.signals import stream_finished_hook, stream_started_hook
+from loadtests.sio_client import SessionError, SocketIOSession
+
+logger = logging.getLogger("stream_harness")
+
+#: Pause between two streams of one user: small, so a user is streaming
+#: nearly all the time and the load is set by -u.
+WAIT_BETWEEN_STREAMS_S: Final = 0.05
+#: Back-off after a failed connect (doubles up to the max, reset by any connect).
+RECONNECT_BACKOFF_S: Final = (0.5, 8.0)
+
+#: NDJSON endpoint paths (PROTOCOL.md).
+NDJSON_PATHS: Final = {
+    "chat": "/api/ai/chat/unified",
+    "agent": "/api/ai/agent/execute",
+    "tool": "/api/tools/test/execute",
+}
+#: Socket.io (service event, taskName) per endpoint when --sio-service is not
+#: given.  The product runs prompts and chats as ``chat_service``/``direct_chat``
+#: (seed/00-MIGRATION-OVERVIEW.md); tools run on ``tool_service``.
+SIO_TASKS: Final = {
+    "chat": ("chat_service", "direct_chat"),
+    "agent": ("chat_service", "direct_chat"),
+    "tool": ("tool_service", "execute_tool"),
+}
+PROMPT: Final = "Explain, step by step, how streaming responses reach a browser."
+
+
+def request_payload(endpoint: str, harness: dict[str, Any]) -> dict[str, Any]:
+    """The request body (NDJSON) / taskData (Socket.io) of one stream of ``endpoint``."""
+    if endpoint == "chat":
+        payload: dict[str, Any] = {"messages": [{"role": "user", "content": PROMPT}]}
+    elif endpoint == "agent":
+        payload = {"prompt_id": "harness-load-test", "variables": {"question": PROMPT}}
+    else:
+        payload = {"tool_name": "web_search", "arguments": {"query": PROMPT}}
+    if harness:
+        payload["harness"] = harness
+    return payload
+
+
+def auth_headers(options: RunOptions, fallback_fingerprint: str) -> dict[str, str]:
+    """A signed-in user's bearer token, or a guest's fingerprint (generated per user if not given)."""
+    if options.auth_token:
+        return {"Authorization": f"Bearer {options.auth_token}"}
+    return {"X-Fingerprint-ID": options.fingerprint_id or fallback_fingerprint}
+
+
+class StreamUser(User):
+    """Common part: one stream per task, a record per stream."""
+
+    abstract = True
+    transport: ClassVar[str] = ""
+    wait_time = constant(WAIT_BETWEEN_STREAMS_S)
+    _user_numbers: ClassVar = itertools.count()
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        self.user_number = next(StreamUser._user_numbers)
+        self.stream_count = 0
+        runner = environment.runner
+        if isinstance(runner, WorkerRunner):
+            self.worker, self.worker_tag = runner.client_id, f"w{runner.worker_index}"
+        else:
+            self.worker, self.worker_tag = "local", "local"
+        self.fingerprint = f"harness-{uuid.uuid4().hex[:16]}"
+        self.options = RunOptions()
+        self.headers: dict[str, str] = {}
+        self._backoff = RECONNECT_BACKOFF_S[0]
+
+    def on_start(self) -> None:
+        self.options = RunOptions.from_namespace(self.environment.parsed_options)
+        self.headers = auth_headers(self.options, self.fingerprint)
+
+    def new_record(self) -> StreamRecord:
+        self.stream_count += 1
+        return StreamRecord(
+            transport=self.transport,
+            endpoint=self.options.endpoint,
+            stream_id=f"{self.worker_tag}-u{self.user_number}-s{self.stream_count}",
+            worker=self.worker,
+            user=self.user_number,
+        )
+
+    @task
+    def one_stream(self) -> None:
+        record = self.new_record()
+        stream_started_hook(self.environment.events).fire(record=record)
+        try:
+            self.run_stream(record)
+        except BaseException as exc:
+            # GreenletExit: Locust stops this user mid-stream; anything else is
+            # a harness bug (Locust reports it).  Either way the stream counts.
+            if record.status != "completed" and record.error is None:
+                if isinstance(exc, GreenletExit):
+                    record.fail("stopped", "the test stopped while the stream ran")
+                else:
+                    record.fail("disconnect", f"client error: {exc!r}"[:200])
+            stream_finished_hook(self.environment.events).fire(record=record)
+            raise
+        stream_finished_hook(self.environment.events).fire(record=record)
+        self.after_stream(record)
+
+    def run_stream(self, record: StreamRecord) -> None:
+        """Fill ``record`` with one stream (never raises for network or stream faults)."""
+        raise NotImplementedError
+
+    def after_stream(self, record: StreamRecord) -> None:
+        """Back off after a failed connect, so a dead backend is not hammered
+        (and the results not flooded with thousands of instant failures)."""
+        if record.error == "connect":
+            gevent.sleep(self._backoff)
+            self._backoff = min(self._backoff * 2, RECONNECT_BACKOFF_S[1])
+        else:
+            self._backoff = RECONNECT_BACKOFF_S[0]
+
+
+class NdjsonStreamUser(StreamUser):
+    """A browser on the FastAPI NDJSON path: POST, read the body to its ``end``."""
+
+    transport = "ndjson"
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.client = NdjsonClient(self.host, accept_encoding=self.options.accept_encoding)
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+    def run_stream(self, record: StreamRecord) -> None:
+        options = self.options
+        self.client.stream(
+            record,
+            NDJSON_PATHS[options.endpoint],
+            request_payload(options.endpoint, options.harness_fields("ndjson")),
+            self.headers,
+            first_chunk_timeout=options.first_chunk_timeout,
+            stream_timeout=options.stream_timeout,
+        )
+
+
+class SocketIOStreamUser(StreamUser):
+    """A browser on the legacy Socket.io path: one session, many tasks."""
+
+    transport = "socketio"
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.session: SocketIOSession | None = None
+
+    def on_stop(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def _new_session(self) -> SocketIOSession:
+        return SocketIOSession(self.host, auth_token=self.options.auth_token, headers=self.headers,
+                               connect_timeout=self.options.first_chunk_timeout)
+
+    def _ensure_connected(self, record: StreamRecord) -> bool:
+        """Connect (or reconnect after a drop); a failure is this stream's failure."""
+        if self.session is not None and self.session.connected:
+            return True
+        if self.session is not None:
+            self.session.close()
+        self.session = self._new_session()
+        record.started_at, record.t0 = time.time(), time.perf_counter()
+        try:
+            self.session.connect()
+        except SessionError as exc:
+            record.duration_ms = (time.perf_counter() - record.t0) * 1000.0
+            record.fail("connect", f"{exc.kind}: {exc.detail}")
+            self.session.close()
+            self.session = None
+            return False
+        return True
+
+    def run_stream(self, record: StreamRecord) -> None:
+        if not self._ensure_connected(record):
+            return
+        options = self.options
+        service, task_name = SIO_TASKS[options.endpoint]
+        assert self.session is not None
+        self.session.run_task(
+            record,
+            options.sio_service or service,
+            task_name,
+            request_payload(options.endpoint, options.harness_fields("socketio")),
+            ack_timeout=options.first_chunk_timeout,
+            first_chunk_timeout=options.first_chunk_timeout,
+            stream_timeout=options.stream_timeout,
+            emit_times=options.emit_times,
+        )
+
+
+
+def select_user_classes(environment: Environment, **_: Any) -> None:
+    """``test_start`` listener: weights from --transport; nobody spawns on bad options."""
+    classes = (NdjsonStreamUser, SocketIOStreamUser)
+    try:
+        options = RunOptions.from_namespace(environment.parsed_options)
+        if not environment.host:
+            raise OptionError("no target: pass --host URL (or fill Host in the web UI)")
+        check_host(environment.host)
+        if not isinstance(environment.runner, WorkerRunner):
+            check_results_dir(options.results_dir)
+    except OptionError as exc:
+        logger.error("stream harness: %s; no users will be started", exc)
+        for cls in classes:
+            cls.weight, cls.fixed_count = 0, 0
+        return
+    for cls in classes:
+        cls.weight, cls.fixed_count = options.weight(cls.transport), 0
