@@ -126,6 +126,9 @@ def run_summary(run: Mapping[str, Any], streams: pd.DataFrame) -> dict[str, Any]
             "cpu_percent_max": _number_or_none(harness.get("cpu_percent_max")),
             "loop_lag_ms_p99": _number_or_none(harness.get("loop_lag_ms_p99")),
         },
+        # extensions: a run that lost a worker or was cut short says so in its summary
+        "worker_problems": list(run.get("worker_problems") or []),
+        "stopped_early": bool(run.get("stopped_early", False)),
     }
 
 

@@ -146,7 +146,8 @@ def base_tree(ref: str, current: Path) -> Iterator[Tree]:
     added = _git(current, "worktree", "add", "--detach", str(worktree), sha)
     if added.returncode != 0:
         shutil.rmtree(parent, ignore_errors=True)
-        raise Unusable(f"cannot check out {ref} into a worktree: {added.stderr.strip().splitlines()[-1:]}")
+        reason = (added.stderr.strip().splitlines() or [f"git exit {added.returncode}"])[-1]
+        raise Unusable(f"cannot check out {ref} into a worktree: {reason}")
     try:
         yield Tree("base", worktree, f"{ref} @ {sha[:10]}", sha)
     finally:

@@ -4,8 +4,10 @@
 keeps a rolling baseline of past nights; the regression gate wants one sample
 set per side. Rounds are concatenated: stream keys renumbered so events still
 point at their stream, stream ids prefixed with the round's run id so they stay
-unique, and run metadata summed (duration, so rates stay per second of load) or
-OR-ed (harness saturation: one saturated round taints the merge).
+unique, and run metadata summed (duration, so rates stay per second of load)
+or taken at its worst (CPU, loop lag). The merge counts as saturated (no
+buffering verdict) when most of its streams come from saturated rounds: one
+starved round out of several does not void the others' evidence.
 """
 from __future__ import annotations
 
@@ -14,14 +16,15 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from analysis.results import RAW_FILES, ResultsError, load_results, write_results
+from analysis.results import ResultsError, load_results, write_results
 
 
 class MergeError(ValueError):
     """A run directory cannot be merged; one line naming the directory."""
 
 
-def merge_meta(metas: Sequence[dict[str, Any]], run_ids: Sequence[str], run_id: str) -> dict[str, Any]:
+def merge_meta(metas: Sequence[dict[str, Any]], run_ids: Sequence[str], run_id: str,
+               stream_counts: Sequence[int] | None = None) -> dict[str, Any]:
     """run.json of the merge: the first run's keys, with totals and worst cases over all."""
     merged = dict(metas[0])
     merged["id"] = run_id
@@ -32,8 +35,12 @@ def merge_meta(metas: Sequence[dict[str, Any]], run_ids: Sequence[str], run_id: 
     harnesses = [m.get("harness") or {} for m in metas]
     if any(harnesses):
         harness = dict(harnesses[0])
-        harness["saturated"] = any(bool(h.get("saturated")) for h in harnesses)
-        for key in set().union(*harnesses) - {"saturated"}:
+        counts = list(stream_counts) if stream_counts is not None else [1] * len(metas)
+        saturated = [bool(h.get("saturated")) for h in harnesses]
+        starved = sum(n for n, sat in zip(counts, saturated) if sat)
+        harness["saturated"] = starved * 2 > sum(counts)
+        harness["saturated_runs"] = [rid for rid, sat in zip(run_ids, saturated) if sat]
+        for key in set().union(*harnesses) - {"saturated", "saturated_runs"}:
             values = [h.get(key) for h in harnesses if isinstance(h.get(key), (int, float))
                       and not isinstance(h.get(key), bool)]
             if values:
@@ -69,6 +76,7 @@ def merge_runs(run_dirs: Sequence[Path], out_dir: Path, *, run_id: str) -> Path:
         offset += len(results.streams)
         metas.append(results.run)
         ids.append(rid)
-    write_results(out_dir, merge_meta(metas, ids, run_id),
+    counts = [len(frame) for frame in all_streams]
+    write_results(out_dir, merge_meta(metas, ids, run_id, counts),
                   pd.concat(all_streams, ignore_index=True), pd.concat(all_events, ignore_index=True))
     return out_dir

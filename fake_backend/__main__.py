@@ -10,7 +10,8 @@ import argparse
 import os
 import sys
 
-from fake_backend.control import FIELDS, BackendConfig, HarnessError, profile_from_env
+from fake_backend.control import (DEFAULT_SEND_TIMEOUT_S, FIELDS, BackendConfig, HarnessError,
+                                  profile_from_env)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -20,6 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--require-auth", action="store_true",
                         help="401 without Bearer/X-Fingerprint-ID; refuse Socket.io without auth.token")
     parser.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    parser.add_argument("--send-timeout", type=float, default=DEFAULT_SEND_TIMEOUT_S, metavar="S",
+                        help="end a stream whose client has read nothing for S seconds "
+                        f"(slow consumer; default {DEFAULT_SEND_TIMEOUT_S:g}, 0 = never)")
     defaults = parser.add_argument_group("stream shape / fault defaults (a request's harness field wins)")
     for key in FIELDS:
         flag = "--" + key.name.replace("_", "-")
@@ -36,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         profile = profile_from_env(os.environ)
         flags = {key.name: getattr(args, key.name) for key in FIELDS if getattr(args, key.name) is not None}
-        config = BackendConfig(require_auth=args.require_auth, defaults={**profile, **flags})
+        config = BackendConfig(require_auth=args.require_auth, defaults={**profile, **flags},
+                               send_timeout_s=args.send_timeout)
     except HarnessError as exc:
         print(f"fake_backend: bad server default: {exc}", file=sys.stderr)
         return 2

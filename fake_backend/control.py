@@ -25,6 +25,8 @@ PACINGS: Final = ("steady", "poisson", "llm")
 MAX_TEXT_CHARS: Final = 50_000_000
 #: Built-in default chunk count range (the migration plan's 2,000-10,000).
 DEFAULT_CHUNK_RANGE: Final = (2000, 10000)
+#: Seconds a write may wait for a client that stopped reading before its stream ends.
+DEFAULT_SEND_TIMEOUT_S: Final = 30.0
 
 
 class HarnessError(ValueError):
@@ -193,12 +195,17 @@ def profile_from_env(environ: Mapping[str, str], var: str = "FAKE_BACKEND_PROFIL
 
 @dataclass(frozen=True, slots=True)
 class BackendConfig:
-    """Server-wide switches: auth and the default stream shape / faults."""
+    """Server-wide switches: auth, the default stream shape / faults, and how long
+    a write may wait for a client that stopped reading (``fake_backend.slow_consumer``;
+    0 = for ever)."""
 
     require_auth: bool = False
     defaults: Mapping[str, object] = field(default_factory=dict)
+    send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
 
     def __post_init__(self) -> None:
+        if not (_is_number(self.send_timeout_s) and self.send_timeout_s >= 0):
+            raise HarnessError(f"send timeout must be a number >= 0, got {self.send_timeout_s!r}")
         object.__setattr__(self, "defaults", check_values(self.defaults, where="server default"))
         # Fail at startup, not on the first request: the defaults must
         # resolve on their own (e.g. error_at < chunks when both are set).

@@ -25,6 +25,7 @@ from typing import Final
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from fake_backend.auth import http_credentials_present, unauthorized
@@ -34,6 +35,7 @@ from fake_backend.gzip_careless import CarelessGzip
 from fake_backend.registry import StreamRegistry
 from fake_backend.runner import CLIENT_GONE, DISCONNECTED, StreamControl, run_stream
 from fake_backend.shapes import StreamPlan, build_plan
+from fake_backend.slow_consumer import SLOW_CONSUMER, watch_writes
 
 MAX_BODY_BYTES: Final = 1_000_000
 _NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
@@ -43,12 +45,13 @@ _dumps = orjson.dumps
 class NdjsonOutlet:
     """Encodes events as NDJSON lines and writes them as ASGI body messages."""
 
-    __slots__ = ("_send", "_seq", "encode")
+    __slots__ = ("_send", "_seq", "encode", "writes")
 
     def __init__(self, send: Send, timing: bool) -> None:
         self._send = send
         self._seq = 0
         self.encode = self._encode_timed if timing else self._encode_plain
+        self.writes = 0            # body writes handed to the server (the slow-consumer watchdog's clock)
 
     def _encode_timed(self, kind: str, payload: dict) -> bytes:
         seq = self._seq
@@ -62,6 +65,7 @@ class NdjsonOutlet:
     def send(self, line: bytes) -> Awaitable[None]:
         # A plain function returning the ASGI send's awaitable: one coroutine
         # frame less per line on the hottest path.
+        self.writes += 1
         return self._send({"type": "http.response.body", "body": line, "more_body": True})
 
     async def send_many(self, lines: list[bytes]) -> None:
@@ -86,11 +90,12 @@ class NdjsonStream(Response):
     """A raw ASGI response that runs one planned stream."""
 
     def __init__(self, plan: StreamPlan, stream_id: str, registry: StreamRegistry,
-                 headers: Mapping[str, str], gzip: bool) -> None:
+                 headers: Mapping[str, str], gzip: bool, send_timeout_s: float = 0.0) -> None:
         self.plan = plan
         self.stream_id = stream_id
         self.registry = registry
         self.gzip = gzip
+        self.send_timeout_s = send_timeout_s
         self.status_code = 200
         self.background = None
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
@@ -100,15 +105,26 @@ class NdjsonStream(Response):
         outcome = "server_error"
         if self.gzip:
             send = CarelessGzip(send)
-        watcher = asyncio.create_task(_watch_disconnect(receive, control))
+        outlet = NdjsonOutlet(send, self.plan.settings.timing)
+        watchers = [asyncio.create_task(_watch_disconnect(receive, control))]
+        if self.send_timeout_s > 0:
+            watchers.append(asyncio.create_task(watch_writes(
+                lambda: outlet.writes, control, asyncio.current_task(), self.send_timeout_s)))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            outcome = await run_stream(self.plan, control, NdjsonOutlet(send, self.plan.settings.timing))
+            outcome = await run_stream(self.plan, control, outlet)
         except AbruptDisconnect:
             outcome = DISCONNECTED
             raise
+        except asyncio.CancelledError:
+            if control.stop_reason != SLOW_CONSUMER:
+                raise
+            asyncio.current_task().uncancel()       # the watchdog's cancel, not the server's
+            outcome = SLOW_CONSUMER
+            raise AbruptDisconnect from None
         finally:
-            watcher.cancel()
+            for watcher in watchers:
+                watcher.cancel()
             self.registry.close(self.stream_id, outcome)
 
 
@@ -136,11 +152,30 @@ def _check_body(endpoint: str, body: dict) -> str | None:
     return None
 
 
+def _too_large() -> JSONResponse:
+    # Connection: close, so the server stops reading the rest of the body.
+    return JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, status_code=413,
+                        headers={"Connection": "close"})
+
+
 async def read_json_object(request: Request) -> dict | JSONResponse:
-    """The request body as a JSON object, or the 4xx response explaining why not."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        return JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
+    """The request body as a JSON object, or the 4xx response explaining why not.
+
+    Never holds more than ``MAX_BODY_BYTES`` (+ one read) of a body: a declared
+    length over the cap is refused before reading, and an undeclared (chunked)
+    one as soon as it passes the cap.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return _too_large()
+    raw = bytearray()
+    try:
+        async for piece in request.stream():
+            raw += piece
+            if len(raw) > MAX_BODY_BYTES:
+                return _too_large()
+    except ClientDisconnect:
+        return JSONResponse({"detail": "client disconnected while sending the body"}, status_code=400)
     try:
         body = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError as exc:
@@ -178,7 +213,7 @@ def ndjson_router(config: BackendConfig, registry: StreamRegistry) -> APIRouter:
             "x-harness-seed": str(settings.seed),
         }
         gzip = settings.gzip and "gzip" in request.headers.get("accept-encoding", "").lower()
-        return NdjsonStream(plan, request_id, registry, headers, gzip)
+        return NdjsonStream(plan, request_id, registry, headers, gzip, config.send_timeout_s)
 
     @router.post("/api/ai/chat/unified")
     async def chat_unified(request: Request) -> Response:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import Any, Final, Protocol
 
 from fake_backend.faults import Valve
@@ -38,7 +39,8 @@ class Outlet(Protocol):
     def encode(self, kind: str, payload: dict) -> Any:
         """Encode one event and stamp its emit time (called at production time)."""
 
-    async def send(self, unit: Any) -> None: ...
+    def send(self, unit: Any) -> Awaitable[None]:
+        """Write one unit (may be a plain function returning an awaitable)."""
 
     async def send_many(self, units: list[Any]) -> None:
         """Write several units as one transport write where the transport allows it."""
@@ -69,6 +71,11 @@ class StreamControl:
             self.stop_reason = reason
         if self._waiter is not None:
             _wake(self._waiter)
+
+    @property
+    def sleeping(self) -> bool:
+        """Pacing itself (in ``sleep``) rather than writing: see ``fake_backend.slow_consumer``."""
+        return self._waiter is not None
 
     async def sleep(self, delay: float) -> None:
         """asyncio.sleep that ``stop()`` cuts short (same cost: one future, one timer)."""

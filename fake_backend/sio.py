@@ -33,7 +33,13 @@ into the Engine.IO socket's outgoing queue, the same queue ``AsyncSocket.send``
 uses, so ordering with acks, pings and disconnects is preserved.  The socket's
 writer task sends it unchanged, on websocket or polling.  Backpressure: once
 ``HIGH_WATER`` packets are queued the stream waits until the writer has taken
-them (``queue.join()``), so a slow client cannot grow memory without bound.
+them (``queue.join()``), so a slow client cannot grow memory without bound;
+a client that reads nothing for the server's send timeout is disconnected from
+the namespace and its task ends as ``slow_consumer`` (``fake_backend.slow_consumer``).
+
+Harness keys apply to tasks as to NDJSON streams, except ``gzip`` (an HTTP
+body fault; ignored here).  ``disconnect_at`` disconnects the socket from the
+namespace (``sio.disconnect``), which also ends the socket's other tasks.
 
 Emit times: with ``timing`` on, each message's wall-clock time is recorded in
 the ``EmitLog`` when it is produced, i.e. right before the packet is handed to
@@ -59,6 +65,7 @@ from fake_backend.registry import StreamRegistry
 from fake_backend.runner import CANCELLED, CLIENT_GONE, COMPLETE, ERRORED, StreamControl, run_stream
 from fake_backend.shapes import (BROKER, CHUNK, COMPLETION, DATA, END, ERROR, HEARTBEAT, STATUS_UPDATE,
                                  TOOL_EVENT, StreamPlan, build_plan)
+from fake_backend.slow_consumer import SLOW_CONSUMER, SlowConsumer, bounded_join
 
 NAMESPACE: Final = "/UserSession"
 SKIPPED_KINDS: Final = frozenset({HEARTBEAT})
@@ -107,10 +114,11 @@ def _message_packet(text: str) -> eio_packet.Packet:
 class SioOutlet:
     """Writes one task's messages straight into the client's Engine.IO queue."""
 
-    __slots__ = ("_sio", "_sid", "_socket", "_queue", "_prefix", "_ts")
+    __slots__ = ("_sio", "_sid", "_socket", "_queue", "_prefix", "_ts", "_send_timeout_s")
 
     def __init__(self, sio: socketio.AsyncServer, sid: str, eio_socket: Any, listener: str,
-                 record: EmitRecord | None) -> None:
+                 record: EmitRecord | None, send_timeout_s: float = 0.0) -> None:
+        self._send_timeout_s = send_timeout_s
         self._sio = sio
         self._sid = sid
         self._socket = eio_socket
@@ -132,7 +140,7 @@ class SioOutlet:
         queue = self._queue
         queue.put_nowait(pkt)
         if queue.qsize() >= HIGH_WATER:
-            await queue.join()
+            await bounded_join(queue, self._send_timeout_s)
 
     async def send_many(self, pkts: list[eio_packet.Packet]) -> None:
         sock = self._socket
@@ -142,7 +150,7 @@ class SioOutlet:
         for pkt in pkts:
             queue.put_nowait(pkt)
         if queue.qsize() >= HIGH_WATER:
-            await queue.join()
+            await bounded_join(queue, self._send_timeout_s)
 
     async def finish(self) -> None:
         return None
@@ -213,7 +221,7 @@ class UserSessionService:
         listener = str(uuid.uuid4())
         record = self._emit_log.open(listener, settings.chunks, settings.seed) if settings.timing else None
         control = self._registry.open(listener, "socketio")
-        outlet = SioOutlet(self._sio, sid, eio_socket, listener, record)
+        outlet = SioOutlet(self._sio, sid, eio_socket, listener, record, self._config.send_timeout_s)
         # The ack is queued when this handler returns, before the new task
         # first runs (nothing below awaits), so it precedes every message.
         task = asyncio.create_task(self._run(sid, listener, plan, control, outlet, record))
@@ -234,6 +242,9 @@ class UserSessionService:
             outcome = await run_stream(plan, control, outlet, SKIPPED_KINDS)
         except asyncio.CancelledError:
             outcome = control.stop_reason or CANCELLED
+        except SlowConsumer:
+            outcome = SLOW_CONSUMER
+            await self._sio.disconnect(sid, namespace=NAMESPACE)   # ends its other tasks too
         except Exception:
             log.exception("socket.io task %s failed", listener)
         finally:

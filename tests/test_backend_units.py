@@ -143,3 +143,16 @@ def test_cli_rejects_bad_defaults_with_one_line_and_exit_2():
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "chunks" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_30s_stream_mixes_in_every_event_type_with_heartbeats_every_5s():
+    settings = resolve({"chunks": 6000, "duration_s": 30, "seed": 3}, {})
+    plan = build_plan(settings, "agent")
+    events = list(plan.events())
+    kinds = {k for _, k, _ in events}
+    assert kinds == {"chunk", "status_update", "tool_event", "heartbeat", "broker", "data", "completion"}
+    beats = [plan.offsets[d] for d, k, _ in events if k == "heartbeat"]
+    assert len(beats) == 5 and all(4.9 < b - a < 6 for a, b in zip(beats, beats[1:]))
+    heartbeat = next(p for _, k, p in events if k == "heartbeat")
+    assert set(heartbeat(0.0)) == {"timestamp"}              # stamped when emitted
+    assert events[-1][1] == "completion" and events[-1][2](1.5)["timing_stats"]["total_time_s"] == 1.5

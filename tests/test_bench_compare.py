@@ -16,7 +16,7 @@ minute and a half each on this 2-core machine.
 from __future__ import annotations
 
 import json
-import os
+import re
 import shutil
 import subprocess
 import sys
@@ -180,21 +180,23 @@ def test_buffering_regression_fails_with_the_buffering_line(buffered_compare: Co
     assert buffered_compare.exit_code == 1, buffered_compare.output
     md = buffered_compare.markdown
     assert ":x: **Regression**" in md
-    assert "buffering verdict clean -> buffered" in md, md
+    # "inconclusive ->" when the base rounds' load generator was starved (busy machine).
+    assert re.search(r"^- :x: ndjson: buffering verdict (clean|inconclusive) -> buffered", md, re.M), md
 
 
 def test_base_path_and_current_copy_ran_their_own_code(buffered_compare: CompareRun) -> None:
     trees = buffered_compare.record["trees"]
     assert Path(trees["base"]["path"]) == REPO
     assert Path(trees["current"]["path"]) == buffered_compare.tree
-    # Only the current side's own backend buffered: base stayed clean (runs whose
-    # load generator was saturated have no verdict and are left out).
+    # Only the current side's own backend buffered: base never did ("inconclusive"
+    # is a run whose load generator was starved by a busy machine).
     verdicts: dict[str, set[str]] = {"base": set(), "current": set()}
     for run in buffered_compare.record["runs"]:
         summary = json.loads((Path(run["run_dir"]) / "summary.json").read_text())
-        if not run["saturated"]:
-            verdicts[run["side"]] |= {t["buffering"]["verdict"] for t in summary["transports"].values()}
-    assert verdicts == {"base": {"clean"}, "current": {"buffered"}}
+        verdicts[run["side"]] |= {t["buffering"]["verdict"] for t in summary["transports"].values()}
+    assert verdicts["base"] <= {"clean", "inconclusive"}
+    assert verdicts["current"] <= {"buffered", "inconclusive"}
+    assert "buffered" in verdicts["current"]
 
 
 # --------------------------------------------------------------------------- charts

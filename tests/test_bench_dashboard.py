@@ -98,7 +98,9 @@ def test_merge_renumbers_streams_and_sums_durations(tmp_path: Path) -> None:
     assert m.run["id"] == "base-merged"
     assert m.run["merged_from"] == ["r1", "r2"]
     assert m.run["duration_s"] == a.run["duration_s"] + b.run["duration_s"]
-    assert m.run["harness"]["saturated"] is True
+    # One starved round of two, holding fewer streams, does not void the other's evidence.
+    assert m.run["harness"]["saturated"] is False
+    assert m.run["harness"]["saturated_runs"] == ["r2"]
     summary = json.loads((merged / "summary.json").read_text())
     assert summary["transports"]["ndjson"]["streams"]["started"] == 4 + 3
 
@@ -111,3 +113,16 @@ def test_merge_of_a_broken_run_names_it(tmp_path: Path) -> None:
         assert "empty" in str(exc)
     else:
         raise AssertionError("no MergeError")
+
+
+def test_merge_is_saturated_when_most_streams_come_from_saturated_rounds(tmp_path: Path) -> None:
+    runs = []
+    for name, saturated in (("r1", False), ("r2", True), ("r3", True)):
+        write_synthetic_run(tmp_path / name, SyntheticSpec(streams=3, chunks=(50, 60), seed=len(runs),
+                                                           saturated=saturated))
+        runs.append(tmp_path / name)
+    merged = load_results(merge_runs(runs, tmp_path / "merged", run_id="m"))
+    assert merged.run["harness"]["saturated"] is True
+    assert merged.run["harness"]["cpu_percent_max"] == 97.0
+    summary = json.loads((tmp_path / "merged" / "summary.json").read_text())
+    assert summary["transports"]["ndjson"]["buffering"]["verdict"] == "inconclusive"
