@@ -11,8 +11,10 @@ BENCH_USERS ?= 20
 BENCH_ARGS ?=
 BASE ?= origin/main
 ROUNDS ?= 3
+COMPARE_ARGS ?=
+NIGHTLY_ARGS ?=
 
-.PHONY: install browser test bench bench-backend bench-client bench-analysis bench-compare bench-live ui soak clean
+.PHONY: install browser test bench bench-backend bench-client bench-analysis bench-compare bench-nightly bench-live ui soak clean
 
 install: $(STAMP)
 
@@ -45,14 +47,20 @@ bench: $(STAMP)
 bench-backend: $(STAMP)
 	$(PY) -m bench.backend
 
+# client CPU per chunk beside bare clients, then how many streams one load process sustains
 bench-client: $(STAMP)
 	$(PY) -m bench.client
+	$(PY) -m bench.client_capacity
 
 bench-analysis: $(STAMP)
 	$(PY) -m bench.analysis
 
 bench-compare: $(STAMP)
-	$(PY) -m bench.compare --base $(BASE) --rounds $(ROUNDS)
+	$(PY) -m bench.compare --base $(BASE) --rounds $(ROUNDS) $(COMPARE_ARGS)
+
+# the nightly job's gate: tonight's run against the rolling baseline of past nights
+bench-nightly: $(STAMP)
+	$(PY) -m bench.nightly $(NIGHTLY_ARGS)
 
 bench-live: $(STAMP)
 	$(PY) -m bench.live

@@ -60,19 +60,22 @@ def write_results(directory: str | Path, run: Mapping[str, Any], streams: pd.Dat
     streams = coerce_streams(streams)
     events = coerce_events(events)
     analysis = analyse(run, streams, events)
-    write_raw_results(directory, run, analysis.streams, events)
-    write_json_atomic(Path(directory) / SUMMARY_FILE, analysis.summary)
+    write_atomic_set([*_raw_writers(Path(directory), run, analysis.streams, events),
+                      (Path(directory) / SUMMARY_FILE, _json_writer(analysis.summary))])
     return analysis.summary
 
 
 def write_raw_results(directory: str | Path, run: Mapping[str, Any], streams: pd.DataFrame,
                       events: pd.DataFrame) -> None:
     """Only the raw files (no summary): for callers that analyse later, e.g. the bench."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(directory / RUN_FILE, dict(run))
-    write_parquet_atomic(directory / EVENTS_FILE, coerce_events(events))
-    write_parquet_atomic(directory / STREAMS_FILE, coerce_streams(streams))
+    write_atomic_set(_raw_writers(Path(directory), run, streams, events))
+
+
+def _raw_writers(directory: Path, run: Mapping[str, Any], streams: pd.DataFrame,
+                 events: pd.DataFrame) -> list[tuple[Path, Callable[[Path], Any]]]:
+    return [(directory / EVENTS_FILE, _parquet_writer(coerce_events(events))),
+            (directory / STREAMS_FILE, _parquet_writer(coerce_streams(streams))),
+            (directory / RUN_FILE, _json_writer(dict(run)))]
 
 
 def load_results(directory: str | Path) -> Results:
@@ -94,8 +97,17 @@ def load_results(directory: str | Path) -> Results:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """JSON with NaN/inf written as null, replaced atomically."""
+    write_atomic(path, _json_writer(data))
+
+
+def _json_writer(data: Any) -> Callable[[Path], Any]:
     text = json.dumps(_json_safe(data), indent=2, sort_keys=False) + "\n"
-    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return lambda tmp: tmp.write_text(text, encoding="utf-8")
+
+
+def _parquet_writer(frame: pd.DataFrame) -> Callable[[Path], Any]:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return lambda tmp: pq.write_table(table, tmp, compression="zstd")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -103,21 +115,36 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    write_atomic(path, _parquet_writer(frame))
 
 
 def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
     """Call ``write(tmp)`` on a temporary file next to ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    tmp = Path(name)
+    write_atomic_set([(path, write)])
+
+
+def write_atomic_set(files: list[tuple[Path, Callable[[Path], Any]]]) -> None:
+    """Write every file to a temporary name first, then move them all into place.
+
+    Why a set: a run's files belong together.  Renamed one by one as each was
+    written, an interrupt half-way left the new run.json beside the old
+    parquet files (measured: a results directory that loaded fine and mixed
+    two runs).  Staged, an interrupt leaves the old set untouched, and the
+    renames (microseconds, in the order given) are the only window.
+    """
+    staged: list[tuple[Path, Path]] = []
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        for path, write in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(handle)
+            staged.append((Path(name), path))
+            write(Path(name))
+        for tmp, path in staged:
+            os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
         raise
 
 

@@ -323,6 +323,11 @@ def render(results: dict[str, list[Measured]], table_rows: list[Row], args: argp
     rate = {row.name: statistics.median(m.rate for m in results[row.name]) for row in table_rows}
     cost = {row.name: statistics.median(m.per_cpu_second for m in results[row.name]) for row in table_rows}
     rounds = min(len(results[row.name]) for row in table_rows)
+
+    def paired(row: Row, metric: Callable[[Measured], float]) -> float:
+        """Median over rounds of (this row / its baseline, measured back to back in that round)."""
+        pairs = zip(results[row.name], results[row.baseline])  # type: ignore[index]
+        return statistics.median(metric(m) / metric(b) for m, b in pairs)
     lines = [
         SECTION,
         "",
@@ -333,13 +338,15 @@ def render(results: dict[str, list[Measured]], table_rows: list[Row], args: argp
         "(`duration_s=0`) so the server is the bottleneck; the client is a separate process that",
         "only counts lines / websocket frames (raw sockets, a minimal websocket reader) and naps",
         "1 ms between polls so each read takes many events.  Every row checks it received every",
-        "chunk plus the `end`.  The machine is shared and noisy: read the ratio columns; the",
-        "per-CPU-second ratio is the steadier one when other jobs take CPU from the server.",
+        "chunk plus the `end`.  The machine is shared and noisy: read the ratio columns, each the",
+        "median over rounds of a row against its baseline measured back to back in the same round",
+        "(order reversed every other round); the per-CPU-second ratio is the steadier one when",
+        "other jobs take CPU from the server.",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} CPU(s), "
         f"Python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.1f} at the end: "
         f"{args.streams} concurrent streams per measurement ({args.chunks_ndjson:,} NDJSON / "
-        f"{args.chunks_sio:,} Socket.io chunks each), median of {rounds} interleaved round(s).",
+        f"{args.chunks_sio:,} Socket.io chunks each), {rounds} round(s); rates are medians over rounds.",
         "",
         "| server | transport | events/s | min..max | server CPU | client CPU | events per server CPU-s "
         "| vs bare (events/s) | vs bare (per CPU-s) |",
@@ -351,7 +358,7 @@ def render(results: dict[str, list[Measured]], table_rows: list[Row], args: argp
         cpu = statistics.median(m.server_cpu for m in ms)
         client = statistics.median(m.client_cpu for m in ms)
         if row.baseline:
-            vs = f"{rate[row.name] / rate[row.baseline]:.2f}x | {cost[row.name] / cost[row.baseline]:.2f}x"
+            vs = f"{paired(row, lambda m: m.rate):.2f}x | {paired(row, lambda m: m.per_cpu_second):.2f}x"
         else:
             vs = "baseline | baseline"
         lines.append(f"| {row.name} | {row.transport} | {rate[row.name]:,.0f} | {min(rates):,.0f}..{max(rates):,.0f} "
@@ -362,7 +369,7 @@ def render(results: dict[str, list[Measured]], table_rows: list[Row], args: argp
         row = by_name.get(name)
         if row is None or row.baseline not in rate:
             continue
-        ratio = rate[name] / rate[row.baseline]
+        ratio = paired(row, lambda m: m.rate)
         verdict = "meets" if ratio >= target else "MISSES"
         lines.append(f"- {name}: {ratio:.2f}x the events/s of {row.baseline} "
                      f"(target >= {target:.2f}x): **{verdict}**.")
@@ -394,6 +401,11 @@ def update_docs(section: str) -> None:
                     else text[:start] + section + "\n", encoding="utf-8")
 
 
+def _reversed_within_transport(table_rows: list[Row]) -> list[Row]:
+    order = list(dict.fromkeys(row.transport for row in table_rows))
+    return [row for t in order for row in reversed([r for r in table_rows if r.transport == t])]
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -421,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
             run_row(Row(row.name, row.server, row.transport, {**row.harness, "chunks": 1000}, row.baseline),
                     servers[row.server], 1)
         for r in range(args.rounds):
-            for row in table_rows:
+            # Each transport's rows run back to back, in reverse order every other
+            # round (ABBA), so slow drifts in the machine's load cancel in the ratios.
+            for row in (table_rows if r % 2 == 0 else _reversed_within_transport(table_rows)):
                 m = run_row(row, servers[row.server], args.streams)
                 results[row.name].append(m)
                 print(f"round {r + 1}/{args.rounds}  {row.name:<50} {m.rate:>10,.0f} events/s  "

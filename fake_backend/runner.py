@@ -21,9 +21,11 @@ from typing import Any, Final, Protocol
 from fake_backend.faults import Valve
 from fake_backend.shapes import CHUNK, END, ERROR, StreamPlan, error_payload
 
-#: Yield to the event loop at least every this many units when running behind
-#: schedule (or unpaced), so one fast stream cannot starve the others.
-YIELD_EVERY: Final = 64
+#: Yield to the event loop at least this often (seconds) when running behind
+#: schedule (or unpaced), so one fast stream cannot starve the others.  By time,
+#: not by count: a yield costs an event-loop pass (an epoll call), too much to
+#: pay every few lines.
+YIELD_AFTER_S: Final = 0.002
 
 # Stream outcomes (also the registry's counters).
 COMPLETE: Final = "complete"
@@ -103,12 +105,14 @@ async def run_stream(plan: StreamPlan, control: StreamControl, outlet: Outlet,
     stall_at = s.stall_at if s.stall_at is not None else -1
     error_at = s.error_at if s.error_at is not None else -1
     disconnect_at = s.disconnect_at if s.disconnect_at is not None else -1
+    fault_points = {stall_at, error_at, disconnect_at} - {-1}  # one set lookup per chunk
+    yield_after = YIELD_AFTER_S
     valve = (Valve(outlet.send_many, clock, started, every_ms=s.buffer_ms, every_chunks=s.buffer_chunks)
              if s.buffer_ms or s.buffer_chunks else None)
     encode = outlet.encode
     send = outlet.send
     current = -2
-    unyielded = 0
+    yielded_at = started
 
     async def emit(kind: str, payload: dict) -> None:
         if valve is None:
@@ -141,25 +145,26 @@ async def run_stream(plan: StreamPlan, control: StreamControl, outlet: Outlet,
         if due != current:
             current = due
             if 0 <= due < n:
-                if due == stall_at:
+                at_fault = due in fault_points
+                if at_fault and due == stall_at:
                     first_at += s.stall_ms / 1000  # type: ignore[operator]
                 target = first_at + offsets[due]
-                if target > clock():
+                now = clock()
+                if target > now:
                     await wait_until(target)
-                    unyielded = 0
-                else:
-                    unyielded += 1
-                    if unyielded >= YIELD_EVERY:
-                        unyielded = 0
-                        await asyncio.sleep(0)
-                if due == error_at and control.stop_reason is None:
-                    await emit(ERROR, error_payload(due))
-                    return await end(ERRORED)
-                if due == disconnect_at and control.stop_reason is None:
-                    if valve is not None:
-                        valve.discard()
-                    await outlet.drop()
-                    return DISCONNECTED
+                    yielded_at = clock()
+                elif now - yielded_at >= yield_after:
+                    await asyncio.sleep(0)
+                    yielded_at = clock()
+                if at_fault and control.stop_reason is None:
+                    if due == error_at:
+                        await emit(ERROR, error_payload(due))
+                        return await end(ERRORED)
+                    if due == disconnect_at:
+                        if valve is not None:
+                            valve.discard()
+                        await outlet.drop()
+                        return DISCONNECTED
             if control.stop_reason is not None:
                 break
         if type(payload) is not dict:

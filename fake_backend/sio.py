@@ -32,8 +32,8 @@ Node server writes UTF-8 too) - and puts the Engine.IO MESSAGE packet straight
 into the Engine.IO socket's outgoing queue, the same queue ``AsyncSocket.send``
 uses, so ordering with acks, pings and disconnects is preserved.  The socket's
 writer task sends it unchanged, on websocket or polling.  Backpressure: once
-``HIGH_WATER`` packets are queued the stream waits until the writer has taken
-them (``queue.join()``), so a slow client cannot grow memory without bound;
+``HIGH_WATER`` packets are queued (``POLLING_BATCH`` on polling) the stream
+waits until the writer has taken them (``queue.join()``), so a slow client cannot grow memory without bound;
 a client that reads nothing for the server's send timeout is disconnected from
 the namespace and its task ends as ``slow_consumer`` (``fake_backend.slow_consumer``).
 
@@ -70,6 +70,11 @@ from fake_backend.slow_consumer import SLOW_CONSUMER, SlowConsumer, bounded_join
 NAMESPACE: Final = "/UserSession"
 SKIPPED_KINDS: Final = frozenset({HEARTBEAT})
 HIGH_WATER: Final = 64
+#: On the polling transport each long-poll response carries everything queued,
+#: and python-engineio clients reject a payload of more than 16 packets
+#: (engineio.payload.Payload.max_decode_packets; python-engineio issue #142).
+#: Keep our share well under it, leaving room for acks and pings.
+POLLING_BATCH: Final = 8
 #: Socket.io service -> which NDJSON endpoint's event mix it gets.
 SERVICE_ENDPOINTS: Final = {"chat_service": "chat", "scraper_service": "tool", "tool_service": "tool"}
 
@@ -138,19 +143,15 @@ class SioOutlet:
         if sock.closed or sock.closing:
             return  # the disconnect handler is stopping this task
         queue = self._queue
-        queue.put_nowait(pkt)
-        if queue.qsize() >= HIGH_WATER:
+        # Check before the put (no await in between), so concurrent tasks on
+        # one socket cannot overshoot the limit together.
+        if queue.qsize() >= (HIGH_WATER if sock.upgraded else POLLING_BATCH):
             await bounded_join(queue, self._send_timeout_s)
+        queue.put_nowait(pkt)
 
     async def send_many(self, pkts: list[eio_packet.Packet]) -> None:
-        sock = self._socket
-        if sock.closed or sock.closing:
-            return
-        queue = self._queue
-        for pkt in pkts:
-            queue.put_nowait(pkt)
-        if queue.qsize() >= HIGH_WATER:
-            await bounded_join(queue, self._send_timeout_s)
+        for pkt in pkts:  # queued back to back up to the limit: one burst on the wire
+            await self.send(pkt)
 
     async def finish(self) -> None:
         return None

@@ -184,6 +184,14 @@ class StreamCollector:
             # reverse), so the rest reaches the master before the "quit" message.
             self.runner.stop()
             self._finish_worker()
+        elif self.run is not None and not self.run.finished:
+            # Stop (so test_stop writes the results) now: Locust decides its exit
+            # code after "quitting" but before runner.quit(), so a write that
+            # failed there would exit 0.  The master stops as its quit() would.
+            if self.is_master:
+                self.runner.stop(send_stop_to_client=False)  # type: ignore[call-arg]
+            else:
+                self.runner.stop()
 
     def _on_test_stop(self, environment: Environment, **_: Any) -> None:
         if self.is_worker:

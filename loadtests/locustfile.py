@@ -18,7 +18,9 @@ from locust.env import Environment
 
 from loadtests.collector import StreamCollector
 from loadtests.harness_monitor import HarnessMonitor
+from loadtests.interrupts import hold_interrupts_while_stopping
 from loadtests.options import OptionError, add_arguments, check_startup
+from loadtests.redaction import protect_secrets
 from loadtests.reporting import let_csv_catch_up, report_stream
 from loadtests.signals import stream_finished_hook
 from loadtests.users import NdjsonStreamUser, SocketIOStreamUser, select_user_classes
@@ -36,12 +38,14 @@ def _install(environment: Environment, runner: Any = None, **_: Any) -> None:
     except OptionError as exc:
         print(f"locust: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
+    protect_secrets(environment)        # before the web UI serves its first page
     environment.events.test_start.add_listener(select_user_classes)
     stream_finished_hook(environment.events).add_listener(
         lambda record, **_kw: report_stream(environment, record))
     let_csv_catch_up(environment)
     if runner is not None:
         environment.stream_collector = StreamCollector(environment, runner, HarnessMonitor())
+    hold_interrupts_while_stopping(environment)   # after the collector: see its docstring
     register_streams_tab(environment)   # the live "Streams" tab (uses the collector's monitor)
     # The hub's clock is cached and has not ticked since the loop was created
     # (before this locustfile's imports); the -t timer Locust arms next would

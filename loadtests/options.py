@@ -20,6 +20,7 @@ from typing import Any, Final, Mapping
 from urllib.parse import urlsplit
 
 from fake_backend.control import HarnessError, check_values
+from loadtests.redaction import command_line_secret
 
 TRANSPORTS: Final = ("ndjson", "socketio")
 TRANSPORT_CHOICES: Final = (*TRANSPORTS, "both")
@@ -121,8 +122,9 @@ class RunOptions:
             endpoint=endpoint,
             chunks=chunks,
             stream_seconds=stream_seconds,
-            auth_token=str(get("auth_token", "") or "") or None,
-            fingerprint_id=str(get("fingerprint_id", "") or "") or None,
+            auth_token=command_line_secret(ns, "auth_token", str(get("auth_token", "") or "")) or None,
+            fingerprint_id=command_line_secret(ns, "fingerprint_id",
+                                               str(get("fingerprint_id", "") or "")) or None,
             results_dir=str(get("results_dir", "") or "") or None,
             first_chunk_timeout=first_chunk_timeout,
             stream_timeout=stream_timeout,
@@ -191,6 +193,9 @@ class RunOptions:
 def check_startup(ns: Namespace | None, host: str | None) -> RunOptions:
     """Everything the command line can get wrong, checked once before anything runs."""
     options = RunOptions.from_namespace(ns)
+    users = getattr(ns, "num_users", None)
+    if isinstance(users, int) and users < 0:   # Locust itself would fail later with a traceback
+        raise OptionError(f"-u/--users must be >= 0 (got {users})")
     if not getattr(ns, "worker", False):       # a worker gets host and paths from its master
         check_results_dir(options.results_dir)
         if getattr(ns, "headless", False) and not host:
@@ -203,8 +208,12 @@ def check_host(host: str | None) -> None:
     """The target must be an http(s) base URL (empty: not chosen yet, e.g. in the web UI)."""
     if not host:
         return
-    parts = urlsplit(host)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(host)
+        parts.port                             # ValueError for a bad or out-of-range port
+    except ValueError as exc:
+        raise OptionError(f"--host {host!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in host):
         raise OptionError(f"--host must be an http:// or https:// base URL (got {host!r})")
 
 

@@ -35,6 +35,7 @@ from locust.runners import WorkerRunner
 from loadtests.ndjson_client import NdjsonClient
 from loadtests.options import OptionError, RunOptions, check_host, check_results_dir
 from loadtests.record import StreamRecord
+from loadtests.redaction import redact_record
 from loadtests.signals import stream_finished_hook, stream_started_hook
 from loadtests.sio_client import SessionError, SocketIOSession
 
@@ -103,11 +104,13 @@ class StreamUser(User):
         self.fingerprint = f"harness-{uuid.uuid4().hex[:16]}"
         self.options = RunOptions()
         self.headers: dict[str, str] = {}
+        self.secrets: tuple[str, ...] = ()     # scrubbed from every record (loadtests.redaction)
         self._backoff = RECONNECT_BACKOFF_S[0]
 
     def on_start(self) -> None:
         self.options = RunOptions.from_namespace(self.environment.parsed_options)
         self.headers = auth_headers(self.options, self.fingerprint)
+        self.secrets = tuple(s for s in (self.options.auth_token, self.options.fingerprint_id) if s)
 
     def new_record(self) -> StreamRecord:
         self.stream_count += 1
@@ -133,8 +136,10 @@ class StreamUser(User):
                     record.fail("stopped", "the test stopped while the stream ran")
                 else:
                     record.fail("disconnect", f"client error: {exc!r}"[:200])
+            redact_record(record, self.secrets)
             stream_finished_hook(self.environment.events).fire(record=record)
             raise
+        redact_record(record, self.secrets)
         stream_finished_hook(self.environment.events).fire(record=record)
         self.after_stream(record)
 

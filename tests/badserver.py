@@ -7,8 +7,8 @@ a Socket.io server that never acks, acks with no listener, or streams before
 its ack, and one that echoes the caller's credentials back in its errors.
 
 NDJSON: ``POST /fault/<name>`` answers with the misbehaviour ``<name>``
-(``NDJSON_FAULTS``); ``POST /echo-credentials`` is a 401 whose body repeats
-the ``Authorization`` / ``X-Fingerprint-ID`` headers.
+(``NDJSON_FAULTS``); any other path (the product's endpoints included) is a
+401 whose body repeats the ``Authorization`` / ``X-Fingerprint-ID`` headers.
 Socket.io (websocket only, namespace ``/UserSession``): each emitted task
 picks its misbehaviour with ``taskData["fault"]`` (``SIO_FAULTS``); a
 CONNECT whose token starts with ``echo-`` is refused with a message that
@@ -208,16 +208,12 @@ class BadServer:
             return
         if req.target.startswith("/socket.io/"):
             self._socketio(conn, req)
-        elif req.target == "/echo-credentials":
-            echo_credentials(conn, req)
+        elif req.target.startswith("/fault/") and req.target[7:] in NDJSON_FAULTS:
+            NDJSON_FAULTS[req.target[7:]](conn)
         elif req.target.startswith("/api/_harness/emit-times/"):
             conn.send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
         else:
-            fault = NDJSON_FAULTS.get(req.target.removeprefix("/fault/"))
-            if fault is None:
-                conn.send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-                return
-            fault(conn)
+            echo_credentials(conn, req)
 
     def _socketio(self, conn: Conn, req: Request) -> None:
         conn.accept_websocket(req)
@@ -247,6 +243,11 @@ class BadServer:
             self.tasks.append(fault)
             n += 1
             SIO_FAULTS[fault](conn, ack_id, f"bad-task-{n}")
+
+    @property
+    def requests(self) -> list[Request]:
+        """Every HTTP request received so far (headers included)."""
+        return self.server.requests
 
     def close(self) -> None:
         self.server.close()

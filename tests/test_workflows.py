@@ -116,7 +116,7 @@ def test_nightly_workflow_schedule_baseline_and_gate() -> None:
     assert nightly["permissions"] == {"contents": "read", "actions": "read"}
     script = run_scripts(nightly)
     assert "make bench " in script
-    assert "python -m bench.nightly" in script
+    assert "make bench-nightly" in script
     assert "GITHUB_STEP_SUMMARY" in script
     uses = [s.get("uses", "") for s in nightly["jobs"]["bench"]["steps"]]
     assert any(u.startswith("actions/download-artifact@") for u in uses)
