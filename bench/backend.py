@@ -380,9 +380,10 @@ def render(results: dict[str, list[Measured]], table_rows: list[Row], args: argp
         '(`2/UserSession,["<listener>",<json>]`) once with orjson and puts the Engine.IO MESSAGE packet',
         "straight into the client's Engine.IO send queue (the one `AsyncSocket.send` uses), skipping",
         "`AsyncManager.emit`'s per-emit task creation, stdlib JSON and logging; backpressure via",
-        "`queue.join()` at 64 queued packets.  What remains per message is the Engine.IO writer and",
-        "uvicorn's one websocket frame and one transport write, the same floor the NDJSON path has",
-        "per line.",
+        "`queue.join()` at 64 queued packets (8 on the polling transport, whose python-engineio",
+        "clients reject long-poll payloads of more than 16 packets).  What remains per message is",
+        "the Engine.IO writer and uvicorn's one websocket frame and one transport write, the same",
+        "floor the NDJSON path has per line.",
     ]
     return "\n".join(lines)
 
