@@ -24,9 +24,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from bench.perfdoc import PERFORMANCE_DOC as DOC, write_section
 
 REPO = Path(__file__).resolve().parent.parent
-DOC = REPO / "docs" / "PERFORMANCE.md"
 SECTION = "## Analysis (make bench-analysis)"
 TARGET_S = 15.0
 TARGET_MB = 2048.0
@@ -161,22 +161,6 @@ def section(rows: list[tuple[str, int, int, Timed, Timed]],
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, doc: Path = DOC) -> None:
-    """Replace our section of PERFORMANCE.md (and only it); append it if missing."""
-    current = doc.read_text() if doc.exists() else "# Performance\n"
-    lines = current.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        new = ("".join(lines[:start]) + text + ("\n" if end < len(lines) else "")
-               + "".join(lines[end:]))
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(new)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench-analysis",
                                      description=__doc__.splitlines()[0])
@@ -210,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = section(rows, calibration)
     print(text)
     if not args.no_doc:
-        write_section(text)
+        write_section(SECTION, text)
         print(f"wrote {DOC.relative_to(REPO)}")
     big = rows[-1][3]
     return 0 if big.seconds < TARGET_S and big.peak_mb < TARGET_MB and not math.isnan(

@@ -45,9 +45,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from fake_backend.testing import BackendProcess, start_backend, start_server
+from bench.perfdoc import PERFORMANCE_DOC as DOCS, write_section
 
 NS = "/UserSession"
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"
 SECTION = "## Backend (make bench-backend)"
 #: Short texts with some multi-byte UTF-8, like the fake backend's default 4-char chunks.
 TEXTS = ("the ", "mod", "el s", "trea", "m café", " 日本", "tok", "en ", "🚀 ", "fast")
@@ -388,20 +388,6 @@ def render(results: dict[str, list[Measured]], table_rows: list[Row], args: argp
     return "\n".join(lines)
 
 
-def update_docs(section: str) -> None:
-    """Replace this benchmark's section of PERFORMANCE.md (and only it); append it if missing."""
-    text = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Performance\n"
-    start = text.find(SECTION)
-    if start < 0:
-        DOCS.write_text(text.rstrip("\n") + "\n\n" + section + "\n", encoding="utf-8")
-        return
-    after = start + len(SECTION)
-    nxt = re.search(r"^## ", text[after:], flags=re.M)
-    end = after + nxt.start() if nxt else len(text)
-    DOCS.write_text(text[:start] + section + "\n\n" + text[end:].lstrip("\n") if nxt
-                    else text[:start] + section + "\n", encoding="utf-8")
-
-
 def _reversed_within_transport(table_rows: list[Row]) -> list[Row]:
     order = list(dict.fromkeys(row.transport for row in table_rows))
     return [row for t in order for row in reversed([r for r in table_rows if r.transport == t])]
@@ -457,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(section)
     if not args.no_doc:
-        update_docs(section)
+        write_section(SECTION, section)
         print(f"\nwrote the section into {DOCS}")
     return 0
 

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
+from bench.perfdoc import PERFORMANCE_DOC as DOC, write_section
 
 REPO = Path(__file__).resolve().parent.parent
-DOC = REPO / "docs" / "PERFORMANCE.md"
 SECTION = "## Load clients (make bench-client)"
 CLIENTS = ("ndjson", "httpx", "recv-floor", "socketio", "sio-stock")
 BASELINE = {"ndjson": "httpx", "socketio": "sio-stock"}
@@ -327,20 +327,6 @@ def summarize(samples: list[Sample], shapes: list[Shape]) -> list[dict]:
     return rows
 
 
-def write_section(text: str, doc: Path = DOC) -> None:
-    """Replace our section of PERFORMANCE.md (and only it); append it if missing."""
-    current = doc.read_text() if doc.exists() else "# Performance\n"
-    lines = current.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.strip() == SECTION), None)
-    if start is None:
-        new = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + text + ("\n" if end < len(lines) else "") + "".join(lines[end:])
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(new)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="make bench-client", description=__doc__.splitlines()[0])
     p.add_argument("--chunks", type=int, default=20000, help="chunks of the burst stream (default 20000)")
@@ -415,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
         print(f"written to {DOC.relative_to(REPO)}")
     return 0 if not failures else 1
 

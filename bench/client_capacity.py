@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fake_backend.testing import start_backend
+from bench.perfdoc import PERFORMANCE_DOC as DOC, write_section
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
-DOC = REPO / "docs" / "PERFORMANCE.md"
 SECTION = "## Load process capacity (python -m bench.client_capacity)"
 NDJSON_WEIGHT, SOCKETIO_WEIGHT = 10, 3
 
@@ -115,18 +115,6 @@ def table(steps: list[Step], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, doc: Path = DOC) -> None:
-    """Replace this benchmark's section of PERFORMANCE.md (and only it); append it if missing."""
-    lines = doc.read_text().splitlines() if doc.exists() else ["# Performance"]
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        lines += ["", *text.splitlines()]
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = [*text.splitlines(), ""]
-    doc.write_text("\n".join(lines).rstrip("\n") + "\n")
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.client_capacity", description=__doc__.splitlines()[0])
     p.add_argument("--steps", default="26,65,130",
@@ -158,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = table(steps, args)
     print("\n" + text)
     if not args.no_doc:
-        write_section(text)
+        write_section(SECTION, text)
     return 0
 
 

@@ -1,7 +1,8 @@
 """`make bench-client` writes only its own section of docs/PERFORMANCE.md."""
 from __future__ import annotations
 
-from bench.client import SECTION, Shape, render_section, summarize, Sample, write_section
+from bench.client import SECTION, Shape, render_section, summarize, Sample
+from bench.perfdoc import write_section
 
 OTHERS = "# Performance\n\nintro\n\n## Backend (make bench-backend)\n\nbackend table\n\n"
 AFTER = "## Analysis (make bench-analysis)\n\nanalysis table\n"
@@ -11,17 +12,17 @@ def test_only_our_section_is_replaced_and_rewriting_is_idempotent(tmp_path):
     doc = tmp_path / "PERFORMANCE.md"
     doc.write_text(OTHERS + SECTION + "\n\n_not measured yet_\n\n" + AFTER)
     text = SECTION + "\n\nnew table\n"
-    write_section(text, doc)
+    write_section(SECTION, text, doc)
     once = doc.read_text()
     assert once == OTHERS + text + "\n" + AFTER
-    write_section(text, doc)
+    write_section(SECTION, text, doc)
     assert doc.read_text() == once
 
 
 def test_missing_section_is_appended(tmp_path):
     doc = tmp_path / "PERFORMANCE.md"
     doc.write_text(OTHERS)
-    write_section(SECTION + "\n\nt\n", doc)
+    write_section(SECTION, SECTION + "\n\nt\n", doc)
     assert doc.read_text() == OTHERS.rstrip("\n") + "\n\n" + SECTION + "\n\nt\n"
 
 
