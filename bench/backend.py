@@ -26,7 +26,6 @@ import argparse
 import base64
 import json
 import os
-import re
 import selectors
 import socket
 import statistics
@@ -35,7 +34,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson

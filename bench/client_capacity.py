@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fake_backend.testing import start_backend
-from bench.perfdoc import PERFORMANCE_DOC as DOC, write_section
+from bench.perfdoc import write_section
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
