@@ -11,10 +11,12 @@ BENCH_USERS ?= 20
 BENCH_ARGS ?=
 BASE ?= origin/main
 ROUNDS ?= 3
+# soak knobs: make soak SOAK_ARGS="--minutes 5"
+SOAK_ARGS ?=
 COMPARE_ARGS ?=
 NIGHTLY_ARGS ?=
 
-.PHONY: install browser test bench bench-backend bench-client bench-analysis bench-compare bench-nightly bench-live ui soak clean
+.PHONY: install browser test bench bench-backend bench-client bench-analysis bench-compare bench-nightly bench-verdicts bench-live ui soak clean
 
 install: $(STAMP)
 
@@ -62,6 +64,10 @@ bench-compare: $(STAMP)
 bench-nightly: $(STAMP)
 	$(PY) -m bench.nightly $(NIGHTLY_ARGS)
 
+# the buffering detector on real runs: false alarms on clean runs, misses on faulty ones
+bench-verdicts: $(STAMP)
+	$(PY) -m bench.verdicts
+
 bench-live: $(STAMP)
 	$(PY) -m bench.live
 
@@ -69,7 +75,7 @@ ui: $(STAMP)
 	$(PY) -m bench.ui
 
 soak: $(STAMP)
-	$(PY) -m bench.soak
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -88,10 +88,9 @@ def run(args: argparse.Namespace) -> int:
     run_dir = args.results_root / (args.run_id or new_run_id())
     run_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    backend_args: list[str] = []
     if args.backend_profile:
         env["FAKE_BACKEND_PROFILE"] = args.backend_profile
-    with start_backend(*backend_args, env=env) as backend:
+    with start_backend(env=env) as backend:
         print(f"fake backend on {backend.url}; results in {run_dir}", flush=True)
         locust = subprocess.Popen(locust_command(args, backend.url, run_dir), cwd=REPO)
         try:
@@ -113,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     summary = json.loads(summary_path.read_text())
     write_benchmark_json(run_dir)
     print(format_summary_table(summary))
-    print(f"\nreport: {run_dir / 'report.md'}")
+    if not args.no_report:
+        print(f"\nreport: {run_dir / 'report.md'}")
     return 0
 
 

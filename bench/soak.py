@@ -1,7 +1,7 @@
 """`make soak`: minutes of mixed faults at moderate load; nothing may leak or go missing.
 
 Starts the fake backend (``--send-timeout``, so slow consumers are cut) and a
-headless Locust run of ``bench/soak_locustfile.py`` (the harness's own users,
+headless Locust run of ``loadtests/soak_locustfile.py`` (the harness's own users,
 a random fault per stream), while a background thread abuses the same backend
 (connections opened and dropped half-way, slow consumers, oversized bodies;
 ``bench/abuse.py``).  Every few seconds it samples the RSS of both processes
@@ -42,17 +42,21 @@ import psutil
 
 from analysis.schema import ERROR_KINDS
 from bench import abuse
+from fake_backend.emit_log import EmitLog
 from fake_backend.testing import BackendProcess, start_backend
 
 REPO: Final = Path(__file__).resolve().parent.parent
-LOCUSTFILE: Final = REPO / "bench" / "soak_locustfile.py"
+LOCUSTFILE: Final = REPO / "loadtests" / "soak_locustfile.py"
 SAMPLE_EVERY_S: Final = 5.0
 BACKEND_GROWTH_LIMIT_MB: Final = 64.0
 LOCUST_GROWTH_LIMIT_MB: Final = 64.0
 #: Bytes one recorded event costs in a StreamRecord (kind 1 + t_ms 8 + read 4 + seq 4 + emit_ms 8).
 EVENT_RECORD_BYTES: Final = 25
 CHURN_CONNECTIONS: Final = 100
-ABUSE_HARNESS: Final = {"chunks": 2000, "duration_s": 20.0, "chunk_chars": 100, "events": False}
+#: Streams the churned connections ask for (dropped long before they end).
+CHURN_HARNESS: Final = {"chunks": 2000, "duration_s": 20.0, "events": False}
+#: What a slow consumer asks for: ~2 MB/s, so the socket buffers fill within a second or two.
+FLOOD_HARNESS: Final = {"chunks": 100_000, "duration_s": 10.0, "chunk_chars": 200, "events": False}
 
 
 @dataclass
@@ -69,6 +73,7 @@ class AbuseCounts:
     churned: int = 0
     churn_stream_requests: int = 0
     slow_consumer_streams: dict[str, int] = field(default_factory=lambda: {"ndjson": 0, "socketio": 0})
+    slow_consumers_held: int = 0          # ... of which held for the whole 2 x send timeout
     oversized_sent: int = 0
     oversized_refused: int = 0
     errors: list[str] = field(default_factory=list)
@@ -127,23 +132,24 @@ def sample_loop(backend: BackendProcess, locust: subprocess.Popen, started: floa
 def abuse_loop(addr: abuse.Address, every: float, hold: float, counts: AbuseCounts,
                stop: threading.Event) -> None:
     """One round every ``every`` s: churn, slow consumers (held ``hold`` s), an oversized body."""
-    ways = len(abuse.churn_ways(addr, ABUSE_HARNESS))
+    ways = len(abuse.churn_ways(addr, CHURN_HARNESS))
     while not stop.wait(every):
         counts.rounds += 1
         try:
-            socks = abuse.open_connections(addr, CHURN_CONNECTIONS, ABUSE_HARNESS)
+            socks = abuse.open_connections(addr, CHURN_CONNECTIONS, CHURN_HARNESS)
             counts.churned += len(socks)
             counts.churn_stream_requests += sum(1 for i in range(len(socks)) if i % ways == abuse.STREAM_WAY)
             time.sleep(0.2)
             abuse.drop_connections(socks)
-            slow = abuse.slow_consumers(addr, ABUSE_HARNESS, count=1)
+            slow = abuse.slow_consumers(addr, FLOOD_HARNESS, count=1)
             counts.slow_consumer_streams["ndjson"] += 1
             counts.slow_consumer_streams["socketio"] += 1
             try:
                 head, _ = abuse.oversized_body(addr, declared_bytes=50 * 2**20, send_mb=10)
                 counts.oversized_sent += 1
                 counts.oversized_refused += head.startswith(b"HTTP/1.1 413")
-                stop.wait(hold)
+                if not stop.wait(hold):
+                    counts.slow_consumers_held += len(slow)
             finally:
                 for sock in slow:
                     sock.close()
@@ -174,6 +180,7 @@ class Check:
 def client_counts(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     summary = json.loads((run_dir / "summary.json").read_text())
     streams = pd.read_parquet(run_dir / "streams.parquet")
+    streams["error"] = streams["error"].fillna("").astype(str)      # "" = no error
     return summary, streams
 
 
@@ -183,7 +190,7 @@ def reached_backend(streams: pd.DataFrame, transport: str) -> int:
     if transport == "ndjson":
         return int((mine["http_status"] == 200).sum())
     acked = np.isfinite(mine["time_to_headers_ms"].to_numpy(dtype=float))
-    return int((acked & (mine["error"] != "ack").to_numpy(dtype=bool)).sum())
+    return int((acked & (mine["error"] != "ack").to_numpy()).sum())
 
 
 def growth_window(samples: list[Sample], warmup_s: float) -> tuple[Sample, Sample]:
@@ -201,7 +208,7 @@ def checks(summary: dict[str, Any], streams: pd.DataFrame, final: dict[str, Any]
         out.append(Check(c["started"] == total == rows,
                          f"{transport}: started {c['started']} = completed {c['completed']} + failed "
                          f"{c['failed']} + cancelled {c.get('cancelled', 0)} = {rows} rows in streams.parquet"))
-    unknown = sorted(set(streams["error"].dropna()) - set(ERROR_KINDS))
+    unknown = sorted(set(streams["error"]) - {""} - set(ERROR_KINDS))
     out.append(Check(not unknown, f"every failure has a known kind{f' (unknown: {unknown})' if unknown else ''}"))
     active = final["active"]
     out.append(Check(sum(active.values()) == 0 and sum(final["started"].values()) == sum(final["outcomes"].values()),
@@ -217,6 +224,10 @@ def checks(summary: dict[str, Any], streams: pd.DataFrame, final: dict[str, Any]
         ok = users + extra_min - slack <= backend_started <= users + extra_max + slack
         out.append(Check(ok, f"{transport}: backend started {backend_started} = users' {users} + abuse "
                              f"{extra_min}..{extra_max} (± {slack} cut by the stop)"))
+    cut = final["outcomes"].get("slow_consumer", 0)
+    out.append(Check(cut >= counts.slow_consumers_held,
+                     f"backend: {cut} streams ended as slow_consumer; {counts.slow_consumers_held} slow "
+                     f"consumers held their sockets open, reading nothing, for twice the send timeout"))
     warm, last = growth_window(samples, warmup_s)
     backend_growth = backend_end_mb - warm.backend_rss_mb
     out.append(Check(backend_growth < BACKEND_GROWTH_LIMIT_MB,
@@ -254,7 +265,11 @@ def table(args: argparse.Namespace, summary: dict[str, Any], streams: pd.DataFra
     peak = {t: max((s.active.get(t, 0) for s in samples), default=0) for t in ("ndjson", "socketio")}
     lines += ["", f"backend active streams: peak ndjson {peak['ndjson']}, socketio {peak['socketio']}; "
                   f"at the end ndjson {final['active']['ndjson']}, socketio {final['active']['socketio']}",
-              "backend outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(final["outcomes"].items())), ""]
+              "backend outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(final["outcomes"].items())),
+              f"backend emit-time log (an LRU bounded at {EmitLog().max_tasks} tasks): "
+              f"{final['emit_log']['tasks']} tasks, "
+              f"{final['emit_log']['timestamps']:,} timestamps "
+              f"(~{final['emit_log']['timestamps'] * 8 / 2**20:.1f} MB of the backend's growth)", ""]
     kinds = [k for k in ERROR_KINDS if (streams["error"] == k).any()]
     head = f"{'streams (load users)':<22}{'started':>8}{'done':>7}{'failed':>7}{'cancel':>7}" + "".join(
         f"{k:>{max(len(k), 6) + 1}}" for k in kinds)

@@ -31,6 +31,7 @@ from analysis.results import EVENTS_FILE, RUN_FILE, STREAMS_FILE, SUMMARY_FILE, 
 from analysis.synthetic import SyntheticSpec, synthetic_run, write_synthetic_run
 from badserver import BadServer
 from fake_backend.testing import BackendProcess, start_backend
+from loadtests.redaction import REDACTED, redact
 from test_locust_runs import (
     REPO, LocustRun, finish, free_port, locust_command, popen_locust, start_workers, stop_all, wait_for_output,
 )
@@ -85,13 +86,13 @@ def run_with_signal(backend: BackendProcess, tmp_path: Path, moment: str) -> tup
     """A headless run of 5 s streams, interrupted at ``moment``."""
     out = tmp_path / "out"
     log = tmp_path / "locust.log"
-    process = popen_locust("--headless", "-u", "4", "-r", "2", "-t", "60s", "--host", backend.url,
+    process = popen_locust("--headless", "-u", "4", "-r", "1", "-t", "60s", "--host", backend.url,
                            "--transport", "both", "--chunks", "100", "--stream-seconds", "5",
                            "--results-dir", str(out), "--only-summary", log=log)
     try:
-        if moment == "Ctrl-C while users spawn":
+        if moment == "Ctrl-C while users spawn":            # one user a second: 4 s of spawning
             wait_for_output(log, "Ramping to 4 users")
-            time.sleep(0.5)
+            time.sleep(1.5)
             process.send_signal(signal.SIGINT)
         else:
             wait_for_output(log, "All users spawned")
@@ -135,8 +136,10 @@ def test_backend_down_at_start_killed_mid_run_and_restarted(tmp_path: Path):
         time.sleep(1.5)
         second_up = time.time()
         backend = start_backend("--port", str(port))      # phase 3: back on the same port
-        wait_until(lambda: (s := backend_stats(url)) and s["outcomes"].get("complete", 0) >= 6,
-                   30, "streams to complete on the restarted backend")
+        wait_until(lambda: (s := backend_stats(url)) and min(s["started"].get("ndjson", 0),
+                                                              s["started"].get("socketio", 0)) >= 3,
+                   30, "both transports to reconnect to the restarted backend")
+        time.sleep(1.5)                                   # 0.6 s streams: let those finish
         process.send_signal(signal.SIGINT)
         output = finish(process, timeout=60, log=log)
     finally:
@@ -157,6 +160,27 @@ def test_backend_down_at_start_killed_mid_run_and_restarted(tmp_path: Path):
         back = mine[(mine["started_at"] > second_up) & (mine["status"] == "completed")]
         assert len(back) >= 2, f"{transport}: the run did not go on after the restart"
         assert (back["n_chunks"] == 30).all()
+
+
+def test_first_chunk_and_stream_timeouts_are_set_per_run(backend: BackendProcess, tmp_path: Path):
+    """Row 2's timeouts, from the command line: a first chunk that comes too late (NDJSON)
+    and a stream that runs too long (Socket.io) both fail as ``timeout``, on time."""
+    out = tmp_path / "out"
+    process = subprocess.run(locust_command(
+        "--headless", "-u", "2", "-r", "2", "-t", "3s", "--host", backend.url, "--transport", "both",
+        "--first-chunk-timeout", "0.5", "--stream-timeout", "1.5",
+        "--ndjson-backend-options", '{"chunks": 10, "duration_s": 0.1, "first_chunk_delay_ms": 5000}',
+        "--socketio-backend-options", '{"chunks": 3000, "duration_s": 30}',
+        "--results-dir", str(out), "--only-summary"), cwd=REPO, capture_output=True, text=True, timeout=90)
+    streams = assert_whole_result_set(out, process.stdout + process.stderr)
+    timed_out = streams[streams["error"] == "timeout"]
+    ndjson = timed_out[timed_out["transport"] == "ndjson"]
+    sio = timed_out[timed_out["transport"] == "socketio"]
+    assert len(ndjson) >= 2 and ndjson["error_detail"].str.contains("first_chunk_timeout=0.5").all()
+    assert ndjson["duration_ms"].between(500, 2500).all() and (ndjson["n_chunks"] == 0).all()
+    assert len(sio) >= 1 and sio["error_detail"].str.contains("stream_timeout=1.5").all()
+    assert sio["duration_ms"].between(1500, 3500).all() and (sio["n_chunks"] > 0).all()
+    assert set(streams["error"].dropna()) <= {"timeout", "stopped"}
 
 
 # =========================================================================== row 4: interrupts, workers
@@ -376,6 +400,17 @@ def test_the_analysis_command_itself_prints_no_traceback(good_results: Path, tmp
 
 
 # =========================================================================== row 6: secrets
+
+def test_redaction_catches_raw_json_and_html_escaped_forms_of_a_secret():
+    secret = "tok<&>'x\"9"
+    as_json = json.dumps(secret)
+    as_html = as_json
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("'", "\\u0027")):
+        as_html = as_html.replace(char, escape)    # what a page's |tojson writes
+    scrubbed = redact(f"raw {secret} | json {as_json} | html {as_html}", [secret, "ab"])
+    assert "tok" not in scrubbed and scrubbed.count(REDACTED) == 3
+    assert redact("ab cd", ["ab"]) == "ab cd"        # too short to be a secret: left alone
+
 
 def every_output(run_dir: Path, *texts: str) -> str:
     """Everything a run left behind, as text (binary files decoded leniently)."""

@@ -1,6 +1,8 @@
 """Locust users for ``make soak``: the harness's own users, every stream with a fault drawn at random.
 
-Loaded with ``locust -f bench/soak_locustfile.py``; importing
+Loaded with ``locust -f loadtests/soak_locustfile.py`` (here, not in bench/:
+Locust puts the locustfile's directory first on sys.path, and bench/analysis.py
+would shadow the analysis package); importing
 ``loadtests.locustfile`` brings the harness's flags, listeners and result
 files, so a soak run is an ordinary run whose streams misbehave in turns:
 clean streams, error events, cut connections, buffering, stalls, careless
