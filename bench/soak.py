@@ -193,13 +193,36 @@ def reached_backend(streams: pd.DataFrame, transport: str) -> int:
     return int((acked & (mine["error"] != "ack").to_numpy()).sum())
 
 
-def growth_window(samples: list[Sample], warmup_s: float) -> tuple[Sample, Sample]:
-    warm = next((s for s in samples if s.t >= warmup_s), samples[0])
-    return warm, samples[-1]
+@dataclass
+class Memory:
+    """RSS in MB: at start, after the warm-up, at the end, and the peak.
+
+    Locust's "end" is its last sample while the load ran: after the run time
+    it turns every record into DataFrames and parquet files, a one-off peak
+    (shown as its peak) that says nothing about growth during the run.
+    """
+    backend: tuple[float, float, float, float]
+    locust: tuple[float, float, float, float] | None
+    events_since_warmup: int
+
+    @classmethod
+    def of(cls, samples: list[Sample], backend_end_mb: float, warmup_s: float, load_s: float,
+           streams: pd.DataFrame) -> "Memory":
+        warm = next((s for s in samples if s.t >= warmup_s), samples[0])
+        backend = (samples[0].backend_rss_mb, warm.backend_rss_mb, backend_end_mb,
+                   max(s.backend_rss_mb for s in samples))
+        during = [s for s in samples if s.locust_rss_mb is not None and s.t <= load_s]
+        locust = None
+        if during:
+            lwarm = next((s for s in during if s.t >= warmup_s), during[0])
+            locust = (during[0].locust_rss_mb, lwarm.locust_rss_mb, during[-1].locust_rss_mb,
+                      max(s.locust_rss_mb for s in samples if s.locust_rss_mb is not None))
+        since = streams["started_at"] >= streams["started_at"].min() + warmup_s
+        return cls(backend, locust, int(streams.loc[since, "n_events"].sum()))  # type: ignore[arg-type]
 
 
 def checks(summary: dict[str, Any], streams: pd.DataFrame, final: dict[str, Any], counts: AbuseCounts,
-           samples: list[Sample], backend_end_mb: float, warmup_s: float) -> list[Check]:
+           memory: Memory) -> list[Check]:
     out: list[Check] = []
     for transport, part in summary["transports"].items():
         c = part["streams"]
@@ -228,40 +251,31 @@ def checks(summary: dict[str, Any], streams: pd.DataFrame, final: dict[str, Any]
     out.append(Check(cut >= counts.slow_consumers_held,
                      f"backend: {cut} streams ended as slow_consumer; {counts.slow_consumers_held} slow "
                      f"consumers held their sockets open, reading nothing, for twice the send timeout"))
-    warm, last = growth_window(samples, warmup_s)
-    backend_growth = backend_end_mb - warm.backend_rss_mb
-    out.append(Check(backend_growth < BACKEND_GROWTH_LIMIT_MB,
-                     f"backend RSS {warm.backend_rss_mb:.0f} MB after warm-up -> {backend_end_mb:.0f} MB at the end "
-                     f"(+{backend_growth:.1f} MB, limit {BACKEND_GROWTH_LIMIT_MB:g})"))
-    locust_series = [s for s in samples if s.locust_rss_mb is not None]
-    if locust_series:
-        warm_l, last_l = growth_window(locust_series, warmup_s)
-        events_after_warmup = streams.loc[streams["started_at"] >= streams["started_at"].min() + warmup_s,
-                                          "n_events"].sum()
-        kept_mb = events_after_warmup * EVENT_RECORD_BYTES / 2**20
+    _, warm, end, _ = memory.backend
+    out.append(Check(end - warm < BACKEND_GROWTH_LIMIT_MB,
+                     f"backend RSS {warm:.0f} MB after warm-up -> {end:.0f} MB at the end "
+                     f"(+{end - warm:.1f} MB, limit {BACKEND_GROWTH_LIMIT_MB:g})"))
+    if memory.locust is not None:
+        _, warm, end, _ = memory.locust
+        kept_mb = memory.events_since_warmup * EVENT_RECORD_BYTES / 2**20
         limit = LOCUST_GROWTH_LIMIT_MB + 3 * kept_mb
-        growth = last_l.locust_rss_mb - warm_l.locust_rss_mb  # type: ignore[operator]
-        out.append(Check(growth < limit,
-                         f"locust RSS {warm_l.locust_rss_mb:.0f} MB after warm-up -> {last_l.locust_rss_mb:.0f} MB "
-                         f"(+{growth:.1f} MB; records kept since: {kept_mb:.1f} MB; limit {limit:.0f})"))
+        out.append(Check(end - warm < limit,
+                         f"locust RSS {warm:.0f} MB after warm-up -> {end:.0f} MB at the end of the load "
+                         f"(+{end - warm:.1f} MB; records it must keep, added since: {kept_mb:.1f} MB; "
+                         f"limit {limit:.0f})"))
     return out
 
 
 def table(args: argparse.Namespace, summary: dict[str, Any], streams: pd.DataFrame, final: dict[str, Any],
-          counts: AbuseCounts, samples: list[Sample], backend_end_mb: float, warmup_s: float,
-          results: list[Check], run_dir: Path) -> str:
+          counts: AbuseCounts, samples: list[Sample], memory: Memory, results: list[Check],
+          run_dir: Path) -> str:
     lines = [f"soak: {args.minutes:g} min, {args.users} users (both transports), backend --send-timeout "
              f"{args.send_timeout:g} s, abuse every {args.abuse_every:g} s; results in {run_dir}", ""]
-    first = samples[0]
-    warm, last = growth_window(samples, warmup_s)
-    locust_series = [s for s in samples if s.locust_rss_mb is not None]
     lines.append(f"{'memory (RSS, MB)':<24}{'start':>8}{'warm-up':>9}{'end':>8}{'peak':>8}")
-    lines.append(f"{'backend':<24}{first.backend_rss_mb:>8.1f}{warm.backend_rss_mb:>9.1f}{backend_end_mb:>8.1f}"
-                 f"{max(s.backend_rss_mb for s in samples):>8.1f}")
-    if locust_series:
-        lw, ll = growth_window(locust_series, warmup_s)
-        lines.append(f"{'locust':<24}{locust_series[0].locust_rss_mb:>8.1f}{lw.locust_rss_mb:>9.1f}"
-                     f"{ll.locust_rss_mb:>8.1f}{max(s.locust_rss_mb for s in locust_series):>8.1f}")
+    lines.append(f"{'backend':<24}" + "".join(f"{v:>{w}.1f}" for v, w in zip(memory.backend, (8, 9, 8, 8))))
+    if memory.locust is not None:
+        lines.append(f"{'locust':<24}" + "".join(f"{v:>{w}.1f}" for v, w in zip(memory.locust, (8, 9, 8, 8)))
+                     + "  (end: last sample under load; peak: writing the results)")
     peak = {t: max((s.active.get(t, 0) for s in samples), default=0) for t in ("ndjson", "socketio")}
     lines += ["", f"backend active streams: peak ndjson {peak['ndjson']}, socketio {peak['socketio']}; "
                   f"at the end ndjson {final['active']['ndjson']}, socketio {final['active']['socketio']}",
@@ -330,13 +344,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"soak: Locust exited {locust_rc} without results; see {run_dir / 'locust.log'}", file=sys.stderr)
         return 2
     summary, streams = client_counts(run_dir)
-    results = checks(summary, streams, final, counts, samples, backend_end_mb, warmup_s)
+    memory = Memory.of(samples, backend_end_mb, warmup_s, args.minutes * 60, streams)
+    results = checks(summary, streams, final, counts, memory)
     if "Traceback" in backend_stderr:
         results.append(Check(False, "the backend logged a traceback (see its stderr below)"))
         print(backend_stderr[-3000:], file=sys.stderr)
     pd.DataFrame([vars(s) | {"active": json.dumps(s.active)} for s in samples]).to_csv(
         run_dir / "soak_samples.csv", index=False)
-    text = table(args, summary, streams, final, counts, samples, backend_end_mb, warmup_s, results, run_dir)
+    text = table(args, summary, streams, final, counts, samples, memory, results, run_dir)
     (run_dir / "soak.txt").write_text(text + "\n")
     print(text)
     return 0 if all(c.ok for c in results) else 1
