@@ -147,7 +147,7 @@ def _gap_distribution(analysis: Analysis) -> Figure:
            ylabel="share of gaps")
     if notes:
         ax.text(0.99, 0.97, "\n".join(notes), transform=ax.transAxes, ha="right", va="top",
-                fontsize=8)
+                fontsize=8, bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"})
     _finish(ax)
     return figure
 
