@@ -16,7 +16,7 @@ import os
 from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Mapping
+from typing import Any, Callable, Final, Mapping
 from urllib.parse import urlsplit
 
 from fake_backend.control import HarnessError, check_values
@@ -241,20 +241,19 @@ def _choice(flag: str, value: Any, choices: tuple[str, ...]) -> str:
 
 
 def _int(flag: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise OptionError(f"--{flag} must be an integer (got {value!r})") from None
-    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-        raise OptionError(f"--{flag} must be in {_range(minimum, maximum)} (got {number})")
-    return number
+    return int(_number(flag, value, int, "an integer", minimum, maximum))
 
 
 def _float(flag: str, value: Any, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    return _number(flag, value, float, "a number", minimum, maximum)
+
+
+def _number(flag: str, value: Any, parse: Callable[[str], float], kind: str,
+            minimum: float | None, maximum: float | None) -> float:
     try:
-        number = float(str(value).strip())
+        number = parse(str(value).strip())
     except ValueError:
-        raise OptionError(f"--{flag} must be a number (got {value!r})") from None
+        raise OptionError(f"--{flag} must be {kind} (got {value!r})") from None
     if not math.isfinite(number) or (minimum is not None and number < minimum) or (
             maximum is not None and number > maximum):
         raise OptionError(f"--{flag} must be in {_range(minimum, maximum)} (got {value!r})")
