@@ -3,6 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+HARNESS := $(VENV)/bin/stream-harness
 STAMP := $(VENV)/.installed
 
 # bench knobs (override on the command line: make bench BENCH_SECONDS=30)
@@ -44,7 +45,7 @@ browser:
 	fi
 
 bench: $(STAMP)
-	$(PY) -m bench.run --seconds $(BENCH_SECONDS) --users $(BENCH_USERS) $(BENCH_ARGS)
+	$(HARNESS) run --seconds $(BENCH_SECONDS) --users $(BENCH_USERS) $(BENCH_ARGS)
 
 bench-backend: $(STAMP)
 	$(PY) -m bench.backend
@@ -55,14 +56,14 @@ bench-client: $(STAMP)
 	$(PY) -m bench.client_capacity
 
 bench-analysis: $(STAMP)
-	$(PY) -m bench.analysis
+	$(PY) -m bench.analysis_speed
 
 bench-compare: $(STAMP)
-	$(PY) -m bench.compare --base $(BASE) --rounds $(ROUNDS) $(COMPARE_ARGS)
+	$(HARNESS) compare-refs --base $(BASE) --rounds $(ROUNDS) $(COMPARE_ARGS)
 
 # the nightly job's gate: tonight's run against the rolling baseline of past nights
 bench-nightly: $(STAMP)
-	$(PY) -m bench.nightly $(NIGHTLY_ARGS)
+	$(HARNESS) nightly $(NIGHTLY_ARGS)
 
 # the buffering detector on real runs: false alarms on clean runs, misses on faulty ones
 bench-verdicts: $(STAMP)
@@ -72,7 +73,7 @@ bench-live: $(STAMP)
 	$(PY) -m bench.live
 
 ui: $(STAMP)
-	$(PY) -m bench.ui
+	$(HARNESS) ui
 
 soak: $(STAMP)
 	$(PY) -m bench.soak $(SOAK_ARGS)

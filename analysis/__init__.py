@@ -1,7 +1,7 @@
 """Stream-latency analysis: raw results -> summary.json, report.md, charts, regression gate.
 
 Public API (import the submodule; this package imports nothing, so load users
-that only need ``analysis.schema`` stay light):
+that only need ``stream_harness.contract.schema`` stay light):
 
 - ``analysis.frames.frames_from_records(records) -> (streams, events)``
 - ``analysis.results.write_results(dir, run, streams, events) -> summary``,
@@ -11,6 +11,6 @@ that only need ``analysis.schema`` stay light):
 - ``analysis.compare.compare_runs(base, current, thresholds) -> Comparison``,
   ``load_thresholds()``
 - ``analysis.report.build_report(dir)``, ``render_compare_markdown(...)``
-- ``analysis.synthetic.synthetic_run(SyntheticSpec(...))`` for tests and benchmarks
+- ``tests.support.synthetic.synthetic_run(SyntheticSpec(...))`` for tests and benchmarks
 - CLI: ``python -m analysis report DIR`` / ``python -m analysis compare BASE CURRENT``
 """

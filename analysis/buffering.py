@@ -19,7 +19,7 @@ A buffer shows up in two independent ways, and the detector reads both:
   is stale by tens of milliseconds, where a clean stream has a few
   milliseconds of loopback and scheduler noise.
 
-Thresholds (calibrated on ``analysis.synthetic`` series, see
+Thresholds (calibrated on ``tests.support.synthetic`` series, see
 tests/test_analysis_buffering.py and the table ``make bench-analysis`` writes
 to docs/PERFORMANCE.md; checked through the fake backend and the real Locust
 users in tests/test_analysis_real_backend.py, where 20 users of LLM-paced

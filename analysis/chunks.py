@@ -25,7 +25,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from analysis.schema import CHUNK
+from stream_harness.contract.schema import CHUNK
 
 #: Two chunks closer than this arrived together: reads that close were
 #: served from data already in the socket buffer (a read plus parsing one

@@ -30,6 +30,8 @@ from typing import Any, Final
 
 from typing import TYPE_CHECKING
 
+from analysis.errors import AnalysisError
+
 import numpy as np
 import pandas as pd
 
@@ -42,7 +44,7 @@ IGNORED_ERROR_KINDS: Final = ("stopped",)
 BOOTSTRAP_RESAMPLES: Final = 2000
 
 
-class ThresholdsError(ValueError):
+class ThresholdsError(AnalysisError):
     """The regression table in pyproject.toml is unusable (one-line message)."""
 
 

@@ -1,4 +1,4 @@
-"""Stream records -> the two raw-data frames of ``analysis.schema``.
+"""Stream records -> the two raw-data frames of ``stream_harness.contract.schema``.
 
 Load users keep one record per stream with ``array.array`` event columns (see
 ``loadtests/record.py``; duck-typed here so analysis never imports the load
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.schema import CHUNK, EVENT_COLUMNS, STREAM_COLUMNS
+from stream_harness.contract.schema import CHUNK, EVENT_COLUMNS, STREAM_COLUMNS
 
 #: Values a stream column takes when a record (or an older file) lacks it.
 STREAM_DEFAULTS: dict[str, Any] = {

@@ -32,7 +32,7 @@ from analysis.quantiles import (
     optional_float,
     segment_percentiles,
 )
-from analysis.schema import SCHEMA_VERSION
+from stream_harness.contract.schema import SCHEMA_VERSION
 
 #: Preferred order of transports in the summary and the report.
 TRANSPORT_ORDER: tuple[str, ...] = ("ndjson", "socketio")

@@ -1,7 +1,7 @@
 """Results directories on disk: write them atomically, read them back with clear errors.
 
 A results directory is ``run.json`` + ``streams.parquet`` + ``events.parquet``
-(raw, see ``analysis.schema``) and ``summary.json`` (computed).  Each file is
+(raw, see ``stream_harness.contract.schema``) and ``summary.json`` (computed).  Each file is
 written to a temporary name in the same directory and moved into place with
 ``os.replace``, so a reader (or an interrupted writer) never sees half a file.
 
@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analysis.errors import AnalysisError
 from analysis.frames import coerce_events, coerce_streams
 
 RUN_FILE = "run.json"
@@ -34,7 +35,7 @@ SUMMARY_FILE = "summary.json"
 RAW_FILES = (RUN_FILE, STREAMS_FILE, EVENTS_FILE)
 
 
-class ResultsError(Exception):
+class ResultsError(AnalysisError):
     """A results directory that cannot be used; ``str()`` is one line for the user."""
 
 

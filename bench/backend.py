@@ -42,7 +42,7 @@ import socketio
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from fake_backend.testing import BackendProcess, start_backend, start_server
+from fake_backend.process import BackendProcess, start_backend, start_server
 from bench.perfdoc import PERFORMANCE_DOC as DOCS, write_section
 
 NS = "/UserSession"

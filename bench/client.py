@@ -90,8 +90,8 @@ class Shape:
 def _measure_ndjson(url: str, harness: dict, streams: int) -> dict:
     import gevent
 
-    from loadtests.ndjson_client import NdjsonClient
-    from loadtests.record import StreamRecord
+    from loadtests.clients.ndjson import NdjsonClient
+    from loadtests.results.record import StreamRecord
     clients = [NdjsonClient(url) for _ in range(streams)]
     records = [StreamRecord("ndjson", "chat", f"bench-{i}") for i in range(streams)]
     body = {"messages": [{"role": "user", "content": "bench"}], "harness": harness}
@@ -149,8 +149,8 @@ def _measure_httpx(url: str, harness: dict, streams: int) -> dict:
 def _measure_socketio(url: str, harness: dict, streams: int) -> dict:
     import gevent
 
-    from loadtests.record import StreamRecord
-    from loadtests.sio_client import SocketIOSession
+    from loadtests.results.record import StreamRecord
+    from loadtests.clients.socketio import SocketIOSession
     sessions = [SocketIOSession(url, auth_token="bench-client") for _ in range(streams)]
     for session in sessions:
         session.connect()
@@ -214,7 +214,7 @@ def _measure_recv_floor(url: str, harness: dict, streams: int) -> dict:
     import gevent
     from gevent import socket as gsocket
 
-    from loadtests._http1 import parse_base_url
+    from loadtests.protocol.http1 import parse_base_url
     origin = parse_base_url(url)
     body = json.dumps({"messages": [{"role": "user", "content": "bench"}], "harness": harness}).encode()
     request = (f"POST {CHAT_PATH} HTTP/1.1\r\nHost: {origin.host_header}\r\n"
@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         return child_main(args.child, args.url, args.harness, args.streams)
-    from fake_backend.testing import start_backend
+    from fake_backend.process import start_backend
 
     shapes = [Shape("burst", args.chunks, 0.0),
               Shape("paced", args.paced_chunks, args.paced_seconds),

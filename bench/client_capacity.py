@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from fake_backend.testing import start_backend
+from fake_backend.process import start_backend
 from bench.perfdoc import write_section
 
 REPO = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ The base is a copy of this checkout (same code, another directory, like the
 PR job's worktree); every comparison that does not exit 0 is a false alarm.
 Prints one line per repeat and a closing line for docs/PERFORMANCE.md.
 
-    python -m bench.false_alarms [--repeats 10] [bench.compare flags, e.g. --rounds 2 --seconds 8]
+    python -m bench.false_alarms [--repeats 10] [stream_harness.cli.compare_refs flags, e.g. --rounds 2 --seconds 8]
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from bench.compare import REPO, tree_env
+from stream_harness.cli.compare_refs import REPO, tree_env
 
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "node_modules", "__pycache__",
                                      ".pytest_cache", "*.egg-info", ".bench")
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for i in range(1, args.repeats + 1):
             out = args.out / f"repeat-{i:02d}"
             started = time.monotonic()
-            done = subprocess.run([sys.executable, "-m", "bench.compare", "--base", str(base),
+            done = subprocess.run([sys.executable, "-m", "stream_harness.cli.compare_refs", "--base", str(base),
                                    "--out", str(out), *compare_args], cwd=REPO, env=tree_env(REPO),
                                   capture_output=True, text=True)
             regressions = [line for line in done.stdout.splitlines() if line.startswith("REGRESSION")]

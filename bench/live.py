@@ -25,10 +25,10 @@ from typing import Sequence
 
 import msgpack
 
-from analysis.schema import CHUNK
-from loadtests.live_stats import LiveStats
-from loadtests.live_tracker import POLL_S, StreamTracker
-from loadtests.record import StreamRecord
+from stream_harness.contract.schema import CHUNK
+from loadtests.live.stats import LiveStats
+from loadtests.live.tracker import POLL_S, StreamTracker
+from loadtests.results.record import StreamRecord
 
 NDJSON_STREAMS = 100
 SIO_STREAMS = 30

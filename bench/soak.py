@@ -40,10 +40,10 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from analysis.schema import ERROR_KINDS
-from bench import abuse
+from stream_harness.contract.schema import ERROR_KINDS
+from tests.support import abuse
 from fake_backend.emit_log import EmitLog
-from fake_backend.testing import BackendProcess, start_backend
+from fake_backend.process import BackendProcess, start_backend
 
 REPO: Final = Path(__file__).resolve().parent.parent
 LOCUSTFILE: Final = REPO / "loadtests" / "soak_locustfile.py"

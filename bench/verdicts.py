@@ -1,6 +1,6 @@
 """Does the buffering detector cry wolf on real clean runs, and catch real faults?
 
-Runs `make bench`'s own pipeline (`bench.run`: fake backend + headless Locust,
+Runs `make bench`'s own pipeline (`stream_harness.cli.run`: fake backend + headless Locust,
 both transports) N times on a clean profile and once per fault on a faulty
 one, and counts the verdicts per transport.  A clean run called `buffered` is
 a false alarm; a faulty run called anything but `buffered` is a miss.  Runs the
@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from bench import run as bench_run
+from stream_harness.cli import main as harness
 from bench.perfdoc import write_section
 
 SECTION = "## Buffering verdicts on real runs (python -m bench.verdicts)"
@@ -32,13 +32,13 @@ FAULTS = {
 
 
 def one_run(root: Path, name: str, args: argparse.Namespace, backend_options: dict) -> dict:
-    """Verdict and saturation per transport of one `bench.run` run."""
-    argv = ["--seconds", f"{args.seconds:g}", "--users", str(args.users), "--chunks", str(args.chunks),
+    """Verdict and saturation per transport of one `stream-harness run`."""
+    argv = ["run", "--seconds", f"{args.seconds:g}", "--users", str(args.users), "--chunks", str(args.chunks),
             "--stream-seconds", f"{args.stream_seconds:g}", "--results-root", str(root),
             "--run-id", name, "--no-report"]
     if backend_options:
         argv += ["--backend-options", json.dumps(backend_options)]
-    if bench_run.main(argv) != 0:
+    if harness(argv) != 0:
         return {"error": "run failed"}
     summary = json.loads((root / name / "summary.json").read_text())
     saturated = bool(summary["run"]["harness"].get("saturated"))

@@ -16,15 +16,15 @@ import gevent
 from locust import events
 from locust.env import Environment
 
-from loadtests.collector import StreamCollector
-from loadtests.harness_monitor import HarnessMonitor
-from loadtests.interrupts import hold_interrupts_while_stopping
+from loadtests.results.collector import StreamCollector
+from loadtests.selfcheck import HarnessMonitor
+from loadtests.shutdown import hold_interrupts_while_stopping
 from loadtests.options import OptionError, add_arguments, check_startup
 from loadtests.redaction import protect_secrets
-from loadtests.reporting import let_csv_catch_up, report_stream
-from loadtests.signals import stream_finished_hook
+from loadtests.stats_rows import let_csv_catch_up, report_stream
+from loadtests.hooks import stream_finished_hook
 from loadtests.users import NdjsonStreamUser, SocketIOStreamUser, select_user_classes
-from loadtests.webui import register as register_streams_tab
+from loadtests.live.webui import register as register_streams_tab
 
 __all__ = ["NdjsonStreamUser", "SocketIOStreamUser"]
 

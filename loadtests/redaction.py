@@ -25,7 +25,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, Final
 
-from loadtests.record import StreamRecord
+from loadtests.results.record import StreamRecord
 
 REDACTED: Final = "[redacted]"
 SECRET_OPTIONS: Final = ("auth_token", "fingerprint_id")

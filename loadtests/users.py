@@ -1,14 +1,14 @@
 """The two load users: one protocol per class, like Locust's own users.
 
 - :class:`NdjsonStreamUser`: POSTs to the chosen FastAPI endpoint and reads the
-  NDJSON body with :class:`~loadtests.ndjson_client.NdjsonClient`.
+  NDJSON body with :class:`~loadtests.clients.ndjson.NdjsonClient`.
 - :class:`SocketIOStreamUser`: one Socket.io session per simulated browser
   (connected on start, reconnected when it drops, closed on stop) running
-  tasks with :class:`~loadtests.sio_client.SocketIOSession`.
+  tasks with :class:`~loadtests.clients.socketio.SocketIOSession`.
 
 Each task is one stream: a fresh :class:`StreamRecord` that the client fills,
 announced with ``stream_started`` and handed on with ``stream_finished``
-(:mod:`loadtests.signals`); the users never know who consumes it.
+(:mod:`loadtests.hooks`); the users never know who consumes it.
 
 ``--transport`` picks the classes through Locust's class weights:
 :func:`select_user_classes` (a ``test_start`` listener, so every web-UI run
@@ -32,12 +32,12 @@ from locust import User, constant, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from loadtests.ndjson_client import NdjsonClient
+from loadtests.clients.ndjson import NdjsonClient
 from loadtests.options import OptionError, RunOptions, check_host, check_results_dir
-from loadtests.record import StreamRecord
+from loadtests.results.record import StreamRecord
 from loadtests.redaction import redact_record
-from loadtests.signals import stream_finished_hook, stream_started_hook
-from loadtests.sio_client import SessionError, SocketIOSession
+from loadtests.hooks import stream_finished_hook, stream_started_hook
+from loadtests.clients.socketio import SessionError, SocketIOSession
 
 logger = logging.getLogger("stream_harness")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support import REPO
 WORKFLOWS = REPO / ".github" / "workflows"
 NIGHTLY = WORKFLOWS / "nightly.yml"
 PR_BENCH = WORKFLOWS / "pr-bench.yml"
@@ -129,11 +129,11 @@ def test_commands_the_workflows_call_exist() -> None:
         done = subprocess.run(["make", "-n", target, "BASE=HEAD", "ROUNDS=1"], cwd=REPO,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
-    for module in ("bench.run", "bench.compare", "bench.nightly"):
+    for module in ("stream_harness.cli.run", "stream_harness.cli.compare_refs", "stream_harness.cli.nightly"):
         done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
-    help_text = subprocess.run([sys.executable, "-m", "bench.nightly", "--help"], cwd=REPO,
+    help_text = subprocess.run([sys.executable, "-m", "stream_harness", "nightly", "--help"], cwd=REPO,
                                capture_output=True, text=True, timeout=60).stdout
     for flag in ("--baseline", "--run", "--keep"):
         assert flag in help_text

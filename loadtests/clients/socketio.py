@@ -1,0 +1,645 @@
+"""Socket.io stream client for the load users: one websocket per session, one reader loop.
+
+What the stock python-socketio client gets wrong for measurement, and what
+this one does instead:
+
+- it runs every incoming message in its own thread/greenlet, so a timestamp
+  taken in the handler includes scheduling delay and order can change.  Here a
+  single reader greenlet stamps each socket read with ``time.perf_counter()``
+  right after ``recv`` and records every event that read completed, in order,
+  before reading again;
+- long-polling packs many packets in one HTTP response (fake bursts): only the
+  websocket transport is spoken;
+- chunks can arrive before the ack reply is handled: a task is registered
+  before its emit is sent, and messages on not-yet-known listener names are
+  kept (with their read time) until the ack names them.
+
+Cost: ~one ``orjson.loads`` and one ``add_event`` per message, no per-message
+objects beyond that, no greenlet switches per message.
+"""
+from __future__ import annotations
+
+import math
+import time
+from array import array
+from typing import Any, Mapping
+from urllib.parse import quote
+
+import gevent
+import numpy as np
+import orjson
+from gevent.event import Event
+from gevent.lock import Semaphore
+from greenlet import GreenletExit
+
+from stream_harness.contract.schema import CHUNK, END, ERROR, KIND_CODE, OTHER
+from loadtests.protocol.engineio import (
+    EIO_CLOSE, EIO_MESSAGE, EIO_PING, PONG, SIO_ACK, SIO_CONNECT, SIO_CONNECT_ERROR,
+    SIO_DISCONNECT, SIO_EVENT, PacketError, encode_connect, encode_disconnect, encode_event,
+    engineio_path, event_prefix, parse_open, parse_sio,
+)
+from loadtests.protocol.http1 import (
+    RECV_SIZE, USER_AGENT, ProtocolError, encode_request, make_ssl_context, merge_headers,
+    open_connection, parse_base_url, recv_head, simple_request,
+)
+from loadtests.protocol.websocket import (
+    OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, WebSocketError, check_handshake,
+    encode_close, encode_frame, handshake_headers, new_key,
+)
+from loadtests.results.record import StreamRecord
+
+NAN = math.nan
+_DATA = KIND_CODE["data"]
+_INFO = KIND_CODE["info"]
+_BROKER = KIND_CODE["broker"]
+#: Messages kept for a task whose ack has not been handled yet (bounded).
+MAX_EARLY_MESSAGES = 100_000
+#: Extra slack on top of the server's pingInterval + pingTimeout before a
+#: connection without any read counts as dead.
+PING_SLACK_S = 5.0
+EMIT_TIMES_PATH = "/api/_harness/emit-times/"
+
+
+class SessionError(Exception):
+    """A session-level failure; ``kind`` is one of stream_harness.contract.schema.ERROR_KINDS."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+def _is_end(value: Any) -> bool:
+    return value is True or value == "true" or value == "True"
+
+
+class _Task:
+    """One emitted task: its record, listeners and progress (filled by the reader)."""
+
+    __slots__ = ("record", "t0", "read_base", "ack_id", "acked", "listeners", "counts",
+                 "open_listeners", "listener_of", "got_chunk", "n_chunks", "finished",
+                 "end_ms", "reads_at_end", "malformed", "cancelled", "wakeup")
+
+    def __init__(self, record: StreamRecord) -> None:
+        self.record = record
+        self.t0 = time.perf_counter()
+        self.read_base = 0
+        self.ack_id = -1
+        self.acked = False
+        self.listeners: list[str] = []
+        self.counts: list[int] = []
+        self.open_listeners = 0
+        self.listener_of: array | None = None     # listener index per event (only with >1 listener)
+        self.got_chunk = False
+        self.n_chunks = 0
+        self.finished = False
+        self.end_ms = NAN
+        self.reads_at_end = -1
+        self.malformed = 0
+        self.cancelled = False
+        self.wakeup = Event()
+
+    def deliver(self, li: int, message: Any, now: float, read: int) -> None:
+        """Record one message on listener ``li`` that read number ``read`` completed."""
+        seq = self.counts[li]
+        self.counts[li] = seq + 1
+        t_ms = (now - self.t0) * 1000.0
+        if type(message) is str:
+            self.record.add_event(CHUNK, t_ms, read, seq)
+            if self.listener_of is not None:
+                self.listener_of.append(li)
+            self.n_chunks += 1
+            if not self.got_chunk:
+                self.got_chunk = True
+                self.wakeup.set()
+        else:
+            self._deliver_object(li, message, t_ms, read, seq)
+
+    def _add(self, kind: int, t_ms: float, read: int, seq: int, li: int) -> None:
+        self.record.add_event(kind, t_ms, read, seq)
+        if self.listener_of is not None:
+            self.listener_of.append(li)
+
+    def _deliver_object(self, li: int, message: Any, t_ms: float, read: int, seq: int) -> None:
+        if type(message) is not dict:
+            self._add(OTHER, t_ms, read, seq, li)
+            return
+        ends = _is_end(message.get("end"))
+        error = message.get("error")
+        if error:
+            self._add(ERROR, t_ms, read, seq, li)
+            self.record.fail("stream_error_event", _error_detail(error))
+        elif "broker" in message:
+            self._add(_BROKER, t_ms, read, seq, li)
+        elif "data" in message:
+            self._add(_DATA, t_ms, read, seq, li)
+        elif "info" in message:
+            self._add(_INFO, t_ms, read, seq, li)
+        elif not ends:
+            self._add(OTHER, t_ms, read, seq, li)
+        if ends:
+            self._add(END, t_ms, read, seq, li)
+            reason = message.get("reason")
+            if type(reason) is str and reason.lower().startswith("cancel"):
+                self.cancelled = True
+            self.open_listeners -= 1
+            if self.open_listeners == 0:
+                self.end_ms = t_ms
+                self.finish(self.read_base + read + 1)
+
+    def finish(self, reads_at_end: int) -> None:
+        """Done (end, failure or timeout); ``reads_at_end`` = session read count by then."""
+        if not self.finished:
+            self.finished = True
+            self.reads_at_end = reads_at_end
+            self.wakeup.set()
+
+    def lose(self, detail: str, now: float, reads_at_end: int) -> None:
+        """The connection went away under this task."""
+        if not self.finished:
+            self.record.fail("disconnect", detail)
+            self.end_ms = (now - self.t0) * 1000.0
+            self.finish(reads_at_end)
+
+
+def _error_detail(error: Any) -> str:
+    if type(error) is dict:
+        text = f"{error.get('error_type', 'error')}: {error.get('message') or error.get('user_message') or ''}"
+    else:
+        text = str(error)
+    return text[:200]
+
+
+class SocketIOSession:
+    """One browser session: a websocket to ``/socket.io/``, connected to ``namespace``.
+
+    Reused across tasks (``run_task`` reconnects first if the session was lost).
+    """
+
+    def __init__(self, base_url: str, *, namespace: str = "/UserSession",
+                 auth_token: str | None = None, headers: Mapping[str, str] | None = None,
+                 connect_timeout: float = 10.0, verify_tls: bool = True) -> None:
+        self._origin = parse_base_url(base_url)
+        self._namespace = namespace
+        self._auth = {"token": auth_token} if auth_token is not None else None
+        self._headers = dict(headers or {})
+        self._connect_timeout = connect_timeout
+        self._ssl = make_ssl_context(verify_tls) if self._origin.is_tls else None
+        self._sock = None
+        self._reader: gevent.Greenlet | None = None
+        self._watchdog: gevent.Greenlet | None = None
+        self._connected = False
+        self._send_lock = Semaphore()
+        self._last_ack_id = -1
+        self._pending_acks: dict[int, _Task] = {}
+        self._routes: dict[str, tuple[_Task, int]] = {}
+        self._early: list[tuple[str, Any, float, int]] = []
+        self._reads = 0
+        self._event_prefix = event_prefix(namespace)
+        self.sid: str | None = None
+        self.malformed_messages = 0
+
+    # ------------------------------------------------------------------ connection
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def connect(self) -> None:
+        """Websocket handshake, Engine.IO open, Socket.IO CONNECT with ``{"token": ...}``.
+
+        Raises SessionError("connect", ...) on any failure (refused connection,
+        upgrade refused, CONNECT_ERROR from the namespace, timeout).
+        """
+        if self._connected:
+            return
+        self._teardown("reconnecting")
+        deadline = time.monotonic() + self._connect_timeout
+        try:
+            sock = open_connection(self._origin, self._connect_timeout, self._ssl)
+        except OSError as exc:
+            raise SessionError("connect", f"{type(exc).__name__}: {exc}") from None
+        try:
+            parser, backlog, ping_window = self._handshake(sock, deadline)
+        except SessionError:
+            sock.close()
+            raise
+        except (OSError, ProtocolError, WebSocketError, PacketError) as exc:
+            sock.close()
+            raise SessionError("connect", f"{type(exc).__name__}: {exc}") from None
+        except BaseException:
+            sock.close()
+            raise
+        sock.settimeout(None)          # liveness is the watchdog's job, not a per-read timer's
+        self._sock = sock
+        self._connected = True
+        self._reader = gevent.spawn(self._read_loop, sock, parser, backlog)
+        self._watchdog = gevent.spawn(self._watch, sock, ping_window)
+
+    def _handshake(self, sock, deadline: float) -> tuple[FrameParser, list, float]:
+        key = new_key()
+        upgrade = handshake_headers(self._origin.host_header, key)
+        reserved = {name.lower() for name, _ in upgrade}
+        extra = [(n, v) for n, v in merge_headers([("User-Agent", USER_AGENT)], self._headers)
+                 if n.lower() not in reserved]
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        sock.sendall(encode_request("GET", engineio_path(self._origin.base_path), upgrade + extra))
+        head, rest = recv_head(sock, deadline)
+        check_handshake(head, key)
+        parser = FrameParser()
+        frames = parser.feed(rest) if rest else []
+        opened: dict | None = None
+        while True:
+            while not frames:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise SessionError("connect", "timed out in the Socket.IO handshake")
+                sock.settimeout(remaining)
+                data = sock.recv(RECV_SIZE)
+                if not data:
+                    raise SessionError("connect", "server closed the connection during the handshake")
+                frames = parser.feed(data)
+            opcode, payload = frames.pop(0)
+            if opcode == OP_PING:
+                sock.sendall(encode_frame(OP_PONG, payload))
+            elif opcode == OP_CLOSE:
+                raise SessionError("connect", "server closed the websocket during the handshake")
+            elif opcode != OP_TEXT or not payload:
+                continue
+            elif opened is None:
+                opened = parse_open(payload)
+                sock.sendall(encode_frame(OP_TEXT, encode_connect(self._namespace, self._auth)))
+            elif payload[0] == EIO_PING:
+                sock.sendall(encode_frame(OP_TEXT, PONG))
+            elif payload[0] == EIO_CLOSE:
+                raise SessionError("connect", "Engine.IO close during the handshake")
+            elif payload[0] == EIO_MESSAGE:
+                packet = parse_sio(payload[1:])
+                if packet.namespace != self._namespace:
+                    continue
+                if packet.type == SIO_CONNECT:
+                    self.sid = packet.data.get("sid") if type(packet.data) is dict else None
+                    break
+                if packet.type == SIO_CONNECT_ERROR:
+                    data = packet.data
+                    message = data.get("message", data) if type(data) is dict else data
+                    raise SessionError("connect", f"namespace {self._namespace} refused: {message}")
+        ping_window = (opened.get("pingInterval", 25000) + opened.get("pingTimeout", 20000)) / 1000.0
+        return parser, frames, ping_window + PING_SLACK_S
+
+    def close(self) -> None:
+        """Leave the namespace, close the websocket, stop the reader (idempotent)."""
+        sock = self._sock
+        if sock is not None and self._connected:
+            try:
+                sock.settimeout(1.0)
+                with self._send_lock:
+                    sock.sendall(encode_frame(OP_TEXT, encode_disconnect(self._namespace))
+                                 + encode_close())
+            except OSError:
+                pass
+        self._teardown("session closed")
+
+    def _watch(self, sock, window: float) -> None:
+        """The server pings every pingInterval: no read at all for interval + timeout means dead.
+
+        One wakeup per window instead of a socket timeout, which would arm a
+        timer on every blocking read of the hot loop.
+        """
+        last = self._reads
+        while self._sock is sock:
+            gevent.sleep(window)
+            if self._sock is not sock:
+                return
+            if self._reads == last:
+                self._watchdog = None
+                self._teardown("no ping from the server in time (connection dead)")
+                return
+            last = self._reads
+
+    def _teardown(self, detail: str) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog is not gevent.getcurrent():
+            watchdog.kill(block=False)
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not gevent.getcurrent():
+            # Kill first, close after: gevent defers closing a socket another
+            # greenlet is blocked on until the hub runs again.
+            reader.kill(block=True, timeout=2.0)
+        self._lost(detail)
+
+    def _lost(self, detail: str) -> None:
+        """The connection is gone: fail every task still waiting on it."""
+        self._connected = False
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        tasks = {id(t): t for t in self._pending_acks.values()}
+        tasks.update((id(t), t) for t, _ in self._routes.values())
+        self._pending_acks.clear()
+        self._routes.clear()
+        self._early.clear()
+        now = time.perf_counter()
+        for task in tasks.values():
+            task.lose(detail, now, self._reads)
+
+    def _send(self, frame: bytes) -> None:
+        sock = self._sock
+        if sock is None:
+            raise ConnectionError("not connected")
+        with self._send_lock:
+            sock.sendall(frame)
+
+    # ------------------------------------------------------------------ the reader
+    def _read_loop(self, sock, parser: FrameParser, backlog: list) -> None:
+        """Single reader: recv, stamp, handle every frame of that read, repeat."""
+        detail = "server closed the connection"
+        recv = sock.recv
+        feed = parser.feed
+        handle = self._handle_frames
+        perf = time.perf_counter
+        frames, now = backlog, perf()
+        killed = False
+        try:
+            while True:
+                if frames and handle(frames, now):
+                    detail = "server closed the session"
+                    return
+                data = recv(RECV_SIZE)
+                now = perf()
+                if not data:
+                    return
+                self._reads += 1
+                frames = feed(data)
+        except OSError as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+        except WebSocketError as exc:
+            detail = f"websocket protocol error: {exc}"
+        except GreenletExit:
+            killed = True                          # close(): the closer cleans up
+            raise
+        except Exception as exc:
+            detail = f"client error in the reader: {exc!r}"
+            raise
+        finally:
+            if not killed and self._sock is sock:
+                self._reader = None
+                self._lost(detail)
+
+    def _handle_frames(self, frames: list[tuple[int, bytes]], now: float) -> bool:
+        """Route every frame of one read; True when the server ended the session."""
+        prefix = self._event_prefix
+        plen = len(prefix)
+        routes = self._routes
+        loads = orjson.loads
+        read = self._reads
+        for opcode, payload in frames:
+            if opcode == OP_TEXT:
+                if payload.startswith(prefix) and payload[plen:plen + 1] == b"[":
+                    try:
+                        args = loads(payload[plen:])
+                    except orjson.JSONDecodeError:
+                        self._malformed()
+                        continue
+                    if type(args) is not list or not args or type(args[0]) is not str:
+                        self._malformed()
+                        continue
+                    route = routes.get(args[0])
+                    if route is not None:
+                        task = route[0]
+                        task.deliver(route[1], args[1] if len(args) > 1 else None, now,
+                                     read - task.read_base - 1)
+                    elif self._pending_acks:
+                        self._keep_early(args, now, read)
+                    continue
+                first = payload[0] if payload else -1
+                if first == EIO_MESSAGE:
+                    if self._on_packet(payload[1:], now, read):
+                        return True
+                elif first == EIO_PING:
+                    self._send(encode_frame(OP_TEXT, PONG))
+                elif first == EIO_CLOSE:
+                    return True
+            elif opcode == OP_PING:
+                self._send(encode_frame(OP_PONG, payload))
+            elif opcode == OP_CLOSE:
+                try:
+                    self._send(encode_close())
+                except OSError:
+                    pass
+                return True
+        return False
+
+    def _on_packet(self, message: bytes, now: float, read: int) -> bool:
+        """Socket.IO packets off the fast path: acks, disconnects, unusual events."""
+        try:
+            packet = parse_sio(message)
+        except PacketError:
+            self._malformed()
+            return False
+        if packet.namespace != self._namespace:
+            return False
+        if packet.type == SIO_ACK:
+            task = self._pending_acks.pop(packet.ack_id, None)
+            if task is not None:
+                self._on_ack(task, packet.data, now, read)
+        elif packet.type == SIO_EVENT:
+            args = packet.data
+            if type(args) is not list or not args or type(args[0]) is not str:
+                self._malformed()
+                return False
+            route = self._routes.get(args[0])
+            if route is not None:
+                route[0].deliver(route[1], args[1] if len(args) > 1 else None, now,
+                                 read - route[0].read_base - 1)
+            elif self._pending_acks:
+                self._keep_early(args, now, read)
+        elif packet.type == SIO_DISCONNECT:
+            return True
+        return False
+
+    def _on_ack(self, task: _Task, data: Any, now: float, read: int) -> None:
+        record = task.record
+        record.time_to_headers_ms = (now - task.t0) * 1000.0
+        task.acked = True
+        reply = data[0] if type(data) is list and data else None
+        listeners = reply.get("response_listener_events") if type(reply) is dict else None
+        if type(reply) is dict and reply.get("error"):
+            record.fail("ack", f"error reply: {_error_detail(reply['error'])}")
+        elif type(listeners) is not list or not listeners or \
+                not all(type(name) is str for name in listeners):
+            record.fail("ack", f"no response_listener_events in ack reply {str(reply)[:120]}")
+        else:
+            task.listeners = listeners
+            task.counts = [0] * len(listeners)
+            task.open_listeners = len(listeners)
+            if len(listeners) > 1:
+                task.listener_of = array("b")
+            for li, name in enumerate(listeners):
+                self._routes[name] = (task, li)
+            self._replay_early(task)
+            task.wakeup.set()
+            return
+        task.end_ms = record.time_to_headers_ms
+        task.finish(read)
+
+    def _keep_early(self, args: list, now: float, read: int) -> None:
+        if len(self._early) < MAX_EARLY_MESSAGES:
+            self._early.append((args[0], args[1] if len(args) > 1 else None, now, read))
+
+    def _replay_early(self, task: _Task) -> None:
+        if not self._early:
+            return
+        keep = []
+        for item in self._early:
+            route = self._routes.get(item[0])
+            if route is not None and route[0] is task:
+                task.deliver(route[1], item[1], item[2], item[3] - task.read_base - 1)
+            else:
+                keep.append(item)
+        self._early = keep if self._pending_acks else []
+
+    def _malformed(self) -> None:
+        self.malformed_messages += 1
+        tasks = {id(t): t for t in self._pending_acks.values()}
+        tasks.update((id(t), t) for t, _ in self._routes.values())
+        if len(tasks) == 1:
+            next(iter(tasks.values())).malformed += 1
+
+    # ------------------------------------------------------------------ tasks
+    def run_task(self, record: StreamRecord, service: str, task_name: str, task_data: dict, *,
+                 ack_timeout: float, first_chunk_timeout: float, stream_timeout: float,
+                 emit_times: bool = True) -> None:
+        """Emit ``service`` with an ack and record every message on the returned listeners.
+
+        time_to_headers_ms = ack received.  Never raises for stream faults
+        (classified into ``record.error``); a killed greenlet marks the record
+        ``stopped`` and re-raises.  With ``emit_times``, afterwards GETs the fake
+        backend's emit times per listener and fills ``record.emit_ms`` (404 =
+        real backend: left NaN); not counted in ``duration_ms``.
+        """
+        task = _Task(record)
+        record.t0 = task.t0
+        record.started_at = time.time()
+        record.http_status = 0
+        try:
+            if not self._connected:
+                try:
+                    self.connect()
+                except SessionError as exc:
+                    record.fail(exc.kind, exc.detail)
+                    record.duration_ms = (time.perf_counter() - task.t0) * 1000.0
+                    return
+            self._last_ack_id += 1
+            task.ack_id = self._last_ack_id
+            frame = encode_frame(OP_TEXT, encode_event(
+                self._namespace, [service, {"taskName": task_name, "taskData": task_data}],
+                task.ack_id))
+            self._pending_acks[task.ack_id] = task          # listen before emitting
+            task.read_base = self._reads
+            try:
+                self._send(frame)
+            except OSError as exc:
+                self._teardown(f"emit failed: {type(exc).__name__}: {exc}")
+            except BaseException:
+                # Killed while sendall waited: part of the frame may be out, so
+                # the websocket stream is no longer framed correctly.
+                self._teardown("emit interrupted")
+                raise
+            else:
+                task.t0 = time.perf_counter()
+                record.t0 = task.t0
+                record.started_at = time.time()
+                self._wait(task, ack_timeout, first_chunk_timeout, stream_timeout)
+        except BaseException as exc:
+            self._forget(task)
+            if math.isnan(record.duration_ms):
+                record.duration_ms = (time.perf_counter() - task.t0) * 1000.0
+            record.fail("stopped" if not isinstance(exc, Exception) else "disconnect",
+                        type(exc).__name__ if not isinstance(exc, Exception)
+                        else f"client error: {exc!r}"[:200])
+            raise
+        self._forget(task)
+        reads_at_end = task.reads_at_end if task.reads_at_end >= 0 else self._reads
+        record.n_reads = max(reads_at_end - task.read_base, 0)
+        record.malformed_lines = task.malformed
+        record.duration_ms = task.end_ms
+        if record.error is None:
+            record.status = "cancelled" if task.cancelled else "completed"
+        if emit_times and task.listeners:
+            self._fill_emit_times(task)
+
+    def _wait(self, task: _Task, ack_timeout: float, first_chunk_timeout: float,
+              stream_timeout: float) -> None:
+        """Sleep until the reader finishes the task or a deadline passes (no per-message wakeups)."""
+        t0 = task.t0
+        stream_deadline = t0 + stream_timeout
+        while not task.finished:
+            if not task.acked:
+                deadline = t0 + ack_timeout
+                kind, why = "ack", f"no ack within ack_timeout={ack_timeout:g} s"
+            elif not task.got_chunk:
+                deadline = t0 + first_chunk_timeout
+                kind, why = "timeout", f"no chunk within first_chunk_timeout={first_chunk_timeout:g} s"
+            else:
+                deadline = stream_deadline
+                kind, why = "timeout", (f"stream not done within stream_timeout={stream_timeout:g} s "
+                                        f"({task.n_chunks} chunks)")
+            if stream_deadline < deadline:
+                deadline = stream_deadline
+                kind, why = "timeout", f"stream not done within stream_timeout={stream_timeout:g} s"
+            now = time.perf_counter()
+            if now >= deadline:
+                task.record.fail(kind, why)
+                task.end_ms = (now - t0) * 1000.0
+                task.finish(self._reads)
+                return
+            task.wakeup.clear()
+            task.wakeup.wait(deadline - now)
+
+    def _forget(self, task: _Task) -> None:
+        """Stop routing to ``task``: later messages on its listeners are dropped."""
+        if self._pending_acks.get(task.ack_id) is task:
+            del self._pending_acks[task.ack_id]
+        for name in task.listeners:
+            route = self._routes.get(name)
+            if route is not None and route[0] is task:
+                del self._routes[name]
+        if not self._pending_acks:
+            self._early.clear()
+
+    def _fill_emit_times(self, task: _Task) -> None:
+        """Fake backend only: emit_ms[i] = (ts[seq] - started_at) * 1000 per listener."""
+        record = task.record
+        promised_total = 0
+        promised_known = False
+        for li, name in enumerate(task.listeners):
+            try:
+                response = simple_request(self._origin, "GET", EMIT_TIMES_PATH + quote(name, safe=""),
+                                          headers=self._headers, timeout=self._connect_timeout,
+                                          ssl_context=self._ssl)
+                if response.status != 200:
+                    continue
+                doc = orjson.loads(response.body)
+                ts = np.asarray(doc["ts"], dtype=np.float64)
+            except (OSError, ProtocolError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+            promised = doc.get("chunks")
+            if type(promised) is int and promised >= 0:
+                promised_total += promised
+                promised_known = True
+            if not len(record.seqs):
+                continue
+            seqs = np.frombuffer(record.seqs, dtype=np.int32)
+            emit = np.frombuffer(record.emit_ms, dtype=np.float64)
+            mask = (seqs >= 0) & (seqs < len(ts))
+            if task.listener_of is not None:
+                mask &= np.frombuffer(task.listener_of, dtype=np.int8) == li
+            emit[mask] = (ts[seqs[mask]] - record.started_at) * 1000.0
+            del seqs, emit, mask
+        if promised_known:
+            record.expected_chunks = promised_total
+            if record.error is None and not task.cancelled and task.n_chunks < promised_total:
+                record.fail("short_stream", f"{task.n_chunks} of {promised_total} chunks")

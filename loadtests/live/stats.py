@@ -1,0 +1,392 @@
+"""Live, mergeable stream statistics per transport x endpoint (the Streams tab's data).
+
+The result files are written when a test stops; engineers watching a run need
+the same quantities *while* it runs, from every worker at once.  So each load
+process keeps a small delta instead of raw events:
+
+- counters (streams started / completed / failed / cancelled, errors by kind,
+  events, chunks, socket reads, malformed lines),
+- :class:`~analysis.histogram.LogHistogram` s of TTFC, time to headers, chunk
+  gap, staleness and events per read (1% buckets: they add up exactly),
+- the buffering detector's evidence in mergeable form (coalesced chunks,
+  burst sizes and the silence before bursts, first bursts, per-stream chunk
+  rates, stale chunks, response encodings), so the *live* verdict is
+  ``analysis.buffering.classify`` applied to the same numbers it reads after
+  the run (:func:`evidence`, :func:`verdict`),
+- per time bin (``BIN_S``, by chunk arrival time) the chunks that arrived and
+  histograms of their gaps and staleness: chunks/s over a sliding window and
+  the live chart's p99-over-time come from these.
+
+A :class:`~loadtests.live.tracker.StreamTracker` (on every process that runs
+users) fills the deltas; :class:`LiveStats` (local runner or master) absorbs
+them: directly in a local run, from Locust's worker reports in a distributed
+one.  Quantity definitions are the analysis's
+(``analysis/chunks.py``): gap = arrival minus the previous chunk's arrival in
+the same stream; staleness = transit minus the stream's smallest transit;
+events per read = events one socket read completed.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Final, Iterable
+
+import numpy as np
+
+from analysis.buffering import Evidence, Verdict, classify
+from loadtests.selfcheck import HarnessMonitor, worst
+from analysis.histogram import LogHistogram
+
+#: Width of a time bin of the live series (s of wall clock, by chunk arrival).
+BIN_S: Final = 2
+#: chunks/s is averaged over this many seconds of complete bins.
+RATE_WINDOW_S: Final = 10
+#: How much series history the aggregating process keeps (s).
+SERIES_KEEP_S: Final = 900
+
+Key = tuple[str, str]  # (transport, endpoint)
+
+_HISTS: Final = ("ttfc", "headers", "gap", "staleness", "events_per_read", "burst_size",
+                  "burst_lead", "first_burst", "headers_to_first", "stream_rate")
+_COUNTERS: Final = ("started", "completed", "failed", "cancelled", "events", "chunks",
+                    "reads", "malformed_lines", "coalesced", "stale")
+
+
+def bin_of(epoch_s: float) -> int:
+    """Start (epoch s) of the time bin ``epoch_s`` falls in."""
+    return int(epoch_s // BIN_S) * BIN_S
+
+
+@dataclass(slots=True)
+class TimeBin:
+    """What arrived during one ``BIN_S`` slice of wall-clock time."""
+
+    chunks: int = 0
+    gap: LogHistogram = field(default_factory=LogHistogram)
+    staleness: LogHistogram = field(default_factory=LogHistogram)
+
+    def merge(self, other: TimeBin) -> None:
+        self.chunks += other.chunks
+        self.gap.merge(other.gap)
+        self.staleness.merge(other.staleness)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chunks": self.chunks, "gap": self.gap.to_dict(), "staleness": self.staleness.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TimeBin:
+        return cls(int(data["chunks"]), LogHistogram.from_dict(data["gap"]),
+                   LogHistogram.from_dict(data["staleness"]))
+
+
+@dataclass(slots=True)
+class StreamAggregate:
+    """Mergeable statistics of one transport x endpoint (a delta or a running total)."""
+
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    events: int = 0
+    chunks: int = 0
+    reads: int = 0                  # socket reads (record.n_reads of finished streams)
+    malformed_lines: int = 0
+    coalesced: int = 0              # chunks <= BURST_GAP_MS after the previous one
+    stale: int = 0                  # chunks with staleness >= HOLD_MS
+    errors: dict[str, int] = field(default_factory=dict)
+    encodings: set[str] = field(default_factory=set)   # non-identity Content-Encodings seen
+    ttfc: LogHistogram = field(default_factory=LogHistogram)
+    headers: LogHistogram = field(default_factory=LogHistogram)
+    gap: LogHistogram = field(default_factory=LogHistogram)
+    staleness: LogHistogram = field(default_factory=LogHistogram)
+    events_per_read: LogHistogram = field(default_factory=LogHistogram)
+    burst_size: LogHistogram = field(default_factory=LogHistogram)    # weighted by chunks
+    burst_lead: LogHistogram = field(default_factory=LogHistogram)    # bursts >= 2, by chunks
+    first_burst: LogHistogram = field(default_factory=LogHistogram)   # one per stream
+    headers_to_first: LogHistogram = field(default_factory=LogHistogram)  # ttfc - headers
+    stream_rate: LogHistogram = field(default_factory=LogHistogram)   # chunks/s per stream
+    bins: dict[int, TimeBin] = field(default_factory=dict)
+
+    def bin(self, start: int) -> TimeBin:
+        found = self.bins.get(start)
+        if found is None:
+            found = self.bins[start] = TimeBin()
+        return found
+
+    def merge(self, other: StreamAggregate) -> None:
+        for name in _COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for kind, n in other.errors.items():
+            self.errors[kind] = self.errors.get(kind, 0) + n
+        self.encodings.update(other.encodings)
+        for name in _HISTS:
+            getattr(self, name).merge(getattr(other, name))
+        for start, other_bin in other.bins.items():
+            self.bin(start).merge(other_bin)
+
+    def prune_bins(self, before: int) -> None:
+        """Forget time bins older than ``before`` (epoch s); totals are unaffected."""
+        for start in [s for s in self.bins if s < before]:
+            del self.bins[start]
+
+    def chunks_per_s(self, now: float) -> float | None:
+        """Chunk arrival rate over the last ``RATE_WINDOW_S`` of complete bins."""
+        current = bin_of(now)
+        window = [s for s in self.bins if current - RATE_WINDOW_S <= s < current]
+        if not self.bins:
+            return None
+        if not window:
+            return 0.0
+        span = min(RATE_WINDOW_S, current - min(self.bins)) or BIN_S
+        return sum(self.bins[s].chunks for s in window) / span
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {name: getattr(self, name) for name in _COUNTERS}
+        out["errors"] = dict(self.errors)
+        out["encodings"] = sorted(self.encodings)
+        for name in _HISTS:
+            out[name] = getattr(self, name).to_dict()
+        out["bins"] = [[start, b.to_dict()] for start, b in sorted(self.bins.items())]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StreamAggregate:
+        agg = cls(**{name: int(data[name]) for name in _COUNTERS})
+        agg.errors = {str(k): int(v) for k, v in data["errors"].items()}
+        agg.encodings = {str(e) for e in data["encodings"]}
+        for name in _HISTS:
+            setattr(agg, name, LogHistogram.from_dict(data[name]))
+        agg.bins = {int(start): TimeBin.from_dict(b) for start, b in data["bins"]}
+        return agg
+
+
+class Snapshot:
+    """A set of aggregates by (transport, endpoint): a worker's delta or a total."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: dict[Key, StreamAggregate] | None = None) -> None:
+        self.rows: dict[Key, StreamAggregate] = rows if rows is not None else {}
+
+    def row(self, key: Key) -> StreamAggregate:
+        found = self.rows.get(key)
+        if found is None:
+            found = self.rows[key] = StreamAggregate()
+        return found
+
+    def merge(self, other: Snapshot) -> None:
+        for key, agg in other.rows.items():
+            self.row(key).merge(agg)
+
+    def __bool__(self) -> bool:
+        return bool(self.rows)
+
+    def to_list(self) -> list[list[Any]]:
+        """Wire format (msgpack/JSON): ``[[transport, endpoint, aggregate], ...]``."""
+        return [[t, e, agg.to_dict()] for (t, e), agg in sorted(self.rows.items())]
+
+    @classmethod
+    def from_list(cls, items: Iterable[Iterable[Any]]) -> Snapshot:
+        return cls({(str(t), str(e)): StreamAggregate.from_dict(d) for t, e, d in items})
+
+
+# --------------------------------------------------------------------------- verdict
+
+def _median(h: LogHistogram) -> float:
+    q = h.quantile(0.5)
+    return math.nan if q is None else q
+
+
+def evidence(agg: StreamAggregate, *, streams_running: int = 0) -> Evidence:
+    """The buffering detector's :class:`~analysis.buffering.Evidence` from an aggregate.
+
+    Same quantities as ``analysis.buffering.evidence_by_group`` computes from
+    raw chunks, read from histograms (medians within the 1% bucket precision).
+    Until a stream has finished, the per-stream chunk rate is estimated from
+    the recent arrival rate shared by the running streams.
+    """
+    rate = _median(agg.stream_rate)
+    if math.isnan(rate) and streams_running:
+        live_rate = agg.chunks_per_s(time.time())
+        rate = live_rate / streams_running if live_rate else math.nan
+    p99 = agg.staleness.quantile(0.99)
+    return Evidence(
+        streams=agg.started,
+        chunks=agg.chunks,
+        chunk_rate_per_s=rate,
+        coalesced_share=agg.coalesced / agg.gap.count if agg.gap.count else math.nan,
+        chunks_per_burst=_median(agg.burst_size),
+        burst_lead_ms=_median(agg.burst_lead),
+        first_burst_chunks=_median(agg.first_burst),
+        headers_to_first_chunk_ms=_median(agg.headers_to_first),
+        staleness_p99_ms=math.nan if p99 is None else p99,
+        staleness_max_ms=agg.staleness.max if agg.staleness.count else math.nan,
+        stale_share=agg.stale / agg.staleness.count if agg.staleness.count else math.nan,
+        encodings=tuple(sorted(agg.encodings)),
+        ttfc_ms=_median(agg.ttfc),
+    )
+
+
+#: Why a row with chunks but no finished stream has no verdict yet.
+WAITING_FOR_A_STREAM: Final = ("no stream has finished yet: staleness needs whole streams "
+                               "(and Socket.io emit times arrive when a task ends)")
+
+
+def verdict(agg: StreamAggregate, harness: dict[str, Any] | None = None, *,
+            streams_running: int = 0) -> Verdict:
+    """The live buffering verdict: ``analysis.buffering.classify`` on the aggregate's evidence.
+
+    Until one stream of the row has finished, the staleness half of the
+    evidence is missing (it is computed per whole stream), so the verdict
+    stays ``inconclusive`` rather than judge from read batching alone.
+    """
+    harness = harness or {}
+    found = evidence(agg, streams_running=streams_running)
+    judged = classify(found, saturated=bool(harness.get("saturated")), harness=harness)
+    if judged.verdict != "inconclusive" and agg.completed + agg.failed + agg.cancelled == 0:
+        return Verdict("inconclusive", [WAITING_FOR_A_STREAM], found)
+    return judged
+
+
+# --------------------------------------------------------------------------- aggregation
+
+class LiveStats:
+    """The run's live totals on the process that shows them (local runner or master).
+
+    ``absorb`` merges a process's delta and replaces its gauges (streams
+    running now, its harness self-check); ``reset`` follows Locust's "reset
+    stats"; ``report`` is everything the Streams tab and its downloads show.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.total = Snapshot()
+        self.running: dict[str, dict[Key, int]] = {}
+        self.harness: dict[str, dict[str, Any]] = {}
+        self.reset_at = clock()
+
+    def absorb(self, node: str, delta: Snapshot, *, running: dict[Key, int] | None = None,
+               harness: dict[str, Any] | None = None) -> None:
+        self.total.merge(delta)
+        if running is not None:
+            self.running[node] = dict(running)
+        if harness:
+            self.harness[node] = dict(harness)
+        keep_from = bin_of(self._clock() - SERIES_KEEP_S)
+        for agg in self.total.rows.values():
+            agg.prune_bins(keep_from)
+
+    def forget_node(self, node: str) -> None:
+        """A process went away: its in-flight streams are no longer running."""
+        self.running.pop(node, None)
+
+    def reset(self) -> None:
+        """Start the totals and the series afresh (gauges stay: they are 'now')."""
+        self.total = Snapshot()
+        self.reset_at = self._clock()
+
+    def running_streams(self, key: Key) -> int:
+        return sum(per_node.get(key, 0) for per_node in self.running.values())
+
+    def keys(self) -> list[Key]:
+        keys = set(self.total.rows)
+        for per_node in self.running.values():
+            keys.update(k for k, n in per_node.items() if n)
+        return sorted(keys)
+
+    def harness_state(self) -> dict[str, Any]:
+        """All load processes' self-checks: the worst wins (``harness_monitor.worst``)."""
+        merged = worst(self.harness)
+        for key in ("cpu_percent_now", "loop_lag_ms_recent_p99"):
+            values = [h[key] for h in self.harness.values() if h.get(key) is not None]
+            merged[key] = max(values) if values else None
+        merged["reported"] = bool(self.harness)
+        return merged
+
+    def series(self) -> dict[str, list[dict[str, Any]]]:
+        """Per transport, one point per complete time bin: gap p99, staleness p99, chunks/s."""
+        now_bin = bin_of(self._clock())
+        parts: dict[str, list[dict[int, TimeBin]]] = {}
+        for (transport, _endpoint), agg in sorted(self.total.rows.items()):
+            parts.setdefault(transport, []).append(agg.bins)
+        bins_by_transport: dict[str, dict[int, TimeBin]] = {}
+        for transport, bin_maps in parts.items():
+            if len(bin_maps) == 1:      # the usual case, one endpoint per run: no copy
+                bins_by_transport[transport] = bin_maps[0]
+                continue
+            merged: dict[int, TimeBin] = {}
+            for bin_map in bin_maps:
+                for start, b in bin_map.items():
+                    merged.setdefault(start, TimeBin()).merge(b)
+            bins_by_transport[transport] = merged
+        out: dict[str, list[dict[str, Any]]] = {}
+        for transport, bins in bins_by_transport.items():
+            if not bins:
+                continue
+            points = []
+            for start in range(max(min(bins), now_bin - SERIES_KEEP_S), now_bin, BIN_S):
+                b = bins.get(start)
+                points.append({
+                    "t": start,
+                    "gap_p99_ms": b.gap.quantile(0.99) if b else None,
+                    "staleness_p99_ms": b.staleness.quantile(0.99) if b else None,
+                    "chunks_per_s": (b.chunks if b else 0) / BIN_S,
+                })
+            out[transport] = points
+        return out
+
+    def row_report(self, key: Key, harness: dict[str, Any]) -> dict[str, Any]:
+        """One transport x endpoint in ``summary.json``'s transport-object shape (plus live keys)."""
+        agg = self.total.rows.get(key) or StreamAggregate()
+        running = self.running_streams(key)
+        now = self._clock()
+        judged = verdict(agg, harness, streams_running=running)
+        return {
+            "transport": key[0],
+            "endpoint": key[1],
+            "streams": {"running": running, "started": agg.started, "completed": agg.completed,
+                        "failed": agg.failed, "cancelled": agg.cancelled,
+                        "errors": dict(sorted(agg.errors.items()))},
+            "events": {"total": agg.events, "chunks": agg.chunks,
+                       "malformed_lines": agg.malformed_lines},
+            "time_to_headers_ms": agg.headers.summary(),
+            "ttfc_ms": agg.ttfc.summary(),
+            "gap_ms": agg.gap.summary(),
+            "staleness_ms": agg.staleness.summary() if agg.staleness.count else None,
+            "events_per_read": {"mean": agg.events_per_read.mean,
+                                "p99": agg.events_per_read.quantile(0.99)},
+            "chunks_per_s": agg.chunks_per_s(now),
+            "buffering": judged.as_json(),
+        }
+
+    def report(self) -> dict[str, Any]:
+        """Everything the Streams tab shows, JSON-ready."""
+        harness = self.harness_state()
+        return {
+            "generated_at": self._clock(),
+            "reset_at": self.reset_at,
+            "bin_s": BIN_S,
+            "harness": harness,
+            "rows": [self.row_report(key, harness) for key in self.keys()],
+            "series": self.series(),
+        }
+
+
+# --------------------------------------------------------------------------- harness gauge
+
+#: Loop-lag samples in the "recent" p99 (at 10 Hz: the last ~10 s).
+RECENT_LAG_SAMPLES: Final = 100
+
+
+def harness_gauge(monitor: HarnessMonitor | None) -> dict[str, Any]:
+    """A process's self-check so far plus its current CPU and recent loop lag."""
+    if monitor is None:
+        return {}
+    state = monitor.summary()
+    cpu, lag = monitor.cpu_percent, monitor.lag_ms
+    state["cpu_percent_now"] = float(cpu[-1]) if len(cpu) else None
+    recent = np.asarray(lag[-RECENT_LAG_SAMPLES:], dtype=np.float64)
+    state["loop_lag_ms_recent_p99"] = float(np.percentile(recent, 99)) if recent.size else None
+    state["sampling"] = monitor.running
+    return state

@@ -1,0 +1,202 @@
+"""Minimal RFC 6455 client side: opening handshake and framing.
+
+Why our own: the Socket.io load user must timestamp each read in its single
+reader loop and parse every frame of that read right there; the websocket
+libraries hand messages to callbacks/threads.  No extensions are offered, so
+frames are never compressed (RSV bits must be 0).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+
+from loadtests.protocol.http1 import ResponseHead
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+
+
+class WebSocketError(Exception):
+    """The server broke the websocket protocol."""
+
+
+def new_key() -> str:
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def accept_for(key: str) -> str:
+    """The Sec-WebSocket-Accept value a server must answer ``key`` with."""
+    return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
+
+
+def handshake_headers(host_header: str, key: str) -> list[tuple[str, str]]:
+    return [("Host", host_header), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", key), ("Sec-WebSocket-Version", "13")]
+
+
+def check_handshake(head: ResponseHead, key: str) -> None:
+    """Raise WebSocketError unless ``head`` accepts the upgrade we asked for."""
+    if head.status != 101:
+        raise WebSocketError(f"upgrade refused: HTTP {head.status} {head.reason}".strip())
+    if head.get("upgrade", "").lower() != "websocket":
+        raise WebSocketError("upgrade response without 'Upgrade: websocket'")
+    if head.get("sec-websocket-accept") != accept_for(key):
+        raise WebSocketError("wrong Sec-WebSocket-Accept")
+    if head.get("sec-websocket-extensions"):
+        raise WebSocketError("server enabled an extension we did not offer")
+
+
+def _mask(payload: bytes, key: bytes) -> bytes:
+    n = len(payload)
+    if not n:
+        return payload
+    stream = key * (n // 4) + key[: n % 4]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")).to_bytes(n, "little")
+
+
+def encode_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """One client frame (clients must mask)."""
+    key = os.urandom(4)
+    n = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    if n < 126:
+        header = bytes((first, 0x80 | n))
+    elif n < 65536:
+        header = bytes((first, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((first, 0x80 | 127)) + n.to_bytes(8, "big")
+    return header + key + _mask(payload, key)
+
+
+def encode_close(code: int = 1000, reason: str = "") -> bytes:
+    return encode_frame(OP_CLOSE, code.to_bytes(2, "big") + reason.encode("utf-8")[:120])
+
+
+def parse_close(payload: bytes) -> tuple[int | None, str]:
+    """Close frame payload -> (status code or None, reason)."""
+    if len(payload) < 2:
+        return None, ""
+    return int.from_bytes(payload[:2], "big"), payload[2:].decode("utf-8", "replace")
+
+
+class FrameParser:
+    """Feed raw reads, get back complete messages as ``(opcode, payload)``.
+
+    Fragmented messages are reassembled (the opcode reported is the first
+    frame's); control frames come out as soon as they are complete, even in the
+    middle of a fragmented message.  Server frames must not be masked.
+    """
+
+    __slots__ = ("_buf", "_parts", "_need", "_frag_op", "_frag", "_frag_len", "max_message")
+
+    def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+        self._buf = b""
+        self._parts: list[bytes] = []     # reads waiting until _need bytes are in
+        self._need = 0
+        self._frag_op = -1
+        self._frag: list[bytes] = []
+        self._frag_len = 0
+        self.max_message = max_message
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        if self._need:                       # a big frame is still incomplete: just collect
+            self._parts.append(data)
+            self._need -= len(data)
+            if self._need > 0:
+                return []
+            self._need = 0
+            data = b"".join(self._parts)
+            self._parts.clear()
+        elif self._buf:
+            data = self._buf + data
+        out: list[tuple[int, bytes]] = []
+        pos = 0
+        n = len(data)
+        while n - pos >= 2:
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            if b1 & 0x80:
+                raise WebSocketError("masked frame from server")
+            length = b1 & 0x7F
+            hdr = 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                hdr = 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length = int.from_bytes(data[pos + 2:pos + 10], "big")
+                hdr = 10
+            end = pos + hdr + length
+            if end > n:
+                if length > self.max_message:
+                    raise WebSocketError(f"frame of {length} bytes exceeds the limit")
+                break
+            payload = data[pos + hdr:end]
+            pos = end
+            if b0 & 0x70:
+                raise WebSocketError("RSV bits set without a negotiated extension")
+            opcode = b0 & 0x0F
+            if b0 & 0x80:                                   # FIN
+                if opcode == OP_CONTINUATION:
+                    if self._frag_op < 0:
+                        raise WebSocketError("continuation frame without a message")
+                    self._frag.append(payload)
+                    out.append((self._frag_op, b"".join(self._frag)))
+                    self._frag_op = -1
+                    self._frag.clear()
+                    self._frag_len = 0
+                elif opcode >= 8 or self._frag_op < 0:
+                    if opcode >= 8 and length > 125:
+                        raise WebSocketError("control frame too long")
+                    out.append((opcode, payload))
+                else:
+                    raise WebSocketError("new message inside a fragmented one")
+            else:
+                if opcode >= 8:
+                    raise WebSocketError("fragmented control frame")
+                if opcode == OP_CONTINUATION:
+                    if self._frag_op < 0:
+                        raise WebSocketError("continuation frame without a message")
+                elif self._frag_op >= 0:
+                    raise WebSocketError("new message inside a fragmented one")
+                else:
+                    self._frag_op = opcode
+                self._frag.append(payload)
+                self._frag_len += length
+                if self._frag_len > self.max_message:
+                    raise WebSocketError("fragmented message exceeds the limit")
+        if pos < n:
+            rest = data[pos:] if pos else data
+            self._buf = b""
+            need = _frame_size(rest)
+            if need and need - len(rest) > 65536:      # large frame: collect reads, join once
+                self._parts.append(rest)
+                self._need = need - len(rest)
+            else:
+                self._buf = rest
+        else:
+            self._buf = b""
+        return out
+
+
+def _frame_size(data: bytes) -> int:
+    """Total size of the frame starting ``data`` if its header is complete, else 0."""
+    if len(data) < 2:
+        return 0
+    length = data[1] & 0x7F
+    if length < 126:
+        return 2 + length
+    if length == 126:
+        return 4 + ((data[2] << 8) | data[3]) if len(data) >= 4 else 0
+    return 10 + int.from_bytes(data[2:10], "big") if len(data) >= 10 else 0
