@@ -17,7 +17,7 @@ SOAK_ARGS ?=
 COMPARE_ARGS ?=
 NIGHTLY_ARGS ?=
 
-.PHONY: install browser test bench bench-backend bench-client bench-analysis bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+.PHONY: install browser lint test bench bench-backend bench-client bench-analysis bench-compare bench-nightly bench-verdicts bench-live ui soak clean
 
 install: $(STAMP)
 
@@ -27,8 +27,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	$(PY) -m pytest
+
+# ruff (lint + format) and mypy: the configuration is in pyproject.toml
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Headless Chromium for the web-UI browser test (tests/test_webui_browser.py):
 # Debian's own package, driven by Playwright with executable_path; never a

@@ -5,6 +5,7 @@ about a second: CDFs from per-stream values, the gap distribution as a
 histogram computed with numpy, per-stream time series reduced to a max
 envelope of at most ``MAX_POINTS`` points, throughput as per-second counts.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,14 +16,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-from analysis.chunks import BURST_GAP_MS  # noqa: E402
-from analysis.metrics import Analysis, ordered_transports  # noqa: E402
-from analysis.results import write_atomic  # noqa: E402
+from analysis.chunks import BURST_GAP_MS
+from analysis.metrics import Analysis, ordered_transports
+from analysis.results import write_atomic
 
 MAX_POINTS: Final = 2000
 WORST_STREAMS: Final = 5
@@ -55,14 +56,17 @@ def draw_report_charts(analysis: Analysis, directory: str | Path) -> dict[str, P
 
 def draw_compare_chart(base: Analysis, current: Analysis, path: str | Path) -> Path:
     """Baseline vs current CDFs of the per-stream samples the gate tests."""
-    metrics = (("ttfc_ms", "TTFC (ms)"), ("gap_p99_ms", "per-stream p99 gap (ms)"),
-               ("staleness_p99_ms", "per-stream staleness p99 (ms)"))
-    transports = [t for t in ordered_transports(current.streams["transport"])
-                  if t in set(base.streams["transport"].dropna())] or ["ndjson"]
+    metrics = (
+        ("ttfc_ms", "TTFC (ms)"),
+        ("gap_p99_ms", "per-stream p99 gap (ms)"),
+        ("staleness_p99_ms", "per-stream staleness p99 (ms)"),
+    )
+    transports = [
+        t for t in ordered_transports(current.streams["transport"]) if t in set(base.streams["transport"].dropna())
+    ] or ["ndjson"]
     figure = Figure(figsize=(4.2 * len(metrics), 3.2 * len(transports)))
     axes = figure.subplots(len(transports), len(metrics), squeeze=False)
-    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.93, wspace=0.3,
-                           hspace=0.45)
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.93, wspace=0.3, hspace=0.45)
     for row, transport in enumerate(transports):
         for column, (name, label) in enumerate(metrics):
             ax = axes[row][column]
@@ -93,8 +97,7 @@ def cdf_points(values: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.nda
     return np.quantile(values, share), share
 
 
-def log_histogram(values: np.ndarray, bins_per_decade: int = 20
-                  ) -> tuple[int, np.ndarray, np.ndarray]:
+def log_histogram(values: np.ndarray, bins_per_decade: int = 20) -> tuple[int, np.ndarray, np.ndarray]:
     """(count of ~0 values, log-spaced bin edges, counts) without per-value Python work."""
     values = values[np.isfinite(values)]
     zero = values <= BURST_GAP_MS
@@ -116,11 +119,9 @@ def _ttfc_cdf(analysis: Analysis) -> Figure:
         values = _stream_values(analysis.streams, transport, "ttfc_ms")
         if values.size:
             x, y = cdf_points(values)
-            ax.plot(x, y, label=f"{transport} (n={values.size})",
-                    color=_COLORS.get(transport))
+            ax.plot(x, y, label=f"{transport} (n={values.size})", color=_COLORS.get(transport))
     _log_x_if_wide(ax)
-    ax.set(title="Time to first chunk per stream (CDF)", xlabel="TTFC (ms)",
-           ylabel="share of streams")
+    ax.set(title="Time to first chunk per stream (CDF)", xlabel="TTFC (ms)", ylabel="share of streams")
     _finish(ax)
     return figure
 
@@ -142,12 +143,19 @@ def _gap_distribution(analysis: Analysis) -> Figure:
         ax.stairs(counts / total, edges, label=transport, color=_COLORS.get(transport))
         notes.append(f"{transport}: {zero / total:.0%} of gaps ~0 ms (same read, first bin)")
     ax.set_xscale("log")
-    ax.set_yscale("log")              # the tail (rare long gaps) is what matters
-    ax.set(title="Chunk gap distribution (log axes)", xlabel="gap between chunks (ms)",
-           ylabel="share of gaps")
+    ax.set_yscale("log")  # the tail (rare long gaps) is what matters
+    ax.set(title="Chunk gap distribution (log axes)", xlabel="gap between chunks (ms)", ylabel="share of gaps")
     if notes:
-        ax.text(0.99, 0.97, "\n".join(notes), transform=ax.transAxes, ha="right", va="top",
-                fontsize=8, bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"})
+        ax.text(
+            0.99,
+            0.97,
+            "\n".join(notes),
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"},
+        )
     _finish(ax)
     return figure
 
@@ -163,17 +171,18 @@ def _worst_streams(analysis: Analysis) -> Figure:
     figure, ax = _figure(8, 4)
     segment_ends = np.r_[series.stream_starts[1:], series.n_chunks]
     for key, stream_id, transport, worst in zip(
-            ranked["stream_key"], ranked["stream_id"], ranked["transport"], ranked[column]):
+        ranked["stream_key"], ranked["stream_id"], ranked["transport"], ranked[column]
+    ):
         segment = int(np.searchsorted(series.stream_keys, key))
         begin, end = series.stream_starts[segment], segment_ends[segment]
         x, y = envelope(series.t_ms[begin:end] / 1000.0, values[begin:end])
         ax.plot(x, y, linewidth=0.8, label=f"{stream_id} ({transport}, p99 {worst:.0f} ms)")
     what = "staleness" if use_staleness else "gap since previous chunk"
-    ax.set(title=f"Worst {len(ranked)} streams: {what} over time",
-           xlabel="time since request (s)", ylabel=f"{what} (ms)")
+    ax.set(
+        title=f"Worst {len(ranked)} streams: {what} over time", xlabel="time since request (s)", ylabel=f"{what} (ms)"
+    )
     if not use_staleness:
-        ax.text(0.01, 0.97, "no server emit times: showing chunk gaps", transform=ax.transAxes,
-                va="top", fontsize=8)
+        ax.text(0.01, 0.97, "no server emit times: showing chunk gaps", transform=ax.transAxes, va="top", fontsize=8)
     _finish(ax)
     return figure
 
@@ -185,7 +194,7 @@ def _chunks_per_second(analysis: Analysis) -> Figure:
     started = streams["started_at"].to_numpy(dtype=np.float64)
     if series.n_chunks and np.isfinite(started).any():
         origin = np.nanmin(started)
-        seconds = (np.nan_to_num(started - origin)[series.stream] + series.t_ms / 1000.0)
+        seconds = np.nan_to_num(started - origin)[series.stream] + series.t_ms / 1000.0
         width = max(1.0, math.ceil(seconds.max() / MAX_POINTS))
         bins = (seconds // width).astype(np.int64)
         n_bins = int(bins.max()) + 1
@@ -193,16 +202,15 @@ def _chunks_per_second(analysis: Analysis) -> Figure:
         for transport in ordered_transports(streams["transport"]):
             mask = (transport_of_stream == transport)[series.stream]
             counts = np.bincount(bins[mask], minlength=n_bins) / width
-            ax.plot(np.arange(n_bins) * width, counts, label=transport,
-                    color=_COLORS.get(transport), drawstyle="steps-post")
-    ax.set(title="Chunks received per second, all streams", xlabel="time since run start (s)",
-           ylabel="chunks/s")
+            ax.plot(
+                np.arange(n_bins) * width, counts, label=transport, color=_COLORS.get(transport), drawstyle="steps-post"
+            )
+    ax.set(title="Chunks received per second, all streams", xlabel="time since run start (s)", ylabel="chunks/s")
     _finish(ax)
     return figure
 
 
-def envelope(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS
-             ) -> tuple[np.ndarray, np.ndarray]:
+def envelope(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """At most ``max_points`` points keeping each bucket's maximum (peaks stay visible)."""
     keep = np.isfinite(y)
     x, y = x[keep], y[keep]

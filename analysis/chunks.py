@@ -17,6 +17,7 @@ All arrays are aligned on the run's chunks in arrival order, grouped by
 stream; "no value" is NaN.  Everything is vectorised: no Python loop over
 chunks or streams.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,16 +38,16 @@ BURST_GAP_MS: Final = 0.1
 class ChunkSeries:
     """Per-chunk arrays of one run plus per-read event counts."""
 
-    stream: np.ndarray        # int32 stream_key of each chunk
-    t_ms: np.ndarray          # arrival (ms since request sent)
-    gap_ms: np.ndarray        # since previous chunk of the stream; NaN for the first
+    stream: np.ndarray  # int32 stream_key of each chunk
+    t_ms: np.ndarray  # arrival (ms since request sent)
+    gap_ms: np.ndarray  # since previous chunk of the stream; NaN for the first
     staleness_ms: np.ndarray  # NaN without emit times
-    jitter_ms: np.ndarray     # NaN for the first chunk / without emit times
-    burst_size: np.ndarray    # int32: chunks in the burst this chunk arrived in
+    jitter_ms: np.ndarray  # NaN for the first chunk / without emit times
+    burst_size: np.ndarray  # int32: chunks in the burst this chunk arrived in
     burst_lead_ms: np.ndarray  # time since the previous burst (first: since headers)
     stream_starts: np.ndarray  # index of each stream's first chunk (streams with chunks)
-    read_stream: np.ndarray   # int32 stream_key of each socket read that completed events
-    read_events: np.ndarray   # int32 events that read completed
+    read_stream: np.ndarray  # int32 stream_key of each socket read that completed events
+    read_events: np.ndarray  # int32 events that read completed
 
     @property
     def n_chunks(self) -> int:
@@ -103,10 +104,18 @@ def chunk_series(streams: pd.DataFrame, events: pd.DataFrame) -> ChunkSeries:
 
     headers_ms = streams["time_to_headers_ms"].to_numpy(dtype=np.float64)
     burst_size, burst_lead = _bursts(t_ms, gap, first, stream, headers_ms)
-    return ChunkSeries(stream=stream, t_ms=t_ms, gap_ms=gap, staleness_ms=staleness,
-                       jitter_ms=jitter, burst_size=burst_size, burst_lead_ms=burst_lead,
-                       stream_starts=starts, read_stream=read_stream,
-                       read_events=read_events)
+    return ChunkSeries(
+        stream=stream,
+        t_ms=t_ms,
+        gap_ms=gap,
+        staleness_ms=staleness,
+        jitter_ms=jitter,
+        burst_size=burst_size,
+        burst_lead_ms=burst_lead,
+        stream_starts=starts,
+        read_stream=read_stream,
+        read_events=read_events,
+    )
 
 
 def _diff_within(values: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -118,14 +127,15 @@ def _diff_within(values: np.ndarray, first: np.ndarray) -> np.ndarray:
     return out
 
 
-def _bursts(t_ms: np.ndarray, gap: np.ndarray, first: np.ndarray, stream: np.ndarray,
-            headers_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _bursts(
+    t_ms: np.ndarray, gap: np.ndarray, first: np.ndarray, stream: np.ndarray, headers_ms: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per chunk: size of its burst and the time since the previous burst (or headers)."""
     if t_ms.size == 0:
         return np.empty(0, dtype=np.int32), np.empty(0)
-    burst_starts = np.flatnonzero(~(gap <= BURST_GAP_MS))   # NaN gap: a stream's first
+    burst_starts = np.flatnonzero(~(gap <= BURST_GAP_MS))  # NaN gap: a stream's first
     sizes = np.diff(burst_starts, append=t_ms.size)
-    lead = gap[burst_starts]          # since the previous burst's (last) chunk arrived
+    lead = gap[burst_starts]  # since the previous burst's (last) chunk arrived
     opens_stream = first[burst_starts]
     opening = burst_starts[opens_stream]
     lead[opens_stream] = first_burst_lead(t_ms[opening], headers_ms[stream[opening]])

@@ -19,6 +19,7 @@ Thresholds come from ``[tool.stream_harness.regression]`` in the
 ``pyproject.toml`` of the current directory when present; defaults are
 ``RegressionThresholds()``.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,14 +27,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Final
-
-from typing import TYPE_CHECKING
-
-from analysis.errors import AnalysisError
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pandas as pd
+
+from analysis.errors import AnalysisError
 
 if TYPE_CHECKING:
     from analysis.metrics import Analysis
@@ -52,16 +51,16 @@ class ThresholdsError(AnalysisError):
 class RegressionThresholds:
     """When a difference between two runs is a regression (see module docstring)."""
 
-    alpha: float = 0.01               # significance level of the Mann-Whitney test
-    ttfc_ms: float = 50.0             # per-stream TTFC median must rise by >= 50 ms ...
-    ttfc_pct: float = 10.0            # ... and by >= 10 % of the baseline median
-    gap_p99_ms: float = 10.0          # per-stream p99 gap
+    alpha: float = 0.01  # significance level of the Mann-Whitney test
+    ttfc_ms: float = 50.0  # per-stream TTFC median must rise by >= 50 ms ...
+    ttfc_pct: float = 10.0  # ... and by >= 10 % of the baseline median
+    gap_p99_ms: float = 10.0  # per-stream p99 gap
     gap_p99_pct: float = 25.0
-    staleness_p99_ms: float = 10.0    # per-stream staleness p99
+    staleness_p99_ms: float = 10.0  # per-stream staleness p99
     staleness_p99_pct: float = 25.0
     failure_rate_tolerance: float = 0.01  # failed share of streams may rise by 1 point
-    chunk_loss_pct: float = 2.0       # chunks delivered per stream may drop by 2 %
-    min_streams: int = 5              # fewer streams in a run: no statistical test
+    chunk_loss_pct: float = 2.0  # chunks delivered per stream may drop by 2 %
+    min_streams: int = 5  # fewer streams in a run: no statistical test
 
     @classmethod
     def from_mapping(cls, table: Mapping[str, Any]) -> RegressionThresholds:
@@ -70,12 +69,10 @@ class RegressionThresholds:
         for key, value in table.items():
             if key not in known:
                 raise ThresholdsError(
-                    f"[tool.stream_harness.regression]: unknown key {key!r} "
-                    f"(known: {', '.join(known)})")
+                    f"[tool.stream_harness.regression]: unknown key {key!r} (known: {', '.join(known)})"
+                )
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ThresholdsError(
-                    f"[tool.stream_harness.regression]: {key} must be a number >= 0, "
-                    f"got {value!r}")
+                raise ThresholdsError(f"[tool.stream_harness.regression]: {key} must be a number >= 0, got {value!r}")
             values[key] = int(value) if key == "min_streams" else float(value)
         if not 0 < values.get("alpha", cls.alpha) < 1:
             raise ThresholdsError("[tool.stream_harness.regression]: alpha must be in (0, 1)")
@@ -102,8 +99,8 @@ class Finding:
     """One line of the verdict: what was compared and what came out."""
 
     transport: str
-    check: str            # ttfc | gap_p99 | staleness_p99 | buffering | failures | ...
-    status: str           # regression | improvement | ok | note
+    check: str  # ttfc | gap_p99 | staleness_p99 | buffering | failures | ...
+    status: str  # regression | improvement | ok | note
     line: str
     base: float | None = None
     current: float | None = None
@@ -137,8 +134,7 @@ _METRICS: Final = (
 )
 
 
-def compare_runs(base: Analysis, current: Analysis,
-                 thresholds: RegressionThresholds | None = None) -> Comparison:
+def compare_runs(base: Analysis, current: Analysis, thresholds: RegressionThresholds | None = None) -> Comparison:
     """Every finding for every transport of the two runs."""
     thresholds = thresholds or RegressionThresholds()
     base_transports = base.summary["transports"]
@@ -146,29 +142,41 @@ def compare_runs(base: Analysis, current: Analysis,
     findings: list[Finding] = []
     for name, analysis in (("baseline", base), ("current", current)):
         if analysis.summary["run"]["harness"]["saturated"]:
-            findings.append(Finding("run", "harness", "note",
-                                    f"the {name} run's load generator was saturated: its "
-                                    "latencies are not trustworthy"))
+            findings.append(
+                Finding(
+                    "run",
+                    "harness",
+                    "note",
+                    f"the {name} run's load generator was saturated: its latencies are not trustworthy",
+                )
+            )
     for transport in base_transports:
         if transport not in current_transports:
-            findings.append(Finding(transport, "coverage", "regression",
-                                    f"{transport}: streams in the baseline, none in this run"))
+            findings.append(
+                Finding(transport, "coverage", "regression", f"{transport}: streams in the baseline, none in this run")
+            )
     for transport in current_transports:
         if transport not in base_transports:
-            findings.append(Finding(transport, "coverage", "note",
-                                    f"{transport}: new in this run, nothing to compare with"))
+            findings.append(
+                Finding(transport, "coverage", "note", f"{transport}: new in this run, nothing to compare with")
+            )
             continue
         base_streams = _comparable(base.streams, transport)
         current_streams = _comparable(current.streams, transport)
-        findings.extend(_buffering(transport, base_transports[transport],
-                                   current_transports[transport]))
+        findings.extend(_buffering(transport, base_transports[transport], current_transports[transport]))
         findings.extend(_failures(transport, base_streams, current_streams, thresholds))
         findings.extend(_chunks(transport, base_streams, current_streams, thresholds))
         for check, column, label, prefix in _METRICS:
-            finding = _metric(transport, check, label, base_streams[column],
-                              current_streams[column], thresholds,
-                              getattr(thresholds, f"{prefix}_ms"),
-                              getattr(thresholds, f"{prefix}_pct"))
+            finding = _metric(
+                transport,
+                check,
+                label,
+                base_streams[column],
+                current_streams[column],
+                thresholds,
+                getattr(thresholds, f"{prefix}_ms"),
+                getattr(thresholds, f"{prefix}_pct"),
+            )
             if finding is not None:
                 findings.append(finding)
     return Comparison(findings)
@@ -182,34 +190,44 @@ def _comparable(streams: pd.DataFrame, transport: str) -> pd.DataFrame:
     return streams[mask]
 
 
-def _buffering(transport: str, base: Mapping[str, Any], current: Mapping[str, Any]
-               ) -> list[Finding]:
+def _buffering(transport: str, base: Mapping[str, Any], current: Mapping[str, Any]) -> list[Finding]:
     before = base["buffering"]["verdict"]
     after = current["buffering"]["verdict"]
     reasons = current["buffering"]["reasons"]
     if after == "buffered" and before != "buffered":
         evidence = f": {reasons[0]}" if reasons else ""
-        return [Finding(transport, "buffering", "regression",
-                        f"{transport}: buffering verdict {before} -> buffered{evidence}")]
+        return [
+            Finding(
+                transport, "buffering", "regression", f"{transport}: buffering verdict {before} -> buffered{evidence}"
+            )
+        ]
     if after == "inconclusive" and before != "inconclusive":
-        return [Finding(transport, "buffering", "note",
-                        f"{transport}: buffering verdict {before} -> inconclusive "
-                        f"({reasons[0] if reasons else 'no reason given'})")]
+        return [
+            Finding(
+                transport,
+                "buffering",
+                "note",
+                f"{transport}: buffering verdict {before} -> inconclusive "
+                f"({reasons[0] if reasons else 'no reason given'})",
+            )
+        ]
     if before == "buffered" and after == "clean":
-        return [Finding(transport, "buffering", "improvement",
-                        f"{transport}: buffering verdict buffered -> clean")]
+        return [Finding(transport, "buffering", "improvement", f"{transport}: buffering verdict buffered -> clean")]
     return [Finding(transport, "buffering", "ok", f"{transport}: buffering verdict {after}")]
 
 
-def _failures(transport: str, base: pd.DataFrame, current: pd.DataFrame,
-              thresholds: RegressionThresholds) -> list[Finding]:
+def _failures(
+    transport: str, base: pd.DataFrame, current: pd.DataFrame, thresholds: RegressionThresholds
+) -> list[Finding]:
     out = []
     base_failed = int((base["status"] == "failed").sum())
     current_failed = int((current["status"] == "failed").sum())
     base_rate = base_failed / len(base) if len(base) else 0.0
     current_rate = current_failed / len(current) if len(current) else 0.0
-    text = (f"{transport}: {current_failed} of {len(current)} streams failed "
-            f"({current_rate:.1%}), baseline {base_failed} of {len(base)} ({base_rate:.1%})")
+    text = (
+        f"{transport}: {current_failed} of {len(current)} streams failed "
+        f"({current_rate:.1%}), baseline {base_failed} of {len(base)} ({base_rate:.1%})"
+    )
     if current_rate - base_rate > thresholds.failure_rate_tolerance:
         out.append(Finding(transport, "failures", "regression", text, base_rate, current_rate))
     elif base_rate - current_rate > thresholds.failure_rate_tolerance:
@@ -220,20 +238,27 @@ def _failures(transport: str, base: pd.DataFrame, current: pd.DataFrame,
     current_kinds = current["error"].dropna().astype(str).value_counts()
     for kind, count in current_kinds.items():
         if kind not in base_kinds:
-            out.append(Finding(transport, "error_kinds", "regression",
-                               f"{transport}: new failure kind {kind!r} ({count} streams)",
-                               0.0, float(count)))
+            out.append(
+                Finding(
+                    transport,
+                    "error_kinds",
+                    "regression",
+                    f"{transport}: new failure kind {kind!r} ({count} streams)",
+                    0.0,
+                    float(count),
+                )
+            )
     return out
 
 
-def _chunks(transport: str, base: pd.DataFrame, current: pd.DataFrame,
-            thresholds: RegressionThresholds) -> list[Finding]:
+def _chunks(
+    transport: str, base: pd.DataFrame, current: pd.DataFrame, thresholds: RegressionThresholds
+) -> list[Finding]:
     """Fewer chunks per stream: exact when the backend promised counts, else tested."""
     share_base, share_current = _delivered_share(base), _delivered_share(current)
     if share_base is not None and share_current is not None:
         drop = (share_base - share_current) / share_base * 100 if share_base else 0.0
-        text = (f"{transport}: {share_current:.1%} of promised chunks delivered, "
-                f"baseline {share_base:.1%}")
+        text = f"{transport}: {share_current:.1%} of promised chunks delivered, baseline {share_base:.1%}"
         status = "regression" if drop > thresholds.chunk_loss_pct else "ok"
         return [Finding(transport, "chunks", status, text, share_base, share_current)]
     base_n = base["n_chunks"].to_numpy(dtype=np.float64)
@@ -243,10 +268,11 @@ def _chunks(transport: str, base: pd.DataFrame, current: pd.DataFrame,
     before, after = float(np.median(base_n)), float(np.median(current_n))
     drop = (before - after) / before * 100 if before else 0.0
     p_value = float(mannwhitneyu(current_n, base_n, alternative="less").pvalue)
-    text = (f"{transport}: median {after:.0f} chunks per stream, baseline {before:.0f} "
-            f"({-drop:+.1f}%, Mann-Whitney p={p_value:.2g})")
-    status = ("regression" if drop > thresholds.chunk_loss_pct and p_value < thresholds.alpha
-              else "ok")
+    text = (
+        f"{transport}: median {after:.0f} chunks per stream, baseline {before:.0f} "
+        f"({-drop:+.1f}%, Mann-Whitney p={p_value:.2g})"
+    )
+    status = "regression" if drop > thresholds.chunk_loss_pct and p_value < thresholds.alpha else "ok"
     return [Finding(transport, "chunks", status, text, before, after, p_value)]
 
 
@@ -255,8 +281,7 @@ def _delivered_share(streams: pd.DataFrame) -> float | None:
     known = expected > 0
     if not known.any():
         return None
-    return float(streams["n_chunks"].to_numpy(dtype=np.float64)[known].sum()
-                 / expected[known].sum())
+    return float(streams["n_chunks"].to_numpy(dtype=np.float64)[known].sum() / expected[known].sum())
 
 
 def mannwhitneyu(x: np.ndarray, y: np.ndarray, alternative: str) -> Any:
@@ -266,17 +291,27 @@ def mannwhitneyu(x: np.ndarray, y: np.ndarray, alternative: str) -> Any:
     return test(x, y, alternative=alternative)
 
 
-def _metric(transport: str, check: str, label: str, base: pd.Series, current: pd.Series,
-            thresholds: RegressionThresholds, min_ms: float, min_pct: float
-            ) -> Finding | None:
+def _metric(
+    transport: str,
+    check: str,
+    label: str,
+    base: pd.Series,
+    current: pd.Series,
+    thresholds: RegressionThresholds,
+    min_ms: float,
+    min_pct: float,
+) -> Finding | None:
     before = _finite(base)
     after = _finite(current)
     if before.size == 0 and after.size == 0:
         return None
     if min(before.size, after.size) < thresholds.min_streams:
-        return Finding(transport, check, "note",
-                       f"{transport}: {label}: too few streams to compare "
-                       f"({before.size} baseline, {after.size} current)")
+        return Finding(
+            transport,
+            check,
+            "note",
+            f"{transport}: {label}: too few streams to compare ({before.size} baseline, {after.size} current)",
+        )
     base_median, current_median = float(np.median(before)), float(np.median(after))
     delta = current_median - base_median
     if base_median > 0:
@@ -286,22 +321,34 @@ def _metric(transport: str, check: str, label: str, base: pd.Series, current: pd
     worse = mannwhitneyu(after, before, alternative="greater").pvalue
     better = mannwhitneyu(after, before, alternative="less").pvalue
     low, high = _bootstrap_ci(before, after)
-    text = (f"{transport}: {label} per stream, median {base_median:.1f} -> "
-            f"{current_median:.1f} ms ({delta:+.1f} ms, {_pct(pct)}; 95% CI "
-            f"{low:+.1f}..{high:+.1f} ms)")
+    text = (
+        f"{transport}: {label} per stream, median {base_median:.1f} -> "
+        f"{current_median:.1f} ms ({delta:+.1f} ms, {_pct(pct)}; 95% CI "
+        f"{low:+.1f}..{high:+.1f} ms)"
+    )
     big_enough = abs(delta) >= min_ms and abs(pct) >= min_pct
     if delta > 0 and big_enough and worse < thresholds.alpha:
-        return Finding(transport, check, "regression",
-                       f"{text}, Mann-Whitney p={worse:.2g}: slower beyond "
-                       f"{min_ms:g} ms and {min_pct:g}%", base_median, current_median,
-                       float(worse))
+        return Finding(
+            transport,
+            check,
+            "regression",
+            f"{text}, Mann-Whitney p={worse:.2g}: slower beyond {min_ms:g} ms and {min_pct:g}%",
+            base_median,
+            current_median,
+            float(worse),
+        )
     if delta < 0 and big_enough and better < thresholds.alpha:
-        return Finding(transport, check, "improvement", f"{text}, Mann-Whitney p={better:.2g}",
-                       base_median, current_median, float(better))
-    reason = ("not significant" if min(worse, better) >= thresholds.alpha
-              else f"below {min_ms:g} ms / {min_pct:g}%")
-    return Finding(transport, check, "ok", f"{text}: {reason}", base_median, current_median,
-                   float(min(worse, better)))
+        return Finding(
+            transport,
+            check,
+            "improvement",
+            f"{text}, Mann-Whitney p={better:.2g}",
+            base_median,
+            current_median,
+            float(better),
+        )
+    reason = "not significant" if min(worse, better) >= thresholds.alpha else f"below {min_ms:g} ms / {min_pct:g}%"
+    return Finding(transport, check, "ok", f"{text}: {reason}", base_median, current_median, float(min(worse, better)))
 
 
 def _finite(column: pd.Series) -> np.ndarray:
@@ -313,8 +360,7 @@ def _bootstrap_ci(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
     """95% bootstrap interval of the change in median (fixed seed: reproducible lines)."""
     rng = np.random.default_rng(0)
     # bound the work (resamples x streams) for runs with very many streams
-    resamples = int(min(BOOTSTRAP_RESAMPLES, max(200, 4_000_000 // max(before.size,
-                                                                      after.size))))
+    resamples = int(min(BOOTSTRAP_RESAMPLES, max(200, 4_000_000 // max(before.size, after.size))))
     base = np.median(rng.choice(before, (resamples, before.size)), axis=1)
     current = np.median(rng.choice(after, (resamples, after.size)), axis=1)
     low, high = np.percentile(current - base, [2.5, 97.5])

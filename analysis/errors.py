@@ -1,4 +1,5 @@
 """The analysis package's one exception base."""
+
 from __future__ import annotations
 
 

@@ -8,6 +8,7 @@ percentiles are a selection on a slice.  Groups given in nested order
 (endpoints of one transport next to each other) also give the coarser
 level (whole transports) as slices of the same permutation.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,11 +25,10 @@ class Layout:
 
     n_groups: int
     order: np.ndarray | None
-    bounds: np.ndarray          # n_groups + 1 offsets into the reordered items
+    bounds: np.ndarray  # n_groups + 1 offsets into the reordered items
 
     @classmethod
-    def of_segments(cls, segment_starts: np.ndarray, n_items: int, segment_group: np.ndarray,
-                    n_groups: int) -> Layout:
+    def of_segments(cls, segment_starts: np.ndarray, n_items: int, segment_group: np.ndarray, n_groups: int) -> Layout:
         """Items in contiguous segments (one per stream), each segment in one group (-1: none)."""
         lengths = np.diff(segment_starts, append=n_items).astype(np.int64)
         group = np.where(segment_group >= 0, segment_group, n_groups).astype(np.int64)
@@ -47,8 +47,9 @@ class Layout:
         """``values`` (aligned on the items) in group order."""
         return values if self.order is None else values[self.order]
 
-    def percentiles(self, values: np.ndarray, percentiles: tuple[float, ...],
-                    groups: list[tuple[int, int]] | None = None) -> np.ndarray:
+    def percentiles(
+        self, values: np.ndarray, percentiles: tuple[float, ...], groups: list[tuple[int, int]] | None = None
+    ) -> np.ndarray:
         """Per-group percentiles of ``values`` (NaN = no sample), exactly as numpy's.
 
         ``groups`` lists ``(first, last)`` ranges of this layout's groups to
@@ -71,21 +72,23 @@ class GroupLevel:
     """One level of aggregation (e.g. transports): which group each stream is in,
     and which slices of the chunk and read layouts hold each group."""
 
-    stream_group: np.ndarray        # int32 group of each stream (-1: none)
+    stream_group: np.ndarray  # int32 group of each stream (-1: none)
     n_groups: int
     chunks: Layout
     reads: Layout
-    ranges: list[tuple[int, int]]   # per group: (first, last) layout groups it spans
+    ranges: list[tuple[int, int]]  # per group: (first, last) layout groups it spans
 
     @classmethod
     def of(cls, series: ChunkSeries, stream_group: np.ndarray, n_groups: int) -> GroupLevel:
         """A level with its own layouts, one layout group per group."""
         stream_group = np.asarray(stream_group, dtype=np.int32)
-        chunks = Layout.of_segments(series.stream_starts, series.n_chunks,
-                                    _segment_groups(stream_group, series.stream_keys), n_groups)
+        chunks = Layout.of_segments(
+            series.stream_starts, series.n_chunks, _segment_groups(stream_group, series.stream_keys), n_groups
+        )
         read_starts, read_keys = series.read_segments()
-        reads = Layout.of_segments(read_starts, series.read_stream.size,
-                                   _segment_groups(stream_group, read_keys), n_groups)
+        reads = Layout.of_segments(
+            read_starts, series.read_stream.size, _segment_groups(stream_group, read_keys), n_groups
+        )
         return cls(stream_group, n_groups, chunks, reads, [(g, g) for g in range(n_groups)])
 
     def coarser(self, parent_of_group: np.ndarray, n_parents: int) -> GroupLevel:
@@ -103,12 +106,10 @@ class GroupLevel:
         lookup = np.r_[parent_of_group, -1]
         return GroupLevel(lookup[self.stream_group], n_parents, self.chunks, self.reads, ranges)
 
-    def chunk_percentiles(self, values: np.ndarray, percentiles: tuple[float, ...]
-                          ) -> np.ndarray:
+    def chunk_percentiles(self, values: np.ndarray, percentiles: tuple[float, ...]) -> np.ndarray:
         return self.chunks.percentiles(values, percentiles, self.ranges)
 
-    def read_percentiles(self, values: np.ndarray, percentiles: tuple[float, ...]
-                         ) -> np.ndarray:
+    def read_percentiles(self, values: np.ndarray, percentiles: tuple[float, ...]) -> np.ndarray:
         return self.reads.percentiles(values, percentiles, self.ranges)
 
 

@@ -10,11 +10,13 @@ read each have a bucket of their own).  Merging two histograms is adding
 their counts and sums, so a worker's snapshot, the master's total and a
 histogram of the concatenated raw data are the same thing.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +27,11 @@ _INV_LOG_GAMMA = 1.0 / math.log(GAMMA)
 ZERO_BELOW = 1e-3
 
 PERCENTILES: tuple[tuple[str, float], ...] = (
-    ("p50", 0.50), ("p90", 0.90), ("p95", 0.95), ("p99", 0.99), ("p999", 0.999),
+    ("p50", 0.50),
+    ("p90", 0.90),
+    ("p95", 0.95),
+    ("p99", 0.99),
+    ("p999", 0.999),
 )
 
 
@@ -43,8 +49,7 @@ class Prepared:
     sums: list[float]
 
 
-def prepare(values: np.ndarray | Iterable[float],
-            weights: np.ndarray | Iterable[int] | None = None) -> Prepared | None:
+def prepare(values: np.ndarray | Iterable[float], weights: np.ndarray | Iterable[int] | None = None) -> Prepared | None:
     """Bucket ``values`` (NaN ignored; ``weights`` repeat value i w[i] times); None when empty."""
     v = np.asarray(values, dtype=np.float64)
     w = None if weights is None else np.asarray(weights, dtype=np.int64)
@@ -70,12 +75,20 @@ def prepare(values: np.ndarray | Iterable[float],
         return Prepared(count, total, low_value, high_value, zeros, [], [], [])
     keys = np.floor(np.log(v) * _INV_LOG_GAMMA).astype(np.int64)
     low = int(keys.min())
-    offsets = keys - low                      # a small range: values span a few decades
+    offsets = keys - low  # a small range: values span a few decades
     counts = np.bincount(offsets, weights=w)
     sums = np.bincount(offsets, weights=v if w is None else v * w)
     present = np.flatnonzero(counts)
-    return Prepared(count, total, low_value, high_value, zeros, (present + low).tolist(),
-                    counts[present].astype(np.int64).tolist(), sums[present].tolist())
+    return Prepared(
+        count,
+        total,
+        low_value,
+        high_value,
+        zeros,
+        (present + low).tolist(),
+        counts[present].astype(np.int64).tolist(),
+        sums[present].tolist(),
+    )
 
 
 class LogHistogram:
@@ -84,8 +97,8 @@ class LogHistogram:
     __slots__ = ("buckets", "sums", "zeros", "count", "total", "min", "max")
 
     def __init__(self) -> None:
-        self.buckets: dict[int, int] = {}     # bucket key -> count
-        self.sums: dict[int, float] = {}      # bucket key -> sum of its values
+        self.buckets: dict[int, int] = {}  # bucket key -> count
+        self.sums: dict[int, float] = {}  # bucket key -> sum of its values
         self.zeros = 0
         self.count = 0
         self.total = 0.0
@@ -110,8 +123,9 @@ class LogHistogram:
         self.buckets[k] = self.buckets.get(k, 0) + weight
         self.sums[k] = self.sums.get(k, 0.0) + value * weight
 
-    def add_array(self, values: np.ndarray | Iterable[float],
-                  weights: np.ndarray | Iterable[int] | None = None) -> None:
+    def add_array(
+        self, values: np.ndarray | Iterable[float], weights: np.ndarray | Iterable[int] | None = None
+    ) -> None:
         """Record many values at once (one numpy pass); ``weights`` repeats value i w[i] times."""
         self.add_prepared(prepare(values, weights))
 
@@ -153,7 +167,7 @@ class LogHistogram:
         self.max = max(self.max, other.max)
 
     def clear(self) -> None:
-        self.__init__()
+        LogHistogram.__init__(self)
 
     # -- reading -------------------------------------------------------------
     def quantile(self, q: float) -> float | None:
@@ -209,10 +223,16 @@ class LogHistogram:
     # -- wire format (msgpack/JSON friendly) ----------------------------------
     def to_dict(self) -> dict[str, Any]:
         keys = sorted(self.buckets)
-        return {"k": keys, "c": [self.buckets[k] for k in keys],
-                "v": [self.sums[k] for k in keys], "z": self.zeros,
-                "n": self.count, "s": self.total,
-                "lo": self.min if self.count else None, "hi": self.max if self.count else None}
+        return {
+            "k": keys,
+            "c": [self.buckets[k] for k in keys],
+            "v": [self.sums[k] for k in keys],
+            "z": self.zeros,
+            "n": self.count,
+            "s": self.total,
+            "lo": self.min if self.count else None,
+            "hi": self.max if self.count else None,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LogHistogram:

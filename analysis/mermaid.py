@@ -6,6 +6,7 @@ numeric y-axis and ``bar`` / ``line`` series; it has no legend, so the
 title says which series is which.  Every text value is quoted (no double
 quotes inside), numbers are plain decimals (no exponent, no NaN).
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,7 @@ from typing import Final
 SERIES_KINDS: Final = ("bar", "line")
 
 
-def xychart(title: str, categories: Sequence[str],
-            series: Sequence[tuple[str, Sequence[float]]], y_label: str) -> str:
+def xychart(title: str, categories: Sequence[str], series: Sequence[tuple[str, Sequence[float]]], y_label: str) -> str:
     """A fenced ```` ```mermaid ```` block; ``series`` items are ``(kind, values)``.
 
     Missing values (NaN/None) are drawn as 0, since the syntax has no gaps.

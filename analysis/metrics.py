@@ -10,6 +10,7 @@ Per-transport objects carry the contract's keys plus extras (``cancelled``,
 ``first_event_ms``, ``chunks_per_stream``, ``buffering.evidence``,
 ``endpoints``); readers ignore keys they do not know.
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,7 +46,7 @@ class Analysis:
     """Everything computed from one run: the summary and what the charts need."""
 
     summary: dict[str, Any]
-    streams: pd.DataFrame        # with derived columns filled
+    streams: pd.DataFrame  # with derived columns filled
     series: ChunkSeries
 
 
@@ -54,8 +55,7 @@ def analyse(run: Mapping[str, Any], streams: pd.DataFrame, events: pd.DataFrame)
     return analyse_series(run, streams, chunk_series(streams, sorted_events(events)))
 
 
-def analyse_series(run: Mapping[str, Any], streams: pd.DataFrame, series: ChunkSeries
-                   ) -> Analysis:
+def analyse_series(run: Mapping[str, Any], streams: pd.DataFrame, series: ChunkSeries) -> Analysis:
     """``analyse`` once the per-chunk series exist (lets a caller free the events first)."""
     streams = fill_stream_metrics(streams, series)
     summary = {
@@ -84,8 +84,7 @@ def fill_stream_metrics(streams: pd.DataFrame, series: ChunkSeries) -> pd.DataFr
     n = len(streams)
     keys = series.stream_keys
     gap = np.full((n, len(_STREAM_GAP_PERCENTILES)), np.nan)
-    gap[keys] = segment_percentiles(series.gap_ms, series.stream_starts,
-                                    _STREAM_GAP_PERCENTILES)
+    gap[keys] = segment_percentiles(series.gap_ms, series.stream_starts, _STREAM_GAP_PERCENTILES)
     staleness = np.full((n, 1), np.nan)
     staleness[keys] = segment_percentiles(series.staleness_ms, series.stream_starts, (99.0,))
     out = streams.copy()
@@ -95,14 +94,13 @@ def fill_stream_metrics(streams: pd.DataFrame, series: ChunkSeries) -> pd.DataFr
     out["staleness_p99_ms"] = staleness[:, 0]
     expected = out["expected_chunks"].to_numpy()
     delivered = out["n_chunks"].to_numpy()
-    short = ((out["status"] == "completed").to_numpy(dtype=bool)
-             & (expected >= 0) & (delivered < expected))
+    short = (out["status"] == "completed").to_numpy(dtype=bool) & (expected >= 0) & (delivered < expected)
     if short.any():
         out.loc[short, "status"] = "failed"
         out.loc[short, "error"] = "short_stream"
         out.loc[short, "error_detail"] = [
-            f"received {got} of {want} promised chunks"
-            for got, want in zip(delivered[short], expected[short])]
+            f"received {got} of {want} promised chunks" for got, want in zip(delivered[short], expected[short])
+        ]
     return out
 
 
@@ -111,8 +109,7 @@ def run_summary(run: Mapping[str, Any], streams: pd.DataFrame) -> dict[str, Any]
     harness = dict(run.get("harness") or {})
     started = run.get("started_at")
     if not started and len(streams) and np.isfinite(streams["started_at"].min()):
-        started = dt.datetime.fromtimestamp(float(streams["started_at"].min()),
-                                            tz=dt.timezone.utc).isoformat()
+        started = dt.datetime.fromtimestamp(float(streams["started_at"].min()), tz=dt.UTC).isoformat()
     return {
         "id": str(run.get("id") or ""),
         "started_at": str(started or ""),
@@ -121,7 +118,7 @@ def run_summary(run: Mapping[str, Any], streams: pd.DataFrame) -> dict[str, Any]
         "users": int(run.get("users") or 0),
         "workers": int(run.get("workers") or 0),
         "harness": {
-            **harness,            # extra self-check keys (e.g. reasons) pass through
+            **harness,  # extra self-check keys (e.g. reasons) pass through
             "saturated": bool(harness.get("saturated", False)),
             "cpu_percent_max": _number_or_none(harness.get("cpu_percent_max")),
             "loop_lag_ms_p99": _number_or_none(harness.get("loop_lag_ms_p99")),
@@ -146,34 +143,36 @@ def run_duration_s(run: Mapping[str, Any], streams: pd.DataFrame) -> float:
     return float(np.nanmax(end) - np.nanmin(start))
 
 
-def transport_summaries(run: Mapping[str, Any], streams: pd.DataFrame,
-                        series: ChunkSeries) -> dict[str, Any]:
+def transport_summaries(run: Mapping[str, Any], streams: pd.DataFrame, series: ChunkSeries) -> dict[str, Any]:
     """``{transport: object}`` with an ``endpoints`` sub-object per transport."""
     transports = ordered_transports(streams["transport"])
     rank = {transport: index for index, transport in enumerate(transports)}
-    pair_list = sorted((tuple(label.split("\x00", 1))
-                        for label in _pair_labels(streams).unique()),
-                       key=lambda pair: (rank.get(pair[0], len(rank)), pair[1]))
+    pair_list = sorted(
+        (tuple(label.split("\x00", 1)) for label in _pair_labels(streams).unique()),
+        key=lambda pair: (rank.get(pair[0], len(rank)), pair[1]),
+    )
     pair_list = [pair for pair in pair_list if pair[0] in rank]
     duration_s = run_duration_s(run, streams)
     harness = run.get("harness") or {}
 
     pairs = GroupLevel.of(series, _pair_codes(streams, pair_list), len(pair_list))
     by_pair = _group_objects(streams, series, pairs, duration_s, harness)
-    endpoints_of = {transport: {endpoint: by_pair[index]
-                                for index, (t, endpoint) in enumerate(pair_list) if t == transport}
-                    for transport in transports}
+    endpoints_of = {
+        transport: {endpoint: by_pair[index] for index, (t, endpoint) in enumerate(pair_list) if t == transport}
+        for transport in transports
+    }
     # a transport with a single endpoint is that endpoint's object: computed once
     several = [len(endpoints_of[t]) > 1 for t in transports]
-    parent = np.array([rank[t] if several[rank[t]] else -1 for t, _ in pair_list],
-                      dtype=np.int32)
-    by_transport = (_group_objects(streams, series, pairs.coarser(parent, len(transports)),
-                                   duration_s, harness) if any(several) else [])
+    parent = np.array([rank[t] if several[rank[t]] else -1 for t, _ in pair_list], dtype=np.int32)
+    by_transport = (
+        _group_objects(streams, series, pairs.coarser(parent, len(transports)), duration_s, harness)
+        if any(several)
+        else []
+    )
     out: dict[str, Any] = {}
     for index, transport in enumerate(transports):
         endpoints = endpoints_of[transport]
-        item = (by_transport[index] if several[index]
-                else copy.deepcopy(next(iter(endpoints.values()))))
+        item = by_transport[index] if several[index] else copy.deepcopy(next(iter(endpoints.values())))
         item["endpoints"] = endpoints
         out[transport] = item
     return out
@@ -182,8 +181,7 @@ def transport_summaries(run: Mapping[str, Any], streams: pd.DataFrame,
 def ordered_transports(column: pd.Series) -> list[str]:
     """Transports present, known ones first in ``TRANSPORT_ORDER``."""
     present = {str(value) for value in column.dropna().unique()}
-    return ([t for t in TRANSPORT_ORDER if t in present]
-            + sorted(present.difference(TRANSPORT_ORDER)))
+    return [t for t in TRANSPORT_ORDER if t in present] + sorted(present.difference(TRANSPORT_ORDER))
 
 
 def _codes(labels: pd.Series, names: list[str]) -> np.ndarray:
@@ -200,52 +198,52 @@ def _pair_codes(streams: pd.DataFrame, pairs: list[tuple[str, str]]) -> np.ndarr
     return _codes(_pair_labels(streams), [f"{t}\x00{e}" for t, e in pairs])
 
 
-def _group_objects(streams: pd.DataFrame, series: ChunkSeries, level: GroupLevel,
-                   duration_s: float, harness: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _group_objects(
+    streams: pd.DataFrame, series: ChunkSeries, level: GroupLevel, duration_s: float, harness: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     """One transport-shaped object per group of streams of ``level``."""
     stream_group, n_groups = level.stream_group, level.n_groups
     gap = level.chunk_percentiles(series.gap_ms, LATENCY_PERCENTILES)
     staleness = level.chunk_percentiles(series.staleness_ms, LATENCY_PERCENTILES)
     jitter = level.chunk_percentiles(series.jitter_ms, LATENCY_PERCENTILES)
-    headers = _latency_table(streams["time_to_headers_ms"].to_numpy(dtype=np.float64),
-                             stream_group, n_groups)
-    ttfc = _latency_table(streams["ttfc_ms"].to_numpy(dtype=np.float64), stream_group,
-                          n_groups)
-    first_event = _latency_table(streams["first_event_ms"].to_numpy(dtype=np.float64),
-                                 stream_group, n_groups)
+    headers = _latency_table(streams["time_to_headers_ms"].to_numpy(dtype=np.float64), stream_group, n_groups)
+    ttfc = _latency_table(streams["ttfc_ms"].to_numpy(dtype=np.float64), stream_group, n_groups)
+    first_event = _latency_table(streams["first_event_ms"].to_numpy(dtype=np.float64), stream_group, n_groups)
     reads_p99 = level.read_percentiles(series.read_events, (99.0,))[:, 0]
     read_group = _bins(stream_group[series.read_stream], n_groups)
     n_reads = np.bincount(read_group, minlength=n_groups + 1)[:n_groups]
-    read_events = np.bincount(read_group, weights=series.read_events,
-                              minlength=n_groups + 1)[:n_groups]
+    read_events = np.bincount(read_group, weights=series.read_events, minlength=n_groups + 1)[:n_groups]
     p99_index = LATENCY_PERCENTILES.index(99.0)
-    verdicts = detect_buffering(series, streams, stream_group, n_groups, harness,
-                                staleness_p99_max=staleness[:, [p99_index, -1]], level=level)
+    verdicts = detect_buffering(
+        series, streams, stream_group, n_groups, harness, staleness_p99_max=staleness[:, [p99_index, -1]], level=level
+    )
     objects = []
     for group in range(n_groups):
         subset = streams[stream_group == group]
         chunks = int(subset["n_chunks"].sum())
-        objects.append({
-            "streams": _stream_counts(subset),
-            "events": {
-                "total": int(subset["n_events"].sum()),
-                "chunks": chunks,
-                "malformed_lines": int(subset["malformed_lines"].sum()),
-            },
-            "time_to_headers_ms": _latency_row(headers[group]),
-            "ttfc_ms": _latency_row(ttfc[group]),
-            "first_event_ms": _latency_row(first_event[group]),
-            "gap_ms": _latency_row(gap[group]),
-            "staleness_ms": _latency_row(staleness[group], null_when_empty=True),
-            "jitter_ms": _latency_row(jitter[group], null_when_empty=True),
-            "events_per_read": {
-                "mean": float(read_events[group] / n_reads[group]) if n_reads[group] else None,
-                "p99": optional_float(reads_p99[group]),
-            },
-            "events_per_s": (chunks / duration_s) if duration_s > 0 else None,
-            "chunks_per_stream": _chunks_per_stream(subset),
-            "buffering": verdicts[group].as_json(),
-        })
+        objects.append(
+            {
+                "streams": _stream_counts(subset),
+                "events": {
+                    "total": int(subset["n_events"].sum()),
+                    "chunks": chunks,
+                    "malformed_lines": int(subset["malformed_lines"].sum()),
+                },
+                "time_to_headers_ms": _latency_row(headers[group]),
+                "ttfc_ms": _latency_row(ttfc[group]),
+                "first_event_ms": _latency_row(first_event[group]),
+                "gap_ms": _latency_row(gap[group]),
+                "staleness_ms": _latency_row(staleness[group], null_when_empty=True),
+                "jitter_ms": _latency_row(jitter[group], null_when_empty=True),
+                "events_per_read": {
+                    "mean": float(read_events[group] / n_reads[group]) if n_reads[group] else None,
+                    "p99": optional_float(reads_p99[group]),
+                },
+                "events_per_s": (chunks / duration_s) if duration_s > 0 else None,
+                "chunks_per_stream": _chunks_per_stream(subset),
+                "buffering": verdicts[group].as_json(),
+            }
+        )
     return objects
 
 
@@ -258,8 +256,7 @@ def _latency_table(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.n
     return grouped_percentiles(values, codes, n_groups, LATENCY_PERCENTILES)
 
 
-def _latency_row(row: np.ndarray, *, null_when_empty: bool = False
-                 ) -> dict[str, float | None] | None:
+def _latency_row(row: np.ndarray, *, null_when_empty: bool = False) -> dict[str, float | None] | None:
     if null_when_empty and not np.isfinite(row).any():
         return None
     return {key: optional_float(value) for key, value in zip(LATENCY_KEYS, row)}
@@ -283,15 +280,16 @@ def _chunks_per_stream(subset: pd.DataFrame) -> dict[str, float | None]:
     Cancelled streams and streams cut because the test stopped are left out:
     they end early by design.
     """
-    subset = subset[(subset["status"] != "cancelled").to_numpy(dtype=bool)
-                    & (subset["error"] != "stopped").fillna(True).to_numpy(dtype=bool)]
+    subset = subset[
+        (subset["status"] != "cancelled").to_numpy(dtype=bool)
+        & (subset["error"] != "stopped").fillna(True).to_numpy(dtype=bool)
+    ]
     delivered = subset["n_chunks"].to_numpy(dtype=np.float64)
     expected = subset["expected_chunks"].to_numpy(dtype=np.float64)
     known = expected > 0
     return {
         "mean": float(delivered.mean()) if delivered.size else None,
-        "delivered_share": (float(delivered[known].sum() / expected[known].sum())
-                            if known.any() else None),
+        "delivered_share": (float(delivered[known].sum() / expected[known].sum()) if known.any() else None),
     }
 
 

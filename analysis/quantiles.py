@@ -10,6 +10,7 @@ do not need to save.
 Quantiles use numpy's default ("linear") interpolation everywhere, so a
 reviewer can check any number with ``numpy.percentile``.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,7 @@ def _lerp(low: np.ndarray, high: np.ndarray, fraction: np.ndarray) -> np.ndarray
     return np.where(fraction >= 0.5, high - diff * (1.0 - fraction), out)
 
 
-def sort_by_group(values: np.ndarray, codes: np.ndarray, n_groups: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def sort_by_group(values: np.ndarray, codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Finite ``values`` sorted by (group code, value) plus each group's start offset.
 
     One ``argsort`` of ``value + code * span`` (span > value range) sorts every
@@ -90,8 +90,9 @@ SEGMENT_LOOP_MIN_MEAN: Final = 500
 FEW_GROUPS: Final = 32
 
 
-def grouped_percentiles(values: np.ndarray, codes: np.ndarray, n_groups: int,
-                        percentiles: tuple[float, ...]) -> np.ndarray:
+def grouped_percentiles(
+    values: np.ndarray, codes: np.ndarray, n_groups: int, percentiles: tuple[float, ...]
+) -> np.ndarray:
     """``(n_groups, len(percentiles))`` array of per-group percentiles (NaN for empty groups).
 
     Same numbers as ``np.percentile(values[codes == g], percentiles)`` for
@@ -115,13 +116,11 @@ def grouped_percentiles(values: np.ndarray, codes: np.ndarray, n_groups: int,
         position = _virtual_index(n, (percentile,))
         below = np.floor(position).astype(np.int64)
         above = np.minimum(below + 1, n - 1)
-        out[present, column] = _lerp(ordered[first + below], ordered[first + above],
-                                     position - below)
+        out[present, column] = _lerp(ordered[first + below], ordered[first + above], position - below)
     return out
 
 
-def segment_percentiles(values: np.ndarray, starts: np.ndarray,
-                        percentiles: tuple[float, ...]) -> np.ndarray:
+def segment_percentiles(values: np.ndarray, starts: np.ndarray, percentiles: tuple[float, ...]) -> np.ndarray:
     """Percentiles of each contiguous segment ``values[starts[i]:starts[i + 1]]``.
 
     Long segments (streams of thousands of chunks) are cheapest one selection
@@ -131,9 +130,12 @@ def segment_percentiles(values: np.ndarray, starts: np.ndarray,
     if n_segments == 0:
         return np.full((0, len(percentiles)), np.nan)
     if values.size < SEGMENT_LOOP_MIN_MEAN * n_segments:
-        codes = np.repeat(np.arange(n_segments, dtype=np.int64),
-                          np.diff(starts, append=values.size))
+        codes = np.repeat(np.arange(n_segments, dtype=np.int64), np.diff(starts, append=values.size))
         return grouped_percentiles(values, codes, n_segments, percentiles)
     ends = np.r_[starts[1:], values.size]
-    return np.array([selected_percentiles(values[begin:end].copy(), percentiles)
-                     for begin, end in zip(starts.tolist(), ends.tolist())])
+    return np.array(
+        [
+            selected_percentiles(values[begin:end].copy(), percentiles)
+            for begin, end in zip(starts.tolist(), ends.tolist())
+        ]
+    )

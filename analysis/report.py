@@ -5,6 +5,7 @@ then the tables.  The report links PNGs sitting next to it; the PR comment
 inlines its charts as Mermaid blocks (GitHub renders them without image
 hosting) and links the PNG artifacts.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from analysis.charts import COMPARE_FILE, draw_compare_chart, draw_report_charts
-from analysis.mermaid import xychart
 from analysis.chunks import chunk_series
+from analysis.mermaid import xychart
 from analysis.metrics import Analysis, analyse_series, sorted_events
 from analysis.results import (
     SUMMARY_FILE,
@@ -49,7 +50,7 @@ class ReportOutput:
     summary_path: Path
     report_path: Path
     charts: dict[str, Path]
-    timings_s: dict[str, float]     # seconds per stage: load, analyse, charts, write
+    timings_s: dict[str, float]  # seconds per stage: load, analyse, charts, write
 
 
 def build_report(directory: str | Path, *, charts: bool = True) -> ReportOutput:
@@ -67,7 +68,7 @@ def build_report(directory: str | Path, *, charts: bool = True) -> ReportOutput:
     lap("load")
     run, streams = results.run, results.streams
     series = chunk_series(streams, sorted_events(results.events))
-    del results                     # the events are no longer needed: free them early
+    del results  # the events are no longer needed: free them early
     analysis = analyse_series(run, streams, series)
     lap("analyse")
     directory = Path(directory)
@@ -90,13 +91,11 @@ def render_report(analysis: Analysis, charts: Mapping[str, Path] | None = None) 
     if not transports:
         lines += ["**No streams in this run.**", ""]
     else:
-        lines += ["**" + " · ".join(f"{name}: {_verdict_word(item)}"
-                                    for name, item in transports.items()) + "**", ""]
+        lines += ["**" + " · ".join(f"{name}: {_verdict_word(item)}" for name, item in transports.items()) + "**", ""]
     for name, item in transports.items():
         buffering = item["buffering"]
         if buffering["verdict"] != "clean" and buffering["reasons"]:
-            lines.append(f"- **{name} {buffering['verdict']}**: "
-                         + "; ".join(buffering["reasons"][:2]))
+            lines.append(f"- **{name} {buffering['verdict']}**: " + "; ".join(buffering["reasons"][:2]))
     for name, item in transports.items():
         lines.append(f"- {name}: {_headline(item)}")
     lines.append(f"- {_harness_line(run)}")
@@ -105,25 +104,30 @@ def render_report(analysis: Analysis, charts: Mapping[str, Path] | None = None) 
         lines += _transport_section(name, item)
     if charts:
         lines += ["## Charts", ""]
-        titles = {"ttfc_cdf": "TTFC per stream (CDF)",
-                  "gap_distribution": "Chunk gap distribution",
-                  "staleness_worst": "Worst streams over time",
-                  "chunks_per_s": "Chunks per second"}
+        titles = {
+            "ttfc_cdf": "TTFC per stream (CDF)",
+            "gap_distribution": "Chunk gap distribution",
+            "staleness_worst": "Worst streams over time",
+            "chunks_per_s": "Chunks per second",
+        }
         for name, path in charts.items():
             lines += [f"### {titles.get(name, name)}", "", f"![{name}]({Path(path).name})", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render_compare_markdown(comparison: Comparison, base: Analysis, current: Analysis, *,
-                            artifact_links: Mapping[str, str] | None = None) -> str:
+def render_compare_markdown(
+    comparison: Comparison, base: Analysis, current: Analysis, *, artifact_links: Mapping[str, str] | None = None
+) -> str:
     """PR-comment markdown: verdict, table, findings, Mermaid charts, artifact links."""
-    verdict = (":x: **Regression**" if comparison.regression
-               else ":white_check_mark: **No regression**")
+    verdict = ":x: **Regression**" if comparison.regression else ":white_check_mark: **No regression**"
     base_t = base.summary["transports"]
     current_t = current.summary["transports"]
-    lines = [f"## Stream latency: {verdict}", "",
-             f"Baseline `{base.summary['run']['id']}` vs current "
-             f"`{current.summary['run']['id']}`.", ""]
+    lines = [
+        f"## Stream latency: {verdict}",
+        "",
+        f"Baseline `{base.summary['run']['id']}` vs current `{current.summary['run']['id']}`.",
+        "",
+    ]
     for finding in comparison.regressions:
         lines.append(f"- :x: {finding.line}")
     improvements = [f for f in comparison.findings if f.status == "improvement"]
@@ -131,20 +135,28 @@ def render_compare_markdown(comparison: Comparison, base: Analysis, current: Ana
         lines.append(f"- :white_check_mark: {finding.line}")
     if comparison.regressions or improvements:
         lines.append("")
-    lines += ["| transport | buffering | TTFC p50 | gap p99 | staleness p99 | failed | result |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| transport | buffering | TTFC p50 | gap p99 | staleness p99 | failed | result |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for transport in dict.fromkeys([*base_t, *current_t]):
         before, after = base_t.get(transport), current_t.get(transport)
         bad = any(f.transport == transport for f in comparison.regressions)
-        lines.append("| " + " | ".join([
-            transport,
-            f"{_verdict_of(before)} → {_verdict_of(after)}",
-            _change(before, after, "ttfc_ms", "p50"),
-            _change(before, after, "gap_ms", "p99"),
-            _change(before, after, "staleness_ms", "p99"),
-            f"{_failed(before)} → {_failed(after)}",
-            ":x: regression" if bad else ":white_check_mark: ok",
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    transport,
+                    f"{_verdict_of(before)} → {_verdict_of(after)}",
+                    _change(before, after, "ttfc_ms", "p50"),
+                    _change(before, after, "gap_ms", "p99"),
+                    _change(before, after, "staleness_ms", "p99"),
+                    f"{_failed(before)} → {_failed(after)}",
+                    ":x: regression" if bad else ":white_check_mark: ok",
+                ]
+            )
+            + " |"
+        )
     lines.append("")
     for transport in current_t:
         if transport not in base_t:
@@ -159,31 +171,34 @@ def render_compare_markdown(comparison: Comparison, base: Analysis, current: Ana
         lines += [f"- {f.status}: {f.line}" for f in others]
         lines += ["", "</details>", ""]
     if artifact_links:
-        lines.append("Charts (PNG artifacts): " + " · ".join(
-            f"[{name}]({url})" for name, url in artifact_links.items()))
+        lines.append(
+            "Charts (PNG artifacts): " + " · ".join(f"[{name}]({url})" for name, url in artifact_links.items())
+        )
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_compare_outputs(comparison: Comparison, base: Analysis, current: Analysis,
-                          markdown_path: Path, *, artifact_url: str | None = None) -> Path:
+def write_compare_outputs(
+    comparison: Comparison, base: Analysis, current: Analysis, markdown_path: Path, *, artifact_url: str | None = None
+) -> Path:
     """Draw the overlay PNG next to ``markdown_path`` and write the markdown; returns it."""
     chart = draw_compare_chart(base, current, markdown_path.parent / COMPARE_FILE)
     prefix = (artifact_url.rstrip("/") + "/") if artifact_url else ""
     links = {"baseline vs current": prefix + chart.name}
-    write_text_atomic(markdown_path,
-                      render_compare_markdown(comparison, base, current, artifact_links=links))
+    write_text_atomic(markdown_path, render_compare_markdown(comparison, base, current, artifact_links=links))
     return markdown_path
 
 
-def _quantile_chart(base: Analysis, current: Analysis, transport: str, column: str,
-                    label: str) -> str | None:
+def _quantile_chart(base: Analysis, current: Analysis, transport: str, column: str, label: str) -> str | None:
     values = [_column(analysis, transport, column) for analysis in (base, current)]
     if any(v.size == 0 for v in values):
         return None
     rows = [np.percentile(v, _CHART_QUANTILES).tolist() for v in values]
-    return xychart(f"{transport} {label} per stream (ms): bars baseline, line current",
-                   [f"p{q}" for q in _CHART_QUANTILES],
-                   [("bar", rows[0]), ("line", rows[1])], "ms")
+    return xychart(
+        f"{transport} {label} per stream (ms): bars baseline, line current",
+        [f"p{q}" for q in _CHART_QUANTILES],
+        [("bar", rows[0]), ("line", rows[1])],
+        "ms",
+    )
 
 
 def _column(analysis: Analysis, transport: str, column: str) -> np.ndarray:
@@ -197,15 +212,12 @@ def _transport_section(name: str, item: Mapping[str, Any]) -> list[str]:
     streams = item["streams"]
     events = item["events"]
     errors = ", ".join(f"{kind} {count}" for kind, count in streams["errors"].items()) or "none"
-    lines = [f"## {name}", "",
-             f"Buffering: **{item['buffering']['verdict']}**", ""]
+    lines = [f"## {name}", "", f"Buffering: **{item['buffering']['verdict']}**", ""]
     lines += [f"- {reason}" for reason in item["buffering"]["reasons"]]
-    lines += ["", "| ms | " + " | ".join(_LATENCY_COLUMNS) + " |",
-              "|---|" + "---|" * len(_LATENCY_COLUMNS)]
+    lines += ["", "| ms | " + " | ".join(_LATENCY_COLUMNS) + " |", "|---|" + "---|" * len(_LATENCY_COLUMNS)]
     for key, label in _LATENCY_ROWS:
         row = item.get(key)
-        cells = ([_ms(row.get(column)) for column in _LATENCY_COLUMNS] if row
-                 else ["n/a"] * len(_LATENCY_COLUMNS))
+        cells = [_ms(row.get(column)) for column in _LATENCY_COLUMNS] if row else ["n/a"] * len(_LATENCY_COLUMNS)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     per_read = item["events_per_read"]
     rate = item.get("events_per_s")
@@ -222,16 +234,18 @@ def _transport_section(name: str, item: Mapping[str, Any]) -> list[str]:
     ]
     endpoints = item.get("endpoints") or {}
     if endpoints:
-        lines += ["| endpoint | streams | failed | TTFC p50 | TTFC p99 | gap p99 "
-                  "| staleness p99 | buffering |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| endpoint | streams | failed | TTFC p50 | TTFC p99 | gap p99 | staleness p99 | buffering |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for endpoint, sub in endpoints.items():
             lines.append(
                 f"| {endpoint} | {sub['streams']['started']} | {sub['streams']['failed']} "
                 f"| {_ms(_get(sub, 'ttfc_ms', 'p50'))} | {_ms(_get(sub, 'ttfc_ms', 'p99'))} "
                 f"| {_ms(_get(sub, 'gap_ms', 'p99'))} "
                 f"| {_ms(_get(sub, 'staleness_ms', 'p99'))} "
-                f"| {sub['buffering']['verdict']} |")
+                f"| {sub['buffering']['verdict']} |"
+            )
         lines.append("")
     return lines
 
@@ -240,10 +254,11 @@ def _headline(item: Mapping[str, Any]) -> str:
     streams = item["streams"]
     errors = ", ".join(f"{kind} {count}" for kind, count in streams["errors"].items())
     failed = f"{streams['failed']} failed" + (f" ({errors})" if errors else "")
-    parts = [f"{streams['started']} streams, {failed}",
-             f"TTFC p50 {_ms(_get(item, 'ttfc_ms', 'p50'))} ms, "
-             f"p99 {_ms(_get(item, 'ttfc_ms', 'p99'))} ms",
-             f"gap p99 {_ms(_get(item, 'gap_ms', 'p99'))} ms"]
+    parts = [
+        f"{streams['started']} streams, {failed}",
+        f"TTFC p50 {_ms(_get(item, 'ttfc_ms', 'p50'))} ms, p99 {_ms(_get(item, 'ttfc_ms', 'p99'))} ms",
+        f"gap p99 {_ms(_get(item, 'gap_ms', 'p99'))} ms",
+    ]
     staleness = _get(item, "staleness_ms", "p99")
     if staleness is not None:
         parts.append(f"staleness p99 {_ms(staleness)} ms")
@@ -262,8 +277,10 @@ def _harness_line(run: Mapping[str, Any]) -> str:
     if harness["saturated"] and isinstance(reasons, list) and reasons:
         details += [str(reason) for reason in reasons]
     extra = f" ({', '.join(details)})" if details else ""
-    return (f"load generator {state}{extra} · run {run['duration_s']:.1f} s · "
-            f"users: {run['users']} · workers: {run['workers']}")
+    return (
+        f"load generator {state}{extra} · run {run['duration_s']:.1f} s · "
+        f"users: {run['users']} · workers: {run['workers']}"
+    )
 
 
 def _verdict_word(item: Mapping[str, Any]) -> str:
@@ -281,8 +298,7 @@ def _failed(item: Mapping[str, Any] | None) -> str:
     return f"{item['streams']['failed']}/{item['streams']['started']}"
 
 
-def _change(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, key: str,
-            column: str) -> str:
+def _change(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, key: str, column: str) -> str:
     old = _get(before, key, column) if before else None
     new = _get(after, key, column) if after else None
     return f"{_ms(old)} → {_ms(new)} ms"
@@ -301,4 +317,3 @@ def _ms(value: float | None) -> str:
 
 def _num(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
-

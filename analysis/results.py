@@ -9,6 +9,7 @@ Every problem a reader can hit (missing directory or file, corrupt parquet or
 JSON, missing columns, stream keys that do not match) raises ``ResultsError``
 with a one-line message; the CLI prints it and exits 2.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,9 @@ class Results:
     events: pd.DataFrame
 
 
-def write_results(directory: str | Path, run: Mapping[str, Any], streams: pd.DataFrame,
-                  events: pd.DataFrame) -> dict[str, Any]:
+def write_results(
+    directory: str | Path, run: Mapping[str, Any], streams: pd.DataFrame, events: pd.DataFrame
+) -> dict[str, Any]:
     """Write the raw files and ``summary.json`` (computed here); returns the summary.
 
     The streams file gets the derived columns filled in (gap and staleness
@@ -61,22 +63,30 @@ def write_results(directory: str | Path, run: Mapping[str, Any], streams: pd.Dat
     streams = coerce_streams(streams)
     events = coerce_events(events)
     analysis = analyse(run, streams, events)
-    write_atomic_set([*_raw_writers(Path(directory), run, analysis.streams, events),
-                      (Path(directory) / SUMMARY_FILE, _json_writer(analysis.summary))])
+    write_atomic_set(
+        [
+            *_raw_writers(Path(directory), run, analysis.streams, events),
+            (Path(directory) / SUMMARY_FILE, _json_writer(analysis.summary)),
+        ]
+    )
     return analysis.summary
 
 
-def write_raw_results(directory: str | Path, run: Mapping[str, Any], streams: pd.DataFrame,
-                      events: pd.DataFrame) -> None:
+def write_raw_results(
+    directory: str | Path, run: Mapping[str, Any], streams: pd.DataFrame, events: pd.DataFrame
+) -> None:
     """Only the raw files (no summary): for callers that analyse later, e.g. the bench."""
     write_atomic_set(_raw_writers(Path(directory), run, streams, events))
 
 
-def _raw_writers(directory: Path, run: Mapping[str, Any], streams: pd.DataFrame,
-                 events: pd.DataFrame) -> list[tuple[Path, Callable[[Path], Any]]]:
-    return [(directory / EVENTS_FILE, _parquet_writer(coerce_events(events))),
-            (directory / STREAMS_FILE, _parquet_writer(coerce_streams(streams))),
-            (directory / RUN_FILE, _json_writer(dict(run)))]
+def _raw_writers(
+    directory: Path, run: Mapping[str, Any], streams: pd.DataFrame, events: pd.DataFrame
+) -> list[tuple[Path, Callable[[Path], Any]]]:
+    return [
+        (directory / EVENTS_FILE, _parquet_writer(coerce_events(events))),
+        (directory / STREAMS_FILE, _parquet_writer(coerce_streams(streams))),
+        (directory / RUN_FILE, _json_writer(dict(run))),
+    ]
 
 
 def load_results(directory: str | Path) -> Results:
@@ -191,8 +201,8 @@ def _check_keys(directory: Path, streams: pd.DataFrame, events: pd.DataFrame) ->
     event_keys = events["stream_key"].to_numpy()
     if event_keys.size and (event_keys.min() < 0 or event_keys.max() >= len(streams)):
         raise ResultsError(
-            f"{directory / EVENTS_FILE}: events refer to streams that "
-            f"{STREAMS_FILE} does not have (partial write?)")
+            f"{directory / EVENTS_FILE}: events refer to streams that {STREAMS_FILE} does not have (partial write?)"
+        )
 
 
 def _json_safe(value: Any) -> Any:

@@ -20,6 +20,7 @@ turn; the table shows the median over rounds and ratios against the bare rows.
 
     .venv/bin/python -m bench.backend [--rounds 5] [--streams 4] [--no-doc]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,9 @@ import socketio
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
+from bench.perfdoc import PERFORMANCE_DOC as DOCS
+from bench.perfdoc import write_section
 from fake_backend.process import BackendProcess, start_backend, start_server
-from bench.perfdoc import PERFORMANCE_DOC as DOCS, write_section
 
 NS = "/UserSession"
 SECTION = "## Backend (make bench-backend)"
@@ -52,6 +54,7 @@ TEXTS = ("the ", "mod", "el s", "trea", "m café", " 日本", "tok", "en ", "�
 
 
 # -- the bare baselines (run in their own process via `serve`) -----------------
+
 
 def bare_ndjson_app() -> FastAPI:
     app = FastAPI()
@@ -91,11 +94,13 @@ def bare_socketio_app() -> socketio.ASGIApp:
 
 def serve_bare(kind: str) -> None:
     from fake_backend.server import bind, serve
+
     app = {"bare-ndjson": bare_ndjson_app, "bare-socketio": bare_socketio_app}[kind]()
     serve(app, bind("127.0.0.1", 0))
 
 
 # -- fast clients --------------------------------------------------------------
+
 
 def _connect(url: str) -> socket.socket:
     parts = urlsplit(url)
@@ -112,13 +117,15 @@ class NdjsonCounter:
     def __init__(self, url: str, body: dict) -> None:
         self.sock = _connect(url)
         payload = json.dumps(body).encode()
-        self.sock.sendall(b"POST /api/ai/chat/unified HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
+        self.sock.sendall(
+            b"POST /api/ai/chat/unified HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
+        )
         self.events = 0
         self.done = False
-        self._head: bytes | None = b""   # None once the response head has been read
-        self._last = b""                 # last body byte: a "}\n" may straddle two reads
-        self._end = b""                  # last 7 body bytes: the terminating chunk
+        self._head: bytes | None = b""  # None once the response head has been read
+        self._last = b""  # last body byte: a "}\n" may straddle two reads
+        self._end = b""  # last 7 body bytes: the terminating chunk
 
     def on_readable(self) -> None:
         data = self.sock.recv(1 << 20)
@@ -131,7 +138,7 @@ class NdjsonCounter:
                 return
             if not self._head.startswith(b"HTTP/1.1 200"):
                 raise ConnectionError(self._head.split(b"\r\n", 1)[0].decode())
-            data, self._head = self._head[head_end + 4:], None
+            data, self._head = self._head[head_end + 4 :], None
             if not data:
                 return
         self.events += data.count(b"}\n") + (self._last == b"}" and data[:1] == b"\n")
@@ -147,25 +154,29 @@ class SocketIOCounter:
     def __init__(self, url: str, task_data: dict) -> None:
         self.sock = _connect(url)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: bench\r\n"
-                           f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.sock.sendall(
+            (
+                f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: bench\r\n"
+                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         self._buf = b""
         while b"\r\n\r\n" not in self._buf:
             self._buf += self.sock.recv(65536)
         head, _, self._buf = self._buf.partition(b"\r\n\r\n")
         if b" 101 " not in head.split(b"\r\n", 1)[0]:
             raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
-        self._expect(b"0")                                        # engine.io OPEN
+        self._expect(b"0")  # engine.io OPEN
         self._send(f'40{NS},{{"token":"bench"}}')
-        self._expect(b"40" + NS.encode())                         # namespace connected
-        self._send(f'42{NS},0' + json.dumps(["chat_service", {"taskName": "direct_chat", "taskData": task_data}]))
+        self._expect(b"40" + NS.encode())  # namespace connected
+        self._send(f"42{NS},0" + json.dumps(["chat_service", {"taskName": "direct_chat", "taskData": task_data}]))
         ack = self._expect(b"43" + NS.encode())
         listener = json.loads(ack[ack.index(b"[") :])[0]["response_listener_events"][0]
-        self._mine = b'42' + NS.encode() + b',["' + listener.encode() + b'"'
+        self._mine = b"42" + NS.encode() + b',["' + listener.encode() + b'"'
         self.events = 0
         self.done = False
-        self._count(self._early)   # messages that came in the same read as the ack
+        self._count(self._early)  # messages that came in the same read as the ack
 
     def _send(self, text: str) -> None:
         data, mask = text.encode(), os.urandom(4)
@@ -183,14 +194,14 @@ class SocketIOCounter:
             if n == 126:
                 if end - pos < 4:
                     break
-                n, start = int.from_bytes(buf[pos + 2:pos + 4], "big"), pos + 4
+                n, start = int.from_bytes(buf[pos + 2 : pos + 4], "big"), pos + 4
             elif n == 127:
                 if end - pos < 10:
                     break
-                n, start = int.from_bytes(buf[pos + 2:pos + 10], "big"), pos + 10
+                n, start = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
             if end - start < n:
                 break
-            out.append(buf[start:start + n])
+            out.append(buf[start : start + n])
             pos = start + n
         self._buf = buf[pos:]
         return out
@@ -201,7 +212,7 @@ class SocketIOCounter:
             frames = self._frames()
             for i, frame in enumerate(frames):
                 if frame.startswith(prefix):
-                    self._early = frames[i + 1:]
+                    self._early = frames[i + 1 :]
                     return frame
             self._buf += self.sock.recv(65536)
 
@@ -220,15 +231,15 @@ class SocketIOCounter:
                 if frame.endswith(b'{"end":true}]'):
                     self.done = True
             elif frame == b"2":
-                self._send("3")                                    # engine.io ping -> pong
+                self._send("3")  # engine.io ping -> pong
 
 
 @dataclass
 class Measured:
     events: int
     seconds: float
-    server_cpu: float       # server CPU seconds / wall seconds (1.0 = one full core)
-    client_cpu: float       # the same for this (client) process
+    server_cpu: float  # server CPU seconds / wall seconds (1.0 = one full core)
+    client_cpu: float  # the same for this (client) process
 
     @property
     def rate(self) -> float:
@@ -277,26 +288,42 @@ def measure(server: BackendProcess, start_stream: Callable[[], object], streams:
 
 # -- the run -------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Row:
     name: str
-    server: str              # key into the servers dict
-    transport: str           # "ndjson" | "socketio"
+    server: str  # key into the servers dict
+    transport: str  # "ndjson" | "socketio"
     harness: dict
-    baseline: str | None     # row name this one is compared with
+    baseline: str | None  # row name this one is compared with
 
 
 def rows(chunks_ndjson: int, chunks_sio: int) -> list[Row]:
     fake = {"duration_s": 0, "events": False, "timing": True, "seed": 1}
     return [
         Row("bare FastAPI NDJSON (StreamingResponse)", "bare-ndjson", "ndjson", {"chunks": chunks_ndjson}, None),
-        Row("fake backend NDJSON (chunks + seq/ts)", "fake", "ndjson", {**fake, "chunks": chunks_ndjson},
-            "bare FastAPI NDJSON (StreamingResponse)"),
-        Row("fake backend NDJSON (realistic event mix)", "fake", "ndjson",
-            {**fake, "events": True, "chunks": chunks_ndjson}, "bare FastAPI NDJSON (StreamingResponse)"),
+        Row(
+            "fake backend NDJSON (chunks + seq/ts)",
+            "fake",
+            "ndjson",
+            {**fake, "chunks": chunks_ndjson},
+            "bare FastAPI NDJSON (StreamingResponse)",
+        ),
+        Row(
+            "fake backend NDJSON (realistic event mix)",
+            "fake",
+            "ndjson",
+            {**fake, "events": True, "chunks": chunks_ndjson},
+            "bare FastAPI NDJSON (StreamingResponse)",
+        ),
         Row("bare python-socketio (stock sio.emit loop)", "bare-socketio", "socketio", {"chunks": chunks_sio}, None),
-        Row("fake backend Socket.io (lean emit + emit times)", "fake", "socketio", {**fake, "chunks": chunks_sio},
-            "bare python-socketio (stock sio.emit loop)"),
+        Row(
+            "fake backend Socket.io (lean emit + emit times)",
+            "fake",
+            "socketio",
+            {**fake, "chunks": chunks_sio},
+            "bare python-socketio (stock sio.emit loop)",
+        ),
     ]
 
 
@@ -304,7 +331,7 @@ def run_row(row: Row, server: BackendProcess, streams: int) -> Measured:
     body = {"messages": [{"role": "user", "content": "bench"}], "harness": row.harness}
     counter = NdjsonCounter if row.transport == "ndjson" else SocketIOCounter
     m = measure(server, lambda: counter(server.url, body), streams)
-    expected = streams * (row.harness["chunks"] + 1)   # every chunk plus the end
+    expected = streams * (row.harness["chunks"] + 1)  # every chunk plus the end
     if m.events < expected:
         raise RuntimeError(f"{row.name}: counted {m.events} events, expected at least {expected}")
     return m
@@ -326,6 +353,7 @@ def render(results: dict[str, list[Measured]], table_rows: list[Row], args: argp
         """Median over rounds of (this row / its baseline, measured back to back in that round)."""
         pairs = zip(results[row.name], results[row.baseline])  # type: ignore[index]
         return statistics.median(metric(m) / metric(b) for m, b in pairs)
+
     lines = [
         SECTION,
         "",
@@ -359,8 +387,10 @@ def render(results: dict[str, list[Measured]], table_rows: list[Row], args: argp
             vs = f"{paired(row, lambda m: m.rate):.2f}x | {paired(row, lambda m: m.per_cpu_second):.2f}x"
         else:
             vs = "baseline | baseline"
-        lines.append(f"| {row.name} | {row.transport} | {rate[row.name]:,.0f} | {min(rates):,.0f}..{max(rates):,.0f} "
-                     f"| {cpu:.0%} | {client:.0%} | {cost[row.name]:,.0f} | {vs} |")
+        lines.append(
+            f"| {row.name} | {row.transport} | {rate[row.name]:,.0f} | {min(rates):,.0f}..{max(rates):,.0f} "
+            f"| {cpu:.0%} | {client:.0%} | {cost[row.name]:,.0f} | {vs} |"
+        )
     lines.append("")
     by_name = {row.name: row for row in table_rows}
     for name, target in TARGETS.items():
@@ -369,8 +399,7 @@ def render(results: dict[str, list[Measured]], table_rows: list[Row], args: argp
             continue
         ratio = paired(row, lambda m: m.rate)
         verdict = "meets" if ratio >= target else "MISSES"
-        lines.append(f"- {name}: {ratio:.2f}x the events/s of {row.baseline} "
-                     f"(target >= {target:.2f}x): **{verdict}**.")
+        lines.append(f"- {name}: {ratio:.2f}x the events/s of {row.baseline} (target >= {target:.2f}x): **{verdict}**.")
     lines += [
         "",
         "How the Socket.io path gets past the stock emit loop without changing the wire: a task has one",
@@ -415,16 +444,22 @@ def main(argv: list[str] | None = None) -> int:
         for kind in ("bare-ndjson", "bare-socketio"):
             servers[kind] = start_server([sys.executable, "-m", "bench.backend", "serve", kind])
         for row in table_rows:  # warm-up (imports, first-request paths), not counted
-            run_row(Row(row.name, row.server, row.transport, {**row.harness, "chunks": 1000}, row.baseline),
-                    servers[row.server], 1)
+            run_row(
+                Row(row.name, row.server, row.transport, {**row.harness, "chunks": 1000}, row.baseline),
+                servers[row.server],
+                1,
+            )
         for r in range(args.rounds):
             # Each transport's rows run back to back, in reverse order every other
             # round (ABBA), so slow drifts in the machine's load cancel in the ratios.
-            for row in (table_rows if r % 2 == 0 else _reversed_within_transport(table_rows)):
+            for row in table_rows if r % 2 == 0 else _reversed_within_transport(table_rows):
                 m = run_row(row, servers[row.server], args.streams)
                 results[row.name].append(m)
-                print(f"round {r + 1}/{args.rounds}  {row.name:<50} {m.rate:>10,.0f} events/s  "
-                      f"(server CPU {m.server_cpu:.0%}, client {m.client_cpu:.0%})", flush=True)
+                print(
+                    f"round {r + 1}/{args.rounds}  {row.name:<50} {m.rate:>10,.0f} events/s  "
+                    f"(server CPU {m.server_cpu:.0%}, client {m.client_cpu:.0%})",
+                    flush=True,
+                )
     except KeyboardInterrupt:
         print("bench-backend: interrupted; reporting what was measured", file=sys.stderr)
     except Exception as exc:  # a half-failed run still reports what it measured
@@ -432,8 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in servers.values():
             server.stop()
-    measured = [row for row in table_rows
-                if results[row.name] and (row.baseline is None or results[row.baseline])]
+    measured = [row for row in table_rows if results[row.name] and (row.baseline is None or results[row.baseline])]
     if not measured:
         print("bench-backend: nothing was measured", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ shows).  Rounds are interleaved and the median is reported, with ratios against
 the baseline of the same transport, and the table is written into our section
 of docs/PERFORMANCE.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,23 +31,32 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Sequence
-from bench.perfdoc import PERFORMANCE_DOC as DOC, write_section
+
+from bench.perfdoc import PERFORMANCE_DOC as DOC
+from bench.perfdoc import write_section
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "## Load clients (make bench-client)"
 CLIENTS = ("ndjson", "httpx", "recv-floor", "socketio", "sio-stock")
 BASELINE = {"ndjson": "httpx", "socketio": "sio-stock"}
-TRANSPORT = {"ndjson": "NDJSON", "httpx": "NDJSON", "recv-floor": "NDJSON", "socketio": "Socket.io",
-             "sio-stock": "Socket.io"}
-LABEL = {"ndjson": "ours: NdjsonClient (full timing)",
-         "httpx": "bare httpx iter_lines loop (count only)",
-         "recv-floor": "floor: gevent recv loop, no parsing at all",
-         "socketio": "ours: SocketIOSession (full timing)",
-         "sio-stock": "stock python-socketio Client (websocket)"}
+TRANSPORT = {
+    "ndjson": "NDJSON",
+    "httpx": "NDJSON",
+    "recv-floor": "NDJSON",
+    "socketio": "Socket.io",
+    "sio-stock": "Socket.io",
+}
+LABEL = {
+    "ndjson": "ours: NdjsonClient (full timing)",
+    "httpx": "bare httpx iter_lines loop (count only)",
+    "recv-floor": "floor: gevent recv loop, no parsing at all",
+    "socketio": "ours: SocketIOSession (full timing)",
+    "sio-stock": "stock python-socketio Client (websocket)",
+}
 CHAT_PATH = "/api/ai/chat/unified"
 AUTH = {"X-Fingerprint-ID": "bench-client"}
 
@@ -73,13 +83,12 @@ How to read it:
 @dataclass(frozen=True)
 class Shape:
     name: str
-    chunks: int          # per stream
-    duration_s: float    # 0 = as fast as the server sends
-    streams: int = 1     # concurrent streams in the one client process
+    chunks: int  # per stream
+    duration_s: float  # 0 = as fast as the server sends
+    streams: int = 1  # concurrent streams in the one client process
 
     def harness(self) -> dict:
-        return {"chunks": self.chunks, "duration_s": self.duration_s, "events": False,
-                "pacing": "steady", "seed": 1}
+        return {"chunks": self.chunks, "duration_s": self.duration_s, "events": False, "pacing": "steady", "seed": 1}
 
 
 # =========================================================================== one measurement (child)
@@ -87,17 +96,23 @@ class Shape:
 # returns the client process's CPU from the first request to the last stream
 # end (connections are opened before the clock starts where the client allows).
 
+
 def _measure_ndjson(url: str, harness: dict, streams: int) -> dict:
     import gevent
 
     from loadtests.clients.ndjson import NdjsonClient
     from loadtests.results.record import StreamRecord
+
     clients = [NdjsonClient(url) for _ in range(streams)]
     records = [StreamRecord("ndjson", "chat", f"bench-{i}") for i in range(streams)]
     body = {"messages": [{"role": "user", "content": "bench"}], "harness": harness}
     cpu0 = time.process_time()
-    gevent.joinall([gevent.spawn(c.stream, r, CHAT_PATH, body, AUTH, first_chunk_timeout=60,
-                                 stream_timeout=600) for c, r in zip(clients, records)])
+    gevent.joinall(
+        [
+            gevent.spawn(c.stream, r, CHAT_PATH, body, AUTH, first_chunk_timeout=60, stream_timeout=600)
+            for c, r in zip(clients, records)
+        ]
+    )
     cpu = time.process_time() - cpu0
     for c in clients:
         c.close()
@@ -106,15 +121,20 @@ def _measure_ndjson(url: str, harness: dict, streams: int) -> dict:
 
 def _records_result(cpu: float, records: list) -> dict:
     bad = [r for r in records if r.status != "completed"]
-    return {"cpu_s": cpu, "chunks": sum(sum(1 for k in r.kinds if k == 0) for r in records),
-            "reads": sum(r.n_reads for r in records), "ok": not bad,
-            "error": f"{len(bad)} failed, e.g. {bad[0].error}: {bad[0].error_detail}" if bad else None}
+    return {
+        "cpu_s": cpu,
+        "chunks": sum(sum(1 for k in r.kinds if k == 0) for r in records),
+        "reads": sum(r.n_reads for r in records),
+        "ok": not bad,
+        "error": f"{len(bad)} failed, e.g. {bad[0].error}: {bad[0].error_detail}" if bad else None,
+    }
 
 
 def _measure_httpx(url: str, harness: dict, streams: int) -> dict:
     import threading
 
     import httpx
+
     body = {"messages": [{"role": "user", "content": "bench"}], "harness": harness}
     clients = [httpx.Client(timeout=600) for _ in range(streams)]
     counts = [0] * streams
@@ -142,23 +162,42 @@ def _measure_httpx(url: str, harness: dict, streams: int) -> dict:
     for c in clients:
         c.close()
     ok = all(code == 200 for code in statuses)
-    return {"cpu_s": cpu, "chunks": sum(counts), "reads": None, "ok": ok,
-            "error": None if ok else f"HTTP statuses {sorted(set(statuses))}"}
+    return {
+        "cpu_s": cpu,
+        "chunks": sum(counts),
+        "reads": None,
+        "ok": ok,
+        "error": None if ok else f"HTTP statuses {sorted(set(statuses))}",
+    }
 
 
 def _measure_socketio(url: str, harness: dict, streams: int) -> dict:
     import gevent
 
-    from loadtests.results.record import StreamRecord
     from loadtests.clients.socketio import SocketIOSession
+    from loadtests.results.record import StreamRecord
+
     sessions = [SocketIOSession(url, auth_token="bench-client") for _ in range(streams)]
     for session in sessions:
         session.connect()
     records = [StreamRecord("socketio", "chat", f"bench-{i}") for i in range(streams)]
     cpu0 = time.process_time()
-    gevent.joinall([gevent.spawn(s.run_task, r, "chat_service", "direct_chat", {"harness": harness},
-                                 ack_timeout=60, first_chunk_timeout=60, stream_timeout=600,
-                                 emit_times=True) for s, r in zip(sessions, records)])
+    gevent.joinall(
+        [
+            gevent.spawn(
+                s.run_task,
+                r,
+                "chat_service",
+                "direct_chat",
+                {"harness": harness},
+                ack_timeout=60,
+                first_chunk_timeout=60,
+                stream_timeout=600,
+                emit_times=True,
+            )
+            for s, r in zip(sessions, records)
+        ]
+    )
     cpu = time.process_time() - cpu0
     for session in sessions:
         session.close()
@@ -169,13 +208,14 @@ def _measure_sio_stock(url: str, harness: dict, streams: int) -> dict:
     import threading
 
     import socketio
+
     perf = time.perf_counter
     clients, dones, chunks, stamps = [], [], [0] * streams, [[] for _ in range(streams)]
     for i in range(streams):
         client = socketio.Client(reconnection=False)
         done = threading.Event()
 
-        def on_any(event, data=None, i=i, done=done):   # a new thread per message: that is the point
+        def on_any(event, data=None, i=i, done=done):  # a new thread per message: that is the point
             stamps[i].append(perf())
             if isinstance(data, str):
                 chunks[i] += 1
@@ -183,16 +223,18 @@ def _measure_sio_stock(url: str, harness: dict, streams: int) -> dict:
                 done.set()
 
         client.on("*", on_any, namespace="/UserSession")
-        client.connect(url, transports=["websocket"], namespaces=["/UserSession"],
-                       auth={"token": "bench-client"})
+        client.connect(url, transports=["websocket"], namespaces=["/UserSession"], auth={"token": "bench-client"})
         clients.append(client)
         dones.append(done)
     replies = [None] * streams
 
     def one(i: int) -> None:
-        replies[i] = clients[i].call("chat_service", {"taskName": "direct_chat",
-                                                      "taskData": {"harness": harness}},
-                                     namespace="/UserSession", timeout=60)
+        replies[i] = clients[i].call(
+            "chat_service",
+            {"taskName": "direct_chat", "taskData": {"harness": harness}},
+            namespace="/UserSession",
+            timeout=60,
+        )
         dones[i].wait(600)
 
     cpu0 = time.process_time()
@@ -205,9 +247,15 @@ def _measure_sio_stock(url: str, harness: dict, streams: int) -> dict:
     for client in clients:
         client.disconnect()
     ok = all(d.is_set() for d in dones) and all(
-        isinstance(r, dict) and r.get("response_listener_events") for r in replies)
-    return {"cpu_s": cpu, "chunks": sum(chunks), "reads": None, "ok": ok,
-            "error": None if ok else f"acks {replies[:2]!r}..., finished {sum(d.is_set() for d in dones)}"}
+        isinstance(r, dict) and r.get("response_listener_events") for r in replies
+    )
+    return {
+        "cpu_s": cpu,
+        "chunks": sum(chunks),
+        "reads": None,
+        "ok": ok,
+        "error": None if ok else f"acks {replies[:2]!r}..., finished {sum(d.is_set() for d in dones)}",
+    }
 
 
 def _measure_recv_floor(url: str, harness: dict, streams: int) -> dict:
@@ -215,11 +263,14 @@ def _measure_recv_floor(url: str, harness: dict, streams: int) -> dict:
     from gevent import socket as gsocket
 
     from loadtests.protocol.http1 import parse_base_url
+
     origin = parse_base_url(url)
     body = json.dumps({"messages": [{"role": "user", "content": "bench"}], "harness": harness}).encode()
-    request = (f"POST {CHAT_PATH} HTTP/1.1\r\nHost: {origin.host_header}\r\n"
-               f"Content-Type: application/json\r\nX-Fingerprint-ID: bench\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    request = (
+        f"POST {CHAT_PATH} HTTP/1.1\r\nHost: {origin.host_header}\r\n"
+        f"Content-Type: application/json\r\nX-Fingerprint-ID: bench\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     socks = [gsocket.create_connection((origin.host, origin.port)) for _ in range(streams)]
 
     def one(sock) -> int:
@@ -228,7 +279,7 @@ def _measure_recv_floor(url: str, harness: dict, streams: int) -> dict:
         while True:
             data = sock.recv(65536)
             reads += 1
-            if not data or data == b"0\r\n\r\n" or data.endswith(b"\r\n0\r\n\r\n"):   # body end
+            if not data or data == b"0\r\n\r\n" or data.endswith(b"\r\n0\r\n\r\n"):  # body end
                 return reads
 
     cpu0 = time.process_time()
@@ -237,13 +288,22 @@ def _measure_recv_floor(url: str, harness: dict, streams: int) -> dict:
     for sock in socks:
         sock.close()
     # no parsing, so no chunk count of its own: the stream shape promises harness["chunks"]
-    return {"cpu_s": cpu, "chunks": harness["chunks"] * streams,
-            "reads": sum(g.value or 0 for g in greenlets), "ok": all(g.successful() for g in greenlets),
-            "error": None}
+    return {
+        "cpu_s": cpu,
+        "chunks": harness["chunks"] * streams,
+        "reads": sum(g.value or 0 for g in greenlets),
+        "ok": all(g.successful() for g in greenlets),
+        "error": None,
+    }
 
 
-MEASURES = {"ndjson": _measure_ndjson, "httpx": _measure_httpx, "recv-floor": _measure_recv_floor,
-            "socketio": _measure_socketio, "sio-stock": _measure_sio_stock}
+MEASURES = {
+    "ndjson": _measure_ndjson,
+    "httpx": _measure_httpx,
+    "recv-floor": _measure_recv_floor,
+    "socketio": _measure_socketio,
+    "sio-stock": _measure_sio_stock,
+}
 
 
 def child_main(client: str, url: str, harness_json: str, streams: int) -> int:
@@ -253,6 +313,7 @@ def child_main(client: str, url: str, harness_json: str, streams: int) -> int:
 
 
 # =========================================================================== orchestration (parent)
+
 
 @dataclass
 class Sample:
@@ -264,40 +325,63 @@ class Sample:
 
 
 def run_child(client: str, url: str, shape: Shape, timeout: float) -> Sample:
-    cmd = [sys.executable, "-m", "bench.client", "--child", client, "--url", url,
-           "--harness", json.dumps(shape.harness()), "--streams", str(shape.streams)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.client",
+        "--child",
+        client,
+        "--url",
+        url,
+        "--harness",
+        json.dumps(shape.harness()),
+        "--streams",
+        str(shape.streams),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0 or not proc.stdout.strip():
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"{client} ({shape.name}) failed: {tail}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     if not result["ok"] or result["chunks"] < shape.chunks * shape.streams:
-        raise RuntimeError(f"{client} ({shape.name}) got {result['chunks']}/{shape.chunks * shape.streams} chunks: "
-                           f"{result['error']}")
-    return Sample(client, shape.name, result["cpu_s"] / result["chunks"] * 1e6, result["chunks"],
-                  result["reads"])
+        raise RuntimeError(
+            f"{client} ({shape.name}) got {result['chunks']}/{shape.chunks * shape.streams} chunks: {result['error']}"
+        )
+    return Sample(client, shape.name, result["cpu_s"] / result["chunks"] * 1e6, result["chunks"], result["reads"])
 
 
 def render_section(rows: list[dict], shapes: list[Shape], rounds: int, note: str) -> str:
     """The markdown of our PERFORMANCE.md section (header line included)."""
-    lines = [SECTION, "",
-             f"Client CPU per chunk (µs, median of {rounds} interleaved rounds; each client in its own "
-             "process, fake backend in another; `time.process_time()` of the client process from request "
-             "to stream end).  Ratio = baseline ÷ ours for the same transport and shape: "
-             "above 1 means ours is cheaper.", ""]
+    lines = [
+        SECTION,
+        "",
+        f"Client CPU per chunk (µs, median of {rounds} interleaved rounds; each client in its own "
+        "process, fake backend in another; `time.process_time()` of the client process from request "
+        "to stream end).  Ratio = baseline ÷ ours for the same transport and shape: "
+        "above 1 means ours is cheaper.",
+        "",
+    ]
+
     def describe(s: Shape) -> str:
-        pace = ("as fast as the server sends" if s.duration_s == 0
-                else f"in {s.duration_s:g} s ({s.chunks / s.duration_s:.0f} chunks/s)")
+        pace = (
+            "as fast as the server sends"
+            if s.duration_s == 0
+            else f"in {s.duration_s:g} s ({s.chunks / s.duration_s:.0f} chunks/s)"
+        )
         many = f"{s.streams} concurrent streams of " if s.streams > 1 else "one stream of "
         return f"**{s.name}** = {many}{s.chunks} chunks {pace}"
+
     lines += ["Stream shapes: " + "; ".join(describe(s) for s in shapes) + ".", ""]
-    lines += ["| transport | client | shape | CPU µs/chunk | baseline ÷ ours | chunks per read |",
-              "|---|---|---|---:|---:|---:|"]
+    lines += [
+        "| transport | client | shape | CPU µs/chunk | baseline ÷ ours | chunks per read |",
+        "|---|---|---|---:|---:|---:|",
+    ]
     for row in rows:
         ratio = "" if row["ratio"] is None else f"{row['ratio']:.1f}×"
         per_read = "" if row["per_read"] is None else f"{row['per_read']:.1f}"
-        lines.append(f"| {row['transport']} | {row['label']} | {row['shape']} | {row['us']:.1f} | "
-                     f"{ratio} | {per_read} |")
+        lines.append(
+            f"| {row['transport']} | {row['label']} | {row['shape']} | {row['us']:.1f} | {ratio} | {per_read} |"
+        )
     lines += ["", READING_NOTES, "", note, ""]
     return "\n".join(lines)
 
@@ -310,19 +394,29 @@ def summarize(samples: list[Sample], shapes: list[Shape]) -> list[dict]:
             mine = [s for s in samples if s.client == client and s.shape == shape.name]
             if mine:
                 reads = [s.reads for s in mine if s.reads]
-                medians[client] = (statistics.median(s.cpu_us_per_chunk for s in mine),
-                                   statistics.median(s.chunks / r for s, r in zip(mine, reads))
-                                   if len(reads) == len(mine) else None)
+                medians[client] = (
+                    statistics.median(s.cpu_us_per_chunk for s in mine),
+                    statistics.median(s.chunks / r for s, r in zip(mine, reads)) if len(reads) == len(mine) else None,
+                )
         for client in CLIENTS:
             if client not in medians:
                 continue
             us, per_read = medians[client]
             base = BASELINE.get(client)
             ratio = medians[base][0] / us if base in medians else None
-            rows.append({"transport": TRANSPORT[client], "label": LABEL[client], "shape": shape.name,
-                         "us": us, "ratio": ratio, "per_read": per_read, "client": client})
+            rows.append(
+                {
+                    "transport": TRANSPORT[client],
+                    "label": LABEL[client],
+                    "shape": shape.name,
+                    "us": us,
+                    "ratio": ratio,
+                    "per_read": per_read,
+                    "client": client,
+                }
+            )
     order = {s.name: i for i, s in enumerate(shapes)}
-    rank = {"httpx": 0, "recv-floor": 1, "ndjson": 2, "sio-stock": 0, "socketio": 2}   # baseline first
+    rank = {"httpx": 0, "recv-floor": 1, "ndjson": 2, "sio-stock": 0, "socketio": 2}  # baseline first
     rows.sort(key=lambda r: (r["transport"] != "NDJSON", order[r["shape"]], rank[r["client"]]))
     return rows
 
@@ -332,12 +426,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--chunks", type=int, default=20000, help="chunks of the burst stream (default 20000)")
     p.add_argument("--paced-chunks", type=int, default=2000, help="chunks of the paced stream (default 2000)")
     p.add_argument("--paced-seconds", type=float, default=4.0, help="duration of the paced stream (default 4)")
-    p.add_argument("--concurrent-streams", type=int, default=20,
-                   help="streams at once in the concurrent shape (default 20)")
-    p.add_argument("--concurrent-chunks", type=int, default=1000,
-                   help="chunks per stream in the concurrent shape (default 1000)")
-    p.add_argument("--concurrent-seconds", type=float, default=5.0,
-                   help="duration of each concurrent stream (default 5)")
+    p.add_argument(
+        "--concurrent-streams", type=int, default=20, help="streams at once in the concurrent shape (default 20)"
+    )
+    p.add_argument(
+        "--concurrent-chunks", type=int, default=1000, help="chunks per stream in the concurrent shape (default 1000)"
+    )
+    p.add_argument(
+        "--concurrent-seconds", type=float, default=5.0, help="duration of each concurrent stream (default 5)"
+    )
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--clients", default=",".join(CLIENTS), help=f"subset of {','.join(CLIENTS)}")
     p.add_argument("--no-write", action="store_true", help="print the table, leave docs/ alone")
@@ -351,8 +448,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     clients = [c.strip() for c in args.clients.split(",") if c.strip()]
     if not clients or any(c not in CLIENTS for c in clients):
         p.error(f"--clients must be a comma-separated subset of {','.join(CLIENTS)}")
-    if min(args.chunks, args.paced_chunks, args.concurrent_chunks, args.concurrent_streams, args.rounds) < 1 \
-            or args.paced_seconds <= 0 or args.concurrent_seconds <= 0:
+    if (
+        min(args.chunks, args.paced_chunks, args.concurrent_chunks, args.concurrent_streams, args.rounds) < 1
+        or args.paced_seconds <= 0
+        or args.concurrent_seconds <= 0
+    ):
         p.error("chunk, stream and round counts must be >= 1, durations > 0")
     args.client_list = clients
     return args
@@ -364,12 +464,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return child_main(args.child, args.url, args.harness, args.streams)
     from fake_backend.process import start_backend
 
-    shapes = [Shape("burst", args.chunks, 0.0),
-              Shape("paced", args.paced_chunks, args.paced_seconds),
-              Shape("concurrent", args.concurrent_chunks, args.concurrent_seconds, args.concurrent_streams)]
+    shapes = [
+        Shape("burst", args.chunks, 0.0),
+        Shape("paced", args.paced_chunks, args.paced_seconds),
+        Shape("concurrent", args.concurrent_chunks, args.concurrent_seconds, args.concurrent_streams),
+    ]
     samples: list[Sample] = []
     failures: list[str] = []
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     try:
         with start_backend() as backend:
             for rnd in range(args.rounds):
@@ -383,8 +485,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                             print(f"round {rnd + 1}: {failures[-1]}", file=sys.stderr)
                             continue
                         samples.append(sample)
-                        print(f"round {rnd + 1}/{args.rounds} {shape.name:5} {client:9} "
-                              f"{sample.cpu_us_per_chunk:7.1f} µs/chunk", flush=True)
+                        print(
+                            f"round {rnd + 1}/{args.rounds} {shape.name:5} {client:9} "
+                            f"{sample.cpu_us_per_chunk:7.1f} µs/chunk",
+                            flush=True,
+                        )
     except KeyboardInterrupt:
         failures.append("interrupted")
         print("interrupted: writing what was measured", file=sys.stderr)
@@ -393,8 +498,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     rows = summarize(samples, shapes)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    note = (f"Measured {started:%Y-%m-%d %H:%M} UTC on {os.cpu_count()} CPUs (load average "
-            f"{load:.1f} at the end), Python {platform.python_version()}.")
+    note = (
+        f"Measured {started:%Y-%m-%d %H:%M} UTC on {os.cpu_count()} CPUs (load average "
+        f"{load:.1f} at the end), Python {platform.python_version()}."
+    )
     if failures:
         note += f"  {len(failures)} measurement(s) failed: " + "; ".join(failures[:3])
     text = render_section(rows, shapes, args.rounds, note)

@@ -16,19 +16,20 @@ Clean streams (one chunk per socket read) and buffered ones (a flush every
 100 ms) are both measured: they exercise the burst and read bookkeeping
 differently.  Results go to docs/PERFORMANCE.md ("Live Streams tab").
 """
+
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import msgpack
 
-from stream_harness.contract.schema import CHUNK
 from loadtests.live.stats import LiveStats
 from loadtests.live.tracker import POLL_S, StreamTracker
 from loadtests.results.record import StreamRecord
+from stream_harness.contract.schema import CHUNK
 
 NDJSON_STREAMS = 100
 SIO_STREAMS = 30
@@ -38,10 +39,18 @@ CHUNKS_PER_S = 333
 def replay(seconds: int, buffered: bool) -> dict[str, float]:
     """Fill records second by second, polling the tracker like a local run does."""
     now = time.time()
-    records = [StreamRecord(transport="ndjson" if i < NDJSON_STREAMS else "socketio",
-                            endpoint="chat", stream_id=f"s{i}", started_at=now,
-                            time_to_headers_ms=2.0, status="completed", n_reads=0)
-               for i in range(NDJSON_STREAMS + SIO_STREAMS)]
+    records = [
+        StreamRecord(
+            transport="ndjson" if i < NDJSON_STREAMS else "socketio",
+            endpoint="chat",
+            stream_id=f"s{i}",
+            started_at=now,
+            time_to_headers_ms=2.0,
+            status="completed",
+            n_reads=0,
+        )
+        for i in range(NDJSON_STREAMS + SIO_STREAMS)
+    ]
     tracker = StreamTracker()
     for record in records:
         tracker.started(record)
@@ -64,7 +73,7 @@ def replay(seconds: int, buffered: bool) -> dict[str, float]:
             started = time.perf_counter()
             tracker.poll()
             track_s += time.perf_counter() - started
-        if second % 3 == 2:         # a worker report every 3 s
+        if second % 3 == 2:  # a worker report every 3 s
             delta = tracker.take()
             wire_bytes.append(len(msgpack.packb(delta.to_list())))
             live.absorb("w1", delta)
@@ -95,19 +104,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.seconds < 3 or args.rounds < 1:
         p.error("--seconds must be at least 3 (one worker report), --rounds at least 1")
-    print(f"{NDJSON_STREAMS} NDJSON + {SIO_STREAMS} Socket.io streams x {CHUNKS_PER_S} chunks/s, "
-          f"{args.seconds} s simulated, median of {args.rounds} rounds\n")
-    print("| streams | record a chunk (µs, reference) | live tracker per chunk (µs) | ratio "
-          "| worker report delta (KiB / 3 s) | report() (ms) | verdicts |")
+    print(
+        f"{NDJSON_STREAMS} NDJSON + {SIO_STREAMS} Socket.io streams x {CHUNKS_PER_S} chunks/s, "
+        f"{args.seconds} s simulated, median of {args.rounds} rounds\n"
+    )
+    print(
+        "| streams | record a chunk (µs, reference) | live tracker per chunk (µs) | ratio "
+        "| worker report delta (KiB / 3 s) | report() (ms) | verdicts |"
+    )
     print("|---|---|---|---|---|---|---|")
     for buffered in (False, True):
         rounds = [replay(args.seconds, buffered) for _ in range(args.rounds)]
-        r = {key: (statistics.median(x[key] for x in rounds) if key != "verdicts"
-                   else ",".join(sorted({x[key] for x in rounds}))) for key in rounds[0]}
+        r = {
+            key: (
+                statistics.median(x[key] for x in rounds)
+                if key != "verdicts"
+                else ",".join(sorted({x[key] for x in rounds}))
+            )
+            for key in rounds[0]
+        }
         r["ratio"] = statistics.median(x["track_us"] / x["record_us"] for x in rounds)
-        print(f"| {'buffered 100 ms' if buffered else 'clean'} | {r['record_us']:.2f} | "
-              f"{r['track_us']:.2f} | {r['ratio']:.2f}x | {r['wire_kb']:.0f} | "
-              f"{r['report_ms']:.1f} | {r['verdicts']} |")
+        print(
+            f"| {'buffered 100 ms' if buffered else 'clean'} | {r['record_us']:.2f} | "
+            f"{r['track_us']:.2f} | {r['ratio']:.2f}x | {r['wire_kb']:.0f} | "
+            f"{r['report_ms']:.1f} | {r['verdicts']} |"
+        )
     return 0
 
 

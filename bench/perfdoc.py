@@ -3,6 +3,7 @@
 One writer for all of them, so a benchmark can only ever replace its own
 section (heading to the next ``## ``) and rewriting is idempotent.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,7 @@ def write_section(heading: str, text: str, doc: Path = PERFORMANCE_DOC) -> None:
     if start is None:
         new = current.rstrip("\n") + "\n\n" + body
     else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         new = "".join(lines[:start]) + body + ("\n" if end < len(lines) else "") + "".join(lines[end:])
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(new, encoding="utf-8")

@@ -11,6 +11,7 @@ invalid requests (HTTP 422 / ack error).  The user classes are subclasses (the
 base classes are not put in this module's namespace, so Locust runs only
 these), and keep the base classes' weights from ``--transport``.
 """
+
 from __future__ import annotations
 
 import random
@@ -23,14 +24,14 @@ from loadtests.results.record import StreamRecord
 
 #: (weight, harness fields); "K" is replaced by a chunk index of the stream.
 FAULT_MIX: Final[tuple[tuple[float, dict[str, Any]], ...]] = (
-    (6.0, {}),                                       # clean
-    (1.0, {"error_at": "K"}),                        # error event, then end
-    (1.0, {"disconnect_at": "K"}),                   # connection cut mid-stream
-    (1.0, {"buffer_ms": 100.0}),                     # a buffering layer
-    (1.0, {"stall_ms": 400.0, "stall_at": "K"}),     # one long gap
-    (1.0, {"gzip": True}),                           # careless gzip (ignored by Socket.io)
-    (0.5, {"first_chunk_delay_ms": 6000.0}),         # later than the soak's first-chunk timeout
-    (0.5, {"chunks": 0}),                            # invalid: HTTP 422 / ack error
+    (6.0, {}),  # clean
+    (1.0, {"error_at": "K"}),  # error event, then end
+    (1.0, {"disconnect_at": "K"}),  # connection cut mid-stream
+    (1.0, {"buffer_ms": 100.0}),  # a buffering layer
+    (1.0, {"stall_ms": 400.0, "stall_at": "K"}),  # one long gap
+    (1.0, {"gzip": True}),  # careless gzip (ignored by Socket.io)
+    (0.5, {"first_chunk_delay_ms": 6000.0}),  # later than the soak's first-chunk timeout
+    (0.5, {"chunks": 0}),  # invalid: HTTP 422 / ack error
 )
 CHUNKS: Final = (150, 450)
 SECONDS: Final = (1.0, 2.5)

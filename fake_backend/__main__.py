@@ -1,4 +1,5 @@
 """``python -m fake_backend [--host H] [--port P] ...``: see ``fake_backend.cli``."""
+
 from __future__ import annotations
 
 import argparse

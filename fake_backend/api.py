@@ -1,6 +1,7 @@
 """The small JSON endpoints: health, warm, cancel, and the harness's own
 measurement endpoints under ``/api/_harness/`` (never auth-protected; a real
 backend does not have them, and a load user treats their 404 as "no data")."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -14,18 +15,26 @@ from fake_backend.control import BackendConfig
 from fake_backend.emit_log import EmitLog
 from fake_backend.ndjson import read_json_object
 from fake_backend.registry import StreamRegistry
+from stream_harness.contract.protocol import (
+    CANCEL_PATH,
+    EMIT_TIMES_PATH,
+    HEALTH_PATH,
+    STATS_PATH,
+    WARM_PATH,
+)
 
 
-def api_router(config: BackendConfig, registry: StreamRegistry, emit_log: EmitLog,
-               socketio_sessions: Callable[[], int]) -> APIRouter:
+def api_router(
+    config: BackendConfig, registry: StreamRegistry, emit_log: EmitLog, socketio_sessions: Callable[[], int]
+) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/api/health")
+    @router.get(HEALTH_PATH)
     async def health() -> dict:
         """Liveness."""
         return {"status": "ok"}
 
-    @router.post("/api/ai/agent/warm")
+    @router.post(WARM_PATH)
     async def agent_warm(request: Request) -> Response:
         """Pre-warm an agent: a small JSON reply, not a stream."""
         if config.require_auth and not http_credentials_present(request.headers):
@@ -36,7 +45,7 @@ def api_router(config: BackendConfig, registry: StreamRegistry, emit_log: EmitLo
         target = body.get("prompt_id") or body.get("builtin")
         return JSONResponse({"status": "warm", "prompt_id": target if isinstance(target, str) else None})
 
-    @router.post("/api/ai/cancel/{request_id}")
+    @router.post(CANCEL_PATH)
     async def cancel(request_id: str, request: Request) -> Response:
         """Stop a running stream (NDJSON request id or Socket.io task id); it then
         ends with ``end`` reason "cancelled".  404 when unknown or already over."""
@@ -46,7 +55,7 @@ def api_router(config: BackendConfig, registry: StreamRegistry, emit_log: EmitLo
             return JSONResponse({"detail": f"no running stream with id {request_id!r}"}, status_code=404)
         return JSONResponse({"status": "cancelled", "request_id": request_id})
 
-    @router.get("/api/_harness/emit-times/{listener}")
+    @router.get(EMIT_TIMES_PATH)
     async def emit_times(listener: str) -> Response:
         """Emit times of a Socket.io task's messages, in emit order (end included)."""
         record = emit_log.get(listener)
@@ -54,7 +63,7 @@ def api_router(config: BackendConfig, registry: StreamRegistry, emit_log: EmitLo
             return JSONResponse({"detail": f"no emit times for listener {listener!r}"}, status_code=404)
         return Response(orjson.dumps(record.to_json()), media_type="application/json")
 
-    @router.get("/api/_harness/stats")
+    @router.get(STATS_PATH)
     async def stats() -> dict:
         """What is running now: for leak checks and the load harness's self-check."""
         return {

@@ -1,4 +1,5 @@
 """One ASGI app on one port: FastAPI for HTTP, python-socketio for Socket.io."""
+
 from __future__ import annotations
 
 import socketio

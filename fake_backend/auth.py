@@ -4,6 +4,7 @@ The fake backend does not verify JWTs; it only enforces that a credential of
 the right shape is present when ``--require-auth`` is on, which is what a load
 test needs to exercise (401s, refused connects) without a real identity provider.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -22,8 +23,7 @@ def http_credentials_present(headers: Mapping[str, str]) -> bool:
 
 
 def unauthorized() -> JSONResponse:
-    return JSONResponse({"detail": UNAUTHORIZED_DETAIL}, status_code=401,
-                        headers={"WWW-Authenticate": "Bearer"})
+    return JSONResponse({"detail": UNAUTHORIZED_DETAIL}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
 
 def socket_token_present(auth: object) -> bool:

@@ -6,15 +6,14 @@ Every harness key is also a flag (``--chunks``, ``--buffer-ms``, ``--gzip`` ...)
 setting the server-wide default; ``FAKE_BACKEND_PROFILE`` (a JSON object with
 the same keys) sets defaults under the flags; a request's own field wins.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 
-from fake_backend.control import (DEFAULT_SEND_TIMEOUT_S, FIELDS, BackendConfig, HarnessError,
-                                  profile_from_env)
-
+from fake_backend.control import DEFAULT_SEND_TIMEOUT_S, FIELDS, BackendConfig, ControlError, profile_from_env
 
 SUMMARY = "the fake backend alone: both transports, fault injection, emit times"
 EXAMPLES = """\
@@ -27,18 +26,27 @@ EXAMPLES = """\
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (0 = pick a free one)")
-    parser.add_argument("--require-auth", action="store_true",
-                        help="401 without Bearer/X-Fingerprint-ID; refuse Socket.io without auth.token")
+    parser.add_argument(
+        "--require-auth",
+        action="store_true",
+        help="401 without Bearer/X-Fingerprint-ID; refuse Socket.io without auth.token",
+    )
     parser.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
-    parser.add_argument("--send-timeout", type=float, default=DEFAULT_SEND_TIMEOUT_S, metavar="S",
-                        help="end a stream whose client has read nothing for S seconds "
-                        f"(slow consumer; default {DEFAULT_SEND_TIMEOUT_S:g}, 0 = never)")
+    parser.add_argument(
+        "--send-timeout",
+        type=float,
+        default=DEFAULT_SEND_TIMEOUT_S,
+        metavar="S",
+        help="end a stream whose client has read nothing for S seconds "
+        f"(slow consumer; default {DEFAULT_SEND_TIMEOUT_S:g}, 0 = never)",
+    )
     defaults = parser.add_argument_group("stream shape / fault defaults (a request's harness field wins)")
     for key in FIELDS:
         flag = "--" + key.name.replace("_", "-")
         if key.kind is bool:
-            defaults.add_argument(flag, dest=key.name, action=argparse.BooleanOptionalAction, default=None,
-                                  help=key.help)
+            defaults.add_argument(
+                flag, dest=key.name, action=argparse.BooleanOptionalAction, default=None, help=key.help
+            )
         else:
             defaults.add_argument(flag, dest=key.name, type=key.kind, default=None, help=key.help)
 
@@ -47,13 +55,15 @@ def execute(args: argparse.Namespace) -> int:
     try:
         profile = profile_from_env(os.environ)
         flags = {key.name: getattr(args, key.name) for key in FIELDS if getattr(args, key.name) is not None}
-        config = BackendConfig(require_auth=args.require_auth, defaults={**profile, **flags},
-                               send_timeout_s=args.send_timeout)
-    except HarnessError as exc:
+        config = BackendConfig(
+            require_auth=args.require_auth, defaults={**profile, **flags}, send_timeout_s=args.send_timeout
+        )
+    except ControlError as exc:
         print(f"fake_backend: bad server default: {exc}", file=sys.stderr)
         return 2
     from fake_backend.app import create_app
     from fake_backend.server import bind, serve
+
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:
@@ -61,4 +71,3 @@ def execute(args: argparse.Namespace) -> int:
         return 1
     serve(create_app(config), sock, args.log_level)
     return 0
-

@@ -11,6 +11,7 @@ default (e.g. ``"buffer_ms": null`` switches off a server-wide buffering fault).
 Caps exist so one request cannot pin the server: chunks <= 100,000,
 duration <= 600 s, and chunks * chunk_chars <= 50,000,000 characters of text.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,9 @@ import random
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final, TypeGuard
+
+from fake_backend.errors import FakeBackendError
 
 PACINGS: Final = ("steady", "poisson", "llm")
 MAX_TEXT_CHARS: Final = 50_000_000
@@ -29,52 +32,52 @@ DEFAULT_CHUNK_RANGE: Final = (2000, 10000)
 DEFAULT_SEND_TIMEOUT_S: Final = 30.0
 
 
-class HarnessError(ValueError):
+class ControlError(FakeBackendError, ValueError):
     """A control value is invalid; the message is one line meant for the client."""
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str, object], int]:
     def check(key: str, value: object) -> int:
         if not _is_int(value) or not lo <= value <= hi:
-            raise HarnessError(f"harness.{key} must be an integer in {lo}..{hi}, got {value!r}")
+            raise ControlError(f"harness.{key} must be an integer in {lo}..{hi}, got {value!r}")
         return value
+
     return check
 
 
 def _float_in(lo: float, hi: float, *, exclusive_lo: bool = False) -> Callable[[str, object], float]:
     def check(key: str, value: object) -> float:
-        ok = _is_number(value) and (value > lo if exclusive_lo else value >= lo) and value <= hi
-        if not ok:
+        if not (_is_number(value) and (value > lo if exclusive_lo else value >= lo) and value <= hi):
             low = f"> {lo:g}" if exclusive_lo else f">= {lo:g}"
-            raise HarnessError(f"harness.{key} must be a number {low} and <= {hi:g}, got {value!r}")
+            raise ControlError(f"harness.{key} must be a number {low} and <= {hi:g}, got {value!r}")
         return float(value)
+
     return check
 
 
 def _boolean(key: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise HarnessError(f"harness.{key} must be true or false, got {value!r}")
+        raise ControlError(f"harness.{key} must be true or false, got {value!r}")
     return value
 
 
 def _pacing(key: str, value: object) -> str:
     if value not in PACINGS:
-        raise HarnessError(f"harness.{key} must be one of {', '.join(PACINGS)}, got {value!r}")
-    return value  # type: ignore[return-value]
+        raise ControlError(f"harness.{key} must be one of {', '.join(PACINGS)}, got {value!r}")
+    return str(value)
 
 
 def _seed(key: str, value: object) -> int:
     if not _is_int(value) or abs(value) >= 2**63:
-        raise HarnessError(f"harness.{key} must be an integer with |seed| < 2**63, got {value!r}")
+        raise ControlError(f"harness.{key} must be an integer with |seed| < 2**63, got {value!r}")
     return value
 
 
@@ -84,13 +87,15 @@ class ControlKey:
 
     name: str
     check: Callable[[str, object], object]
-    kind: type            # CLI value type: int, float, str or bool
+    kind: type  # CLI value type: int, float, str or bool
     help: str
 
 
 FIELDS: Final[tuple[ControlKey, ...]] = (
     ControlKey("chunks", _int_in(1, 100_000), int, "chunk lines per stream (default: 2000..10000 drawn from the seed)"),
-    ControlKey("duration_s", _float_in(0, 600), float, "seconds from first to last chunk (default 30; 0 = as fast as possible)"),
+    ControlKey(
+        "duration_s", _float_in(0, 600), float, "seconds from first to last chunk (default 30; 0 = as fast as possible)"
+    ),
     ControlKey("pacing", _pacing, str, "chunk timing: steady, poisson or llm (bursts and pauses)"),
     ControlKey("first_chunk_delay_ms", _float_in(0, 120_000), float, "request received -> first chunk (default 0)"),
     ControlKey("chunk_chars", _int_in(1, 10_000), int, "mean chunk text length in characters (default 4)"),
@@ -109,7 +114,7 @@ FIELD_BY_NAME: Final[dict[str, ControlKey]] = {f.name: f for f in FIELDS}
 
 
 @dataclass(frozen=True, slots=True)
-class HarnessSettings:
+class StreamSettings:
     """A fully resolved stream shape and fault set (every value decided)."""
 
     chunks: int
@@ -133,27 +138,27 @@ def check_values(raw: object, *, where: str = "harness") -> dict[str, object]:
     """Validate a partial control mapping (request field or server profile).
 
     Returns the checked values with ``None`` kept (meaning "built-in default").
-    Raises HarnessError with a one-line message naming the bad key.
+    Raises ControlError with a one-line message naming the bad key.
     """
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise HarnessError(f"{where} must be a JSON object, got {type(raw).__name__}")
+        raise ControlError(f"{where} must be a JSON object, got {type(raw).__name__}")
     checked: dict[str, object] = {}
     for key, value in raw.items():
         spec = FIELD_BY_NAME.get(key) if isinstance(key, str) else None
         if spec is None:
             known = ", ".join(FIELD_BY_NAME)
-            raise HarnessError(f"unknown {where} key {key!r} (known: {known})")
+            raise ControlError(f"unknown {where} key {key!r} (known: {known})")
         checked[key] = None if value is None else spec.check(key, value)
     return checked
 
 
-def resolve(request_raw: object, server_defaults: Mapping[str, object]) -> HarnessSettings:
+def resolve(request_raw: object, server_defaults: Mapping[str, object]) -> StreamSettings:
     """Merge a request's harness field over the server defaults and decide
     everything left open (seed, chunk count).  Cross-field rules live here."""
     merged = {**server_defaults, **check_values(request_raw)}
-    values = {k: v for k, v in merged.items() if v is not None}
+    values: dict[str, Any] = {k: v for k, v in merged.items() if v is not None}
     seed = values.get("seed")
     if seed is None:
         seed = secrets.randbits(62)
@@ -164,16 +169,18 @@ def resolve(request_raw: object, server_defaults: Mapping[str, object]) -> Harne
         values["chunks"] = _default_chunks(seed, at_least=max(positions, default=-1) + 1)
     chunks = values["chunks"]
     if ("stall_ms" in values) != ("stall_at" in values):
-        raise HarnessError("harness.stall_ms and harness.stall_at must be given together")
+        raise ControlError("harness.stall_ms and harness.stall_at must be given together")
     for key in ("stall_at", "error_at", "disconnect_at"):
         at = values.get(key)
         if at is not None and at >= chunks:
-            raise HarnessError(f"harness.{key} ({at}) must be < chunks ({chunks})")
+            raise ControlError(f"harness.{key} ({at}) must be < chunks ({chunks})")
     chars = values.get("chunk_chars", 4)
     if chunks * chars > MAX_TEXT_CHARS:
-        raise HarnessError(
-            f"harness.chunks * harness.chunk_chars = {chunks * chars:,} exceeds the cap of {MAX_TEXT_CHARS:,} characters")
-    return HarnessSettings(**values)  # type: ignore[arg-type]
+        raise ControlError(
+            f"harness.chunks * harness.chunk_chars = {chunks * chars:,} exceeds the cap of "
+            f"{MAX_TEXT_CHARS:,} characters"
+        )
+    return StreamSettings(**values)
 
 
 def _default_chunks(seed: int, at_least: int) -> int:
@@ -189,7 +196,7 @@ def profile_from_env(environ: Mapping[str, str], var: str = "FAKE_BACKEND_PROFIL
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise HarnessError(f"{var} is not valid JSON: {exc.msg} at column {exc.colno}") from None
+        raise ControlError(f"{var} is not valid JSON: {exc.msg} at column {exc.colno}") from None
     return check_values(raw, where=var)
 
 
@@ -205,7 +212,7 @@ class BackendConfig:
 
     def __post_init__(self) -> None:
         if not (_is_number(self.send_timeout_s) and self.send_timeout_s >= 0):
-            raise HarnessError(f"send timeout must be a number >= 0, got {self.send_timeout_s!r}")
+            raise ControlError(f"send timeout must be a number >= 0, got {self.send_timeout_s!r}")
         object.__setattr__(self, "defaults", check_values(self.defaults, where="server default"))
         # Fail at startup, not on the first request: the defaults must
         # resolve on their own (e.g. error_at < chunks when both are set).

@@ -11,6 +11,7 @@ Bounded: at most ``max_tasks`` tasks and about ``max_timestamps`` stored floats
 A task that is still running keeps appending to its record even if evicted;
 the memory goes when the task ends.
 """
+
 from __future__ import annotations
 
 from array import array
@@ -21,14 +22,19 @@ from dataclasses import dataclass, field
 @dataclass(slots=True)
 class EmitRecord:
     listener: str
-    chunks: int          # chunks the task promised (if not cut short)
+    chunks: int  # chunks the task promised (if not cut short)
     seed: int
     ts: array = field(default_factory=lambda: array("d"))
     done: bool = False
 
     def to_json(self) -> dict:
-        return {"listener": self.listener, "chunks": self.chunks, "done": self.done,
-                "seed": self.seed, "ts": self.ts.tolist()}
+        return {
+            "listener": self.listener,
+            "chunks": self.chunks,
+            "done": self.done,
+            "seed": self.seed,
+            "ts": self.ts.tolist(),
+        }
 
 
 class EmitLog:

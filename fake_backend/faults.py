@@ -10,14 +10,17 @@
   connection without finishing the chunked body; ``QuietAbruptDisconnects``
   keeps uvicorn from logging a traceback for what is a requested fault.
 """
+
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fake_backend.errors import FakeBackendError
 
-class AbruptDisconnect(Exception):
+
+class AbruptDisconnect(FakeBackendError):
     """Requested fault: close the connection now, mid-body."""
 
 
@@ -38,8 +41,15 @@ class Valve:
 
     __slots__ = ("_release", "_clock", "_every_s", "_every_chunks", "_held", "_chunks_held", "deadline")
 
-    def __init__(self, release: Callable[[list[Any]], Awaitable[None]], clock: Callable[[], float],
-                 started: float, *, every_ms: float | None, every_chunks: int | None) -> None:
+    def __init__(
+        self,
+        release: Callable[[list[Any]], Awaitable[None]],
+        clock: Callable[[], float],
+        started: float,
+        *,
+        every_ms: float | None,
+        every_chunks: int | None,
+    ) -> None:
         self._release = release
         self._clock = clock
         self._every_s = every_ms / 1000 if every_ms else None

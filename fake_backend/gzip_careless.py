@@ -16,6 +16,7 @@ similar proxy gzip modules still buffer, which is what this fault reproduces.
 Like those modules, it only compresses when the client sent
 ``Accept-Encoding: gzip``; otherwise the body passes through unchanged.
 """
+
 from __future__ import annotations
 
 import zlib

@@ -14,6 +14,7 @@ stamped when the line is produced; see ``fake_backend.runner``).  Headers:
 ``X-Request-ID`` (cancel handle), ``X-Conversation-ID``, ``X-Harness-Chunks``
 (chunk lines promised if not cut short) and ``X-Harness-Seed`` (replay).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,13 +30,21 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from fake_backend.auth import http_credentials_present, unauthorized
-from fake_backend.control import BackendConfig, HarnessError, resolve
+from fake_backend.control import BackendConfig, ControlError, resolve
 from fake_backend.faults import AbruptDisconnect
 from fake_backend.gzip_careless import CarelessGzip
 from fake_backend.registry import StreamRegistry
 from fake_backend.runner import CLIENT_GONE, DISCONNECTED, StreamControl, run_stream
 from fake_backend.shapes import StreamPlan, build_plan
 from fake_backend.slow_consumer import SLOW_CONSUMER, watch_writes
+from stream_harness.contract.kinds import Endpoint
+from stream_harness.contract.protocol import (
+    CONVERSATION_ID_HEADER,
+    NDJSON_PATHS,
+    PROMISED_CHUNKS_HEADER,
+    REQUEST_ID_HEADER,
+    SEED_HEADER,
+)
 
 MAX_BODY_BYTES: Final = 1_000_000
 _NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
@@ -51,7 +60,7 @@ class NdjsonOutlet:
         self._send = send
         self._seq = 0
         self.encode = self._encode_timed if timing else self._encode_plain
-        self.writes = 0            # body writes handed to the server (the slow-consumer watchdog's clock)
+        self.writes = 0  # body writes handed to the server (the slow-consumer watchdog's clock)
 
     def _encode_timed(self, kind: str, payload: dict) -> bytes:
         seq = self._seq
@@ -89,8 +98,15 @@ async def _watch_disconnect(receive: Receive, control: StreamControl) -> None:
 class NdjsonStream(Response):
     """A raw ASGI response that runs one planned stream."""
 
-    def __init__(self, plan: StreamPlan, stream_id: str, registry: StreamRegistry,
-                 headers: Mapping[str, str], gzip: bool, send_timeout_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        plan: StreamPlan,
+        stream_id: str,
+        registry: StreamRegistry,
+        headers: Mapping[str, str],
+        gzip: bool,
+        send_timeout_s: float = 0.0,
+    ) -> None:
         self.plan = plan
         self.stream_id = stream_id
         self.registry = registry
@@ -106,10 +122,11 @@ class NdjsonStream(Response):
         if self.gzip:
             send = CarelessGzip(send)
         outlet = NdjsonOutlet(send, self.plan.settings.timing)
+        me = asyncio.current_task()
+        assert me is not None, "an ASGI app runs inside a task"
         watchers = [asyncio.create_task(_watch_disconnect(receive, control))]
         if self.send_timeout_s > 0:
-            watchers.append(asyncio.create_task(watch_writes(
-                lambda: outlet.writes, control, asyncio.current_task(), self.send_timeout_s)))
+            watchers.append(asyncio.create_task(watch_writes(lambda: outlet.writes, control, me, self.send_timeout_s)))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             outcome = await run_stream(self.plan, control, outlet)
@@ -119,7 +136,7 @@ class NdjsonStream(Response):
         except asyncio.CancelledError:
             if control.stop_reason != SLOW_CONSUMER:
                 raise
-            asyncio.current_task().uncancel()       # the watchdog's cancel, not the server's
+            me.uncancel()  # the watchdog's cancel, not the server's
             outcome = SLOW_CONSUMER
             raise AbruptDisconnect from None
         finally:
@@ -154,8 +171,9 @@ def _check_body(endpoint: str, body: dict) -> str | None:
 
 def _too_large() -> JSONResponse:
     # Connection: close, so the server stops reading the rest of the body.
-    return JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, status_code=413,
-                        headers={"Connection": "close"})
+    return JSONResponse(
+        {"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, status_code=413, headers={"Connection": "close"}
+    )
 
 
 async def read_json_object(request: Request) -> dict | JSONResponse:
@@ -199,7 +217,7 @@ def ndjson_router(config: BackendConfig, registry: StreamRegistry) -> APIRouter:
             return _unprocessable(problem)
         try:
             settings = resolve(body.get("harness"), config.defaults)
-        except HarnessError as exc:
+        except ControlError as exc:
             return _unprocessable(str(exc))
         plan = build_plan(settings, endpoint)
         request_id = uuid.uuid4().hex
@@ -207,25 +225,29 @@ def ndjson_router(config: BackendConfig, registry: StreamRegistry) -> APIRouter:
         headers = {
             "content-type": "application/x-ndjson",
             "cache-control": "no-cache",
-            "x-request-id": request_id,
-            "x-conversation-id": conversation if _header_safe(conversation) else f"conv_{uuid.uuid4().hex[:12]}",
-            "x-harness-chunks": str(settings.chunks),
-            "x-harness-seed": str(settings.seed),
+            REQUEST_ID_HEADER: request_id,
+            CONVERSATION_ID_HEADER: (
+                conversation
+                if isinstance(conversation, str) and _header_safe(conversation)
+                else f"conv_{uuid.uuid4().hex[:12]}"
+            ),
+            PROMISED_CHUNKS_HEADER: str(settings.chunks),
+            SEED_HEADER: str(settings.seed),
         }
         gzip = settings.gzip and "gzip" in request.headers.get("accept-encoding", "").lower()
         return NdjsonStream(plan, request_id, registry, headers, gzip, config.send_timeout_s)
 
-    @router.post("/api/ai/chat/unified")
+    @router.post(NDJSON_PATHS[Endpoint.CHAT])
     async def chat_unified(request: Request) -> Response:
         """Chat with a `messages` array -> NDJSON stream."""
         return await start_stream(request, "chat")
 
-    @router.post("/api/ai/agent/execute")
+    @router.post(NDJSON_PATHS[Endpoint.AGENT])
     async def agent_execute(request: Request) -> Response:
         """Run a prompt or builtin (`prompt_id`/`builtin`, `variables`) -> NDJSON stream."""
         return await start_stream(request, "agent")
 
-    @router.post("/api/tools/test/execute")
+    @router.post(NDJSON_PATHS[Endpoint.TOOL])
     async def tool_execute(request: Request) -> Response:
         """Run one tool -> NDJSON stream rich in `tool_event` lines."""
         return await start_stream(request, "tool")

@@ -7,6 +7,7 @@ monkey-patches with gevent, and uvicorn must never run inside such a process.
     with start_backend("--require-auth") as backend:
         httpx.get(backend.url + "/api/health")
 """
+
 from __future__ import annotations
 
 import os
@@ -20,10 +21,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from fake_backend.errors import FakeBackendError
 from fake_backend.server import READY_PREFIX
 
 
-class BackendStartError(RuntimeError):
+class BackendStartError(FakeBackendError):
     """The server process exited or stayed silent instead of announcing its URL."""
 
 
@@ -68,12 +70,21 @@ class BackendProcess:
         self.stop()
 
 
-def start_server(argv: Sequence[str], env: Mapping[str, str] | None = None,
-                 timeout: float = 20) -> BackendProcess:
+def start_server(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 20) -> BackendProcess:
     """Start any server that prints the ``fake_backend listening on URL`` line."""
-    stderr = tempfile.NamedTemporaryFile("wb", prefix="fake_backend-", suffix=".stderr", delete=False)
-    process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
-                               env={**os.environ, **(env or {})}, text=True, bufsize=1)
+    # the server writes to this file after we return: no context manager
+    stderr = tempfile.NamedTemporaryFile(  # noqa: SIM115
+        "wb", prefix="fake_backend-", suffix=".stderr", delete=False
+    )
+    process = subprocess.Popen(
+        list(argv),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        text=True,
+        bufsize=1,
+    )
     stderr.close()
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -91,13 +102,13 @@ def start_server(argv: Sequence[str], env: Mapping[str, str] | None = None,
             line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             backend.stop()
-            raise BackendStartError(f"server did not announce itself within {timeout:g}s: {' '.join(argv)}")
+            raise BackendStartError(f"server did not announce itself within {timeout:g}s: {' '.join(argv)}") from None
         if line is None:
             err = backend.stderr_text().strip().splitlines()
             backend.stop()
             raise BackendStartError(f"server exited with {process.wait()}: {err[-1] if err else 'no output'}")
         if line.startswith(READY_PREFIX):
-            backend.url = line[len(READY_PREFIX):].strip()
+            backend.url = line[len(READY_PREFIX) :].strip()
             return backend
 
 

@@ -4,6 +4,7 @@ NDJSON request ids and Socket.io task ids (listener names) share one registry,
 so ``POST /api/ai/cancel/{id}`` works for both, and ``/api/_harness/stats`` can
 show that streams whose clients vanished really ended.
 """
+
 from __future__ import annotations
 
 from collections import Counter

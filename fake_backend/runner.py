@@ -11,6 +11,7 @@ loop lag are *in* the emit time (they are the server's real lateness), and the
 only thing between the stamp and the transport hand-off is the buffering
 fault's ``Valve`` - whose delay is exactly what staleness must reveal.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -92,8 +93,9 @@ class StreamControl:
             self._waiter = None
 
 
-async def run_stream(plan: StreamPlan, control: StreamControl, outlet: Outlet,
-                     skip: frozenset[str] = frozenset()) -> str:
+async def run_stream(
+    plan: StreamPlan, control: StreamControl, outlet: Outlet, skip: frozenset[str] = frozenset()
+) -> str:
     """Emit the plan on time, apply the faults, return the outcome."""
     s = plan.settings
     # perf_counter, not loop.time(): uvloop's loop clock has 1 ms resolution.
@@ -107,8 +109,11 @@ async def run_stream(plan: StreamPlan, control: StreamControl, outlet: Outlet,
     disconnect_at = s.disconnect_at if s.disconnect_at is not None else -1
     fault_points = {stall_at, error_at, disconnect_at} - {-1}  # one set lookup per chunk
     yield_after = YIELD_AFTER_S
-    valve = (Valve(outlet.send_many, clock, started, every_ms=s.buffer_ms, every_chunks=s.buffer_chunks)
-             if s.buffer_ms or s.buffer_chunks else None)
+    valve = (
+        Valve(outlet.send_many, clock, started, every_ms=s.buffer_ms, every_chunks=s.buffer_chunks)
+        if s.buffer_ms or s.buffer_chunks
+        else None
+    )
     encode = outlet.encode
     send = outlet.send
     current = -2
@@ -167,7 +172,7 @@ async def run_stream(plan: StreamPlan, control: StreamControl, outlet: Outlet,
                         return DISCONNECTED
             if control.stop_reason is not None:
                 break
-        if type(payload) is not dict:
+        if callable(payload):
             payload = payload(clock() - started)
         # emit(), inlined: this is the per-event hot path
         if valve is None:

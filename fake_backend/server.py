@@ -4,11 +4,13 @@ Shared by ``python -m fake_backend`` and the benchmark's bare baselines, so
 both run on the identical server stack (uvloop + httptools, websockets-sansio)
 and print the same ready line that ``fake_backend.testing`` waits for.
 """
+
 from __future__ import annotations
 
 import asyncio
 import socket
 import sys
+from typing import Any
 
 import uvicorn
 import uvloop
@@ -33,10 +35,17 @@ def base_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def _serve(app: object, sock: socket.socket, log_level: str) -> None:
-    config = uvicorn.Config(app, http="httptools", ws="websockets-sansio", lifespan="on",
-                            log_level=log_level, access_log=False, timeout_graceful_shutdown=2,
-                            backlog=2048)
+async def _serve(app: Any, sock: socket.socket, log_level: str) -> None:
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        ws="websockets-sansio",
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=2,
+        backlog=2048,
+    )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -48,7 +57,7 @@ async def _serve(app: object, sock: socket.socket, log_level: str) -> None:
     await serving
 
 
-def serve(app: object, sock: socket.socket, log_level: str = "warning") -> None:
+def serve(app: Any, sock: socket.socket, log_level: str = "warning") -> None:
     """Serve until SIGINT/SIGTERM (uvicorn's graceful shutdown, 2 s for open streams)."""
     install_log_filter()
     uvloop.run(_serve(app, sock, log_level))

@@ -16,6 +16,7 @@ the last chunk.  A payload that is not a dict is a callable taking the seconds
 since request start and returning the dict at emit time (heartbeat and
 tool-event timestamps, completion timing), so it tells the truth about *when*.
 """
+
 from __future__ import annotations
 
 import random
@@ -24,9 +25,9 @@ from array import array
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Final, Union
+from typing import Final
 
-from fake_backend.control import HarnessSettings
+from fake_backend.control import StreamSettings
 
 CHUNK: Final = "chunk"
 STATUS_UPDATE: Final = "status_update"
@@ -47,7 +48,7 @@ HEARTBEAT_EVERY_S: Final = 5.0
 LLM_BURST_TOKENS: Final = (3, 30)
 LLM_PAUSE_WEIGHT: Final = 15.0
 
-Payload = Union[dict, Callable[[float], dict]]
+Payload = dict | Callable[[float], dict]
 PlannedEvent = tuple[int, str, Payload]
 
 
@@ -55,11 +56,58 @@ def _build_corpus() -> str:
     """Fixed text to cut chunks from: mostly ASCII words, with multi-byte
     UTF-8 (accents, CJK, Greek, Cyrillic, emoji), quotes, backslashes and
     newlines sprinkled in so clients' decoders and JSON escaping get exercised."""
-    words = ("the", "model", "stream", "answer", "token", "latency", "user", "chat", "server",
-             "of", "and", "to", "is", "a", "in", "that", "it", "for", "with", "as", "on",
-             "response", "context", "prompt", "tool", "result", "data", "value", "fast")
-    special = ("café", "naïve", "über", "Straße", "日本語", "中文", "Ελληνικά", "русский",
-               "🙂", "🚀", "👍🏽", "—", "…", "“quoted”", '"json"', "back\\slash", "\n", "\n\n", "\t")
+    words = (
+        "the",
+        "model",
+        "stream",
+        "answer",
+        "token",
+        "latency",
+        "user",
+        "chat",
+        "server",
+        "of",
+        "and",
+        "to",
+        "is",
+        "a",
+        "in",
+        "that",
+        "it",
+        "for",
+        "with",
+        "as",
+        "on",
+        "response",
+        "context",
+        "prompt",
+        "tool",
+        "result",
+        "data",
+        "value",
+        "fast",
+    )
+    special = (
+        "café",
+        "naïve",
+        "über",
+        "Straße",
+        "日本語",
+        "中文",
+        "Ελληνικά",
+        "русский",
+        "🙂",
+        "🚀",
+        "👍🏽",
+        "—",
+        "…",
+        "“quoted”",
+        '"json"',
+        "back\\slash",
+        "\n",
+        "\n\n",
+        "\t",
+    )
     rng = random.Random(20240229)
     parts: list[str] = []
     size = 0
@@ -76,7 +124,7 @@ _CORPUS: Final = _CORPUS_BASE * (1 + (2 * 10_000) // len(_CORPUS_BASE) + 1)
 _CORPUS_BASE_LEN: Final = len(_CORPUS_BASE)
 
 
-def schedule(settings: HarnessSettings) -> array:
+def schedule(settings: StreamSettings) -> array:
     """Due time of each chunk in seconds after the first chunk (first is 0, last is duration_s)."""
     n, duration = settings.chunks, settings.duration_s
     if n == 1 or duration == 0:
@@ -94,7 +142,7 @@ def schedule(settings: HarnessSettings) -> array:
         while len(gaps) < n - 1:
             gaps.extend(expo(1.0) for _ in range(rng.randint(lo, hi) - 1))
             gaps.append(LLM_PAUSE_WEIGHT * expo(1.0))
-        del gaps[n - 1:]
+        del gaps[n - 1 :]
     scale = duration / sum(gaps)
     offsets = array("d", [0.0])
     t = 0.0
@@ -109,9 +157,9 @@ def schedule(settings: HarnessSettings) -> array:
 class StreamPlan:
     """One stream's content and timing, independent of transport and clock."""
 
-    settings: HarnessSettings
+    settings: StreamSettings
     endpoint: str
-    offsets: array                   # due time per chunk, seconds after the first chunk
+    offsets: array  # due time per chunk, seconds after the first chunk
     extras: tuple[PlannedEvent, ...]  # non-chunk events, sorted by due
 
     @property
@@ -135,11 +183,11 @@ class StreamPlan:
             # one random draw per chunk: low 24 bits pick the start, the rest the length
             r = bits(48)
             start = (r & 0xFFFFFF) % base_len
-            yield i, CHUNK, {"text": corpus[start:start + 1 + (r >> 24) % span]}
+            yield i, CHUNK, {"text": corpus[start : start + 1 + (r >> 24) % span]}
         yield from extras[j:-1]
 
 
-def build_plan(settings: HarnessSettings, endpoint: str) -> StreamPlan:
+def build_plan(settings: StreamSettings, endpoint: str) -> StreamPlan:
     """The plan for one stream; same settings (seed included) -> same plan."""
     if endpoint not in ENDPOINTS:
         raise ValueError(f"unknown endpoint {endpoint!r}")
@@ -161,6 +209,7 @@ def error_payload(chunk_index: int) -> dict:
 
 # -- the event mix -----------------------------------------------------------
 
+
 def _stamped(fields: dict, _elapsed: float) -> dict:
     return {**fields, "timestamp": time.time()}
 
@@ -169,7 +218,7 @@ def _heartbeat(_elapsed: float) -> dict:
     return {"timestamp": time.time()}
 
 
-def _completion(usage: dict, settings: HarnessSettings, elapsed: float) -> dict:
+def _completion(usage: dict, settings: StreamSettings, elapsed: float) -> dict:
     return {
         "status": "complete",
         "output": None,
@@ -191,44 +240,98 @@ _TOOLS: Final = (
 )
 
 
-def _tool_call(rng: random.Random, call_id: str, due: int, n: int, *, steps: int,
-               spread: int) -> list[PlannedEvent]:
+def _tool_call(rng: random.Random, call_id: str, due: int, n: int, *, steps: int, spread: int) -> list[PlannedEvent]:
     """tool_started, progress/step updates, a result preview, tool_completed
     (or, rarely, tool_error), spaced ``spread`` chunks apart from ``due`` on."""
     name, message, args = _TOOLS[rng.randrange(len(_TOOLS))]
     base = {"call_id": call_id, "tool_name": name}
-    out: list[PlannedEvent] = [(due, TOOL_EVENT, partial(_stamped, {
-        "event": "tool_started", **base, "message": message, "show_spinner": True,
-        "data": {"arguments": args}}))]
+    out: list[PlannedEvent] = [
+        (
+            due,
+            TOOL_EVENT,
+            partial(
+                _stamped,
+                {
+                    "event": "tool_started",
+                    **base,
+                    "message": message,
+                    "show_spinner": True,
+                    "data": {"arguments": args},
+                },
+            ),
+        )
+    ]
     for k in range(steps):
         kind = "tool_step" if k % 3 == 2 else "tool_progress"
-        out.append((due, TOOL_EVENT, partial(_stamped, {
-            "event": kind, **base, "message": f"{message} ({k + 1}/{steps})", "show_spinner": True,
-            "data": {"progress": round((k + 1) / (steps + 1), 3), "step": k + 1}})))
+        out.append(
+            (
+                due,
+                TOOL_EVENT,
+                partial(
+                    _stamped,
+                    {
+                        "event": kind,
+                        **base,
+                        "message": f"{message} ({k + 1}/{steps})",
+                        "show_spinner": True,
+                        "data": {"progress": round((k + 1) / (steps + 1), 3), "step": k + 1},
+                    },
+                ),
+            )
+        )
         due = min(n - 1, due + spread)
-    out.append((due, TOOL_EVENT, partial(_stamped, {
-        "event": "tool_result_preview", **base, "show_spinner": True,
-        "data": {"preview": f"{name} returned {rng.randint(1, 20)} results"}})))
+    out.append(
+        (
+            due,
+            TOOL_EVENT,
+            partial(
+                _stamped,
+                {
+                    "event": "tool_result_preview",
+                    **base,
+                    "show_spinner": True,
+                    "data": {"preview": f"{name} returned {rng.randint(1, 20)} results"},
+                },
+            ),
+        )
+    )
     failed = rng.random() < 0.05
-    out.append((min(n - 1, due + spread), TOOL_EVENT, partial(_stamped, {
-        "event": "tool_error" if failed else "tool_completed", **base,
-        "message": "Tool failed, continuing without it" if failed else "Done",
-        "show_spinner": False,
-        "data": {"error": "timeout"} if failed else {"result_count": rng.randint(1, 20)}})))
+    out.append(
+        (
+            min(n - 1, due + spread),
+            TOOL_EVENT,
+            partial(
+                _stamped,
+                {
+                    "event": "tool_error" if failed else "tool_completed",
+                    **base,
+                    "message": "Tool failed, continuing without it" if failed else "Done",
+                    "show_spinner": False,
+                    "data": {"error": "timeout"} if failed else {"result_count": rng.randint(1, 20)},
+                },
+            ),
+        )
+    )
     return out
 
 
-def _extras(settings: HarnessSettings, endpoint: str, offsets: array) -> tuple[PlannedEvent, ...]:
+def _extras(settings: StreamSettings, endpoint: str, offsets: array) -> tuple[PlannedEvent, ...]:
     rng = random.Random(f"events:{settings.seed}")
     n = settings.chunks
     hexid = lambda: f"{rng.getrandbits(48):012x}"  # noqa: E731 - deterministic ids
     conversation_id = f"conv_{hexid()}"
     extras: list[PlannedEvent] = [
-        (-1, STATUS_UPDATE, {"status": "processing", "system_message": "Request received",
-                             "user_message": "Thinking…",
-                             "metadata": {"endpoint": endpoint, "model": "fake-llm-1"}}),
-        (-1, DATA, {"type": "conversation", "conversation_id": conversation_id,
-                    "message_id": f"msg_{hexid()}"}),
+        (
+            -1,
+            STATUS_UPDATE,
+            {
+                "status": "processing",
+                "system_message": "Request received",
+                "user_message": "Thinking…",
+                "metadata": {"endpoint": endpoint, "model": "fake-llm-1"},
+            },
+        ),
+        (-1, DATA, {"type": "conversation", "conversation_id": conversation_id, "message_id": f"msg_{hexid()}"}),
         (0, STATUS_UPDATE, {"status": "streaming", "user_message": "Writing the answer"}),
     ]
     if endpoint == "tool":
@@ -241,9 +344,18 @@ def _extras(settings: HarnessSettings, endpoint: str, offsets: array) -> tuple[P
             at = int(n * (0.05 + 0.75 * rng.random()))
             extras += _tool_call(rng, f"call_{hexid()}", at, n, steps=rng.randint(1, 4), spread=1)
     for b in range(1 + n // 3000):
-        extras.append((rng.randrange(n), BROKER, {
-            "broker_id": f"broker_{b}", "value": {"score": round(rng.random(), 4), "label": f"item {b}"},
-            "source": "agent", "source_id": conversation_id}))
+        extras.append(
+            (
+                rng.randrange(n),
+                BROKER,
+                {
+                    "broker_id": f"broker_{b}",
+                    "value": {"score": round(rng.random(), 4), "label": f"item {b}"},
+                    "source": "agent",
+                    "source_id": conversation_id,
+                },
+            )
+        )
     for d in range(n // 5000):
         at = rng.randrange(n)
         extras.append((at, DATA, {"type": "progress", "index": d, "tokens_so_far": at}))

@@ -45,6 +45,7 @@ Emit times: with ``timing`` on, each message's wall-clock time is recorded in
 the ``EmitLog`` when it is produced, i.e. right before the packet is handed to
 the Engine.IO queue (see ``fake_backend.runner`` for the buffering fault).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -59,15 +60,27 @@ import socketio
 from engineio import packet as eio_packet
 
 from fake_backend.auth import socket_token_present
-from fake_backend.control import BackendConfig, HarnessError, HarnessSettings, resolve
+from fake_backend.control import BackendConfig, ControlError, StreamSettings, resolve
 from fake_backend.emit_log import EmitLog, EmitRecord
 from fake_backend.registry import StreamRegistry
 from fake_backend.runner import CANCELLED, CLIENT_GONE, COMPLETE, ERRORED, StreamControl, run_stream
-from fake_backend.shapes import (BROKER, CHUNK, COMPLETION, DATA, END, ERROR, HEARTBEAT, STATUS_UPDATE,
-                                 TOOL_EVENT, StreamPlan, build_plan)
+from fake_backend.shapes import (
+    BROKER,
+    CHUNK,
+    COMPLETION,
+    DATA,
+    END,
+    ERROR,
+    HEARTBEAT,
+    STATUS_UPDATE,
+    TOOL_EVENT,
+    StreamPlan,
+    build_plan,
+)
 from fake_backend.slow_consumer import SLOW_CONSUMER, SlowConsumer, bounded_join
+from stream_harness.contract.protocol import SOCKETIO_NAMESPACE
 
-NAMESPACE: Final = "/UserSession"
+NAMESPACE: Final = SOCKETIO_NAMESPACE
 SKIPPED_KINDS: Final = frozenset({HEARTBEAT})
 HIGH_WATER: Final = 64
 #: On the polling transport each long-poll response carries everything queued,
@@ -121,8 +134,15 @@ class SioOutlet:
 
     __slots__ = ("_sio", "_sid", "_socket", "_queue", "_prefix", "_ts", "_send_timeout_s")
 
-    def __init__(self, sio: socketio.AsyncServer, sid: str, eio_socket: Any, listener: str,
-                 record: EmitRecord | None, send_timeout_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        sid: str,
+        eio_socket: Any,
+        listener: str,
+        record: EmitRecord | None,
+        send_timeout_s: float = 0.0,
+    ) -> None:
         self._send_timeout_s = send_timeout_s
         self._sio = sio
         self._sid = sid
@@ -160,16 +180,16 @@ class SioOutlet:
         await self._sio.disconnect(self._sid, namespace=NAMESPACE)
 
 
-def parse_task(event: str, data: object, defaults: Mapping[str, object]) -> tuple[str, HarnessSettings]:
-    """(endpoint mix, settings) for a ``*_service`` emit; HarnessError when malformed."""
+def parse_task(event: str, data: object, defaults: Mapping[str, object]) -> tuple[str, StreamSettings]:
+    """(endpoint mix, settings) for a ``*_service`` emit; ControlError when malformed."""
     if not isinstance(data, dict):
-        raise HarnessError(f"{event} payload must be an object with 'taskName' and 'taskData'")
+        raise ControlError(f"{event} payload must be an object with 'taskName' and 'taskData'")
     task_name = data.get("taskName")
     if not isinstance(task_name, str) or not task_name:
-        raise HarnessError(f"{event} payload needs a non-empty 'taskName' string")
+        raise ControlError(f"{event} payload needs a non-empty 'taskName' string")
     task_data = data.get("taskData", {})
     if not isinstance(task_data, dict):
-        raise HarnessError("'taskData' must be an object")
+        raise ControlError("'taskData' must be an object")
     settings = resolve(task_data.get("harness"), defaults)
     return SERVICE_ENDPOINTS.get(event, "agent"), settings
 
@@ -177,8 +197,9 @@ def parse_task(event: str, data: object, defaults: Mapping[str, object]) -> tupl
 class UserSessionService:
     """Handlers of the ``/UserSession`` namespace and the tasks they run."""
 
-    def __init__(self, sio: socketio.AsyncServer, config: BackendConfig, registry: StreamRegistry,
-                 emit_log: EmitLog) -> None:
+    def __init__(
+        self, sio: socketio.AsyncServer, config: BackendConfig, registry: StreamRegistry, emit_log: EmitLog
+    ) -> None:
         self._sio = sio
         self._config = config
         self._registry = registry
@@ -195,8 +216,7 @@ class UserSessionService:
 
     async def connect(self, sid: str, environ: dict, auth: object = None) -> None:
         if self._config.require_auth and not socket_token_present(auth):
-            raise socketio.exceptions.ConnectionRefusedError(
-                "unauthorized: connect with auth={'token': '<jwt>'}")
+            raise socketio.exceptions.ConnectionRefusedError("unauthorized: connect with auth={'token': '<jwt>'}")
         self._tasks[sid] = {}
 
     async def disconnect(self, sid: str, reason: str | None = None) -> None:
@@ -216,7 +236,7 @@ class UserSessionService:
             return {"error": "not connected"}
         try:
             endpoint, settings = parse_task(event, data, self._config.defaults)
-        except HarnessError as exc:
+        except ControlError as exc:
             return {"error": str(exc)}
         plan = build_plan(settings, endpoint)
         listener = str(uuid.uuid4())
@@ -236,8 +256,15 @@ class UserSessionService:
         except KeyError:
             return None
 
-    async def _run(self, sid: str, listener: str, plan: StreamPlan, control: StreamControl,
-                   outlet: SioOutlet, record: EmitRecord | None) -> None:
+    async def _run(
+        self,
+        sid: str,
+        listener: str,
+        plan: StreamPlan,
+        control: StreamControl,
+        outlet: SioOutlet,
+        record: EmitRecord | None,
+    ) -> None:
         outcome = "server_error"
         try:
             outcome = await run_stream(plan, control, outlet, SKIPPED_KINDS)
@@ -245,7 +272,7 @@ class UserSessionService:
             outcome = control.stop_reason or CANCELLED
         except SlowConsumer:
             outcome = SLOW_CONSUMER
-            await self._sio.disconnect(sid, namespace=NAMESPACE)   # ends its other tasks too
+            await self._sio.disconnect(sid, namespace=NAMESPACE)  # ends its other tasks too
         except Exception:
             log.exception("socket.io task %s failed", listener)
         finally:

@@ -16,12 +16,14 @@ the stream with the outcome ``slow_consumer``:
 - Socket.io: :func:`bounded_join` puts the timeout on the high-water wait;
   the task then disconnects its client from the namespace.
 """
+
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 from typing import Final
 
+from fake_backend.errors import FakeBackendError
 from fake_backend.runner import StreamControl
 
 SLOW_CONSUMER: Final = "slow_consumer"
@@ -29,12 +31,11 @@ SLOW_CONSUMER: Final = "slow_consumer"
 CHECKS_PER_TIMEOUT: Final = 4
 
 
-class SlowConsumer(Exception):
+class SlowConsumer(FakeBackendError):
     """A write to the client waited longer than the send timeout."""
 
 
-async def watch_writes(writes: Callable[[], int], control: StreamControl, stream: asyncio.Task,
-                       timeout: float) -> None:
+async def watch_writes(writes: Callable[[], int], control: StreamControl, stream: asyncio.Task, timeout: float) -> None:
     """Cancel ``stream`` once ``writes()`` has not moved for ``timeout`` seconds
     while the stream was not pacing itself (a stream asleep until its next
     chunk is not stuck; one asleep in a write is)."""
@@ -62,5 +63,5 @@ async def bounded_join(queue: asyncio.Queue, timeout: float) -> None:
         return
     try:
         await asyncio.wait_for(queue.join(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise SlowConsumer(f"client read nothing for {timeout:g} s") from None

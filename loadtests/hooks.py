@@ -13,6 +13,7 @@ environments in one process (tests) never see each other's streams.
 - ``stream_finished(record=StreamRecord)``: once per stream when its record is
   final (status, error, duration and, for Socket.io, emit times filled in).
 """
+
 from __future__ import annotations
 
 from locust.event import EventHook, Events

@@ -8,28 +8,31 @@ string and converted by :meth:`RunOptions.from_namespace`: the CLI (checked
 once at ``init``) and every web-UI run (checked at ``test_start``) go through
 the same conversion and give the same one-line error.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 from argparse import Namespace
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Final, Mapping
+from typing import Any, Final
 from urllib.parse import urlsplit
 
-from fake_backend.control import HarnessError, check_values
+from fake_backend.control import ControlError, check_values
+from loadtests.errors import LoadtestError
 from loadtests.redaction import command_line_secret
+from stream_harness.contract.kinds import TRANSPORTS, Endpoint
 
-TRANSPORTS: Final = ("ndjson", "socketio")
-TRANSPORT_CHOICES: Final = (*TRANSPORTS, "both")
-ENDPOINTS: Final = ("chat", "agent", "tool")
+TRANSPORT_CHOICES: Final = (*(str(t) for t in TRANSPORTS), "both")
+ENDPOINTS: Final = tuple(str(e) for e in Endpoint)
 
 DEFAULT_ACCEPT_ENCODING: Final = "gzip, deflate, br"
 
 
-class OptionError(ValueError):
+class OptionError(LoadtestError, ValueError):
     """A bad flag value; ``str()`` is the one line shown to the user."""
 
 
@@ -37,41 +40,83 @@ def add_arguments(parser: Any) -> None:
     """``init_command_line_parser`` listener: register the harness flags."""
     # parser.add_argument, not an argument group: only Locust's own parser
     # understands is_secret / include_in_web_ui.
-    parser.add_argument("--transport", choices=TRANSPORT_CHOICES, default="both",
-                        help="which load user(s) to run: ndjson, socketio or both (mixed by the weights)")
-    parser.add_argument("--ndjson-weight", default="1",
-                        help="relative share of NDJSON users with --transport both (integer >= 0)")
-    parser.add_argument("--socketio-weight", default="1",
-                        help="relative share of Socket.io users with --transport both (integer >= 0)")
-    parser.add_argument("--endpoint", choices=ENDPOINTS, default="chat",
-                        help="which streaming endpoint / task to drive: chat, agent or tool")
-    parser.add_argument("--chunks", default="",
-                        help="chunks per stream requested from the fake backend (empty: backend default)")
-    parser.add_argument("--stream-seconds", default="",
-                        help="first-to-last chunk time requested from the fake backend (empty: backend default)")
-    parser.add_argument("--auth-token", default="", is_secret=True,
-                        help="JWT sent as 'Authorization: Bearer' / Socket.io auth.token")
-    parser.add_argument("--fingerprint-id", default="", is_secret=True,
-                        help="guest X-Fingerprint-ID (default: one generated per simulated user)")
-    parser.add_argument("--results-dir", default="",
-                        help="where summary.json + streams.parquet go at test stop (default results/<run-id>)")
-    parser.add_argument("--first-chunk-timeout", default="30",
-                        help="seconds from request sent to first chunk before the stream counts as timed out")
-    parser.add_argument("--stream-timeout", default="300",
-                        help="seconds a whole stream may take before it counts as timed out")
-    parser.add_argument("--accept-encoding", default=DEFAULT_ACCEPT_ENCODING,
-                        help="Accept-Encoding of the NDJSON requests (a browser's by default; 'identity' for none)")
-    parser.add_argument("--backend-options", default="",
-                        help='extra fake-backend "harness" fields as a JSON object, e.g. {"buffer_ms": 100}')
-    parser.add_argument("--ndjson-backend-options", default="",
-                        help="JSON object overriding --backend-options for NDJSON streams only")
-    parser.add_argument("--socketio-backend-options", default="",
-                        help="JSON object overriding --backend-options for Socket.io tasks only")
-    parser.add_argument("--sio-service", default="",
-                        help="Socket.io event (service) tasks are emitted on "
-                        "(default: chat_service, tool_service for --endpoint tool)")
-    parser.add_argument("--no-emit-times", action="store_true", default=False,
-                        help="do not fetch Socket.io emit times from the fake backend (use against real backends)")
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORT_CHOICES,
+        default="both",
+        help="which load user(s) to run: ndjson, socketio or both (mixed by the weights)",
+    )
+    parser.add_argument(
+        "--ndjson-weight", default="1", help="relative share of NDJSON users with --transport both (integer >= 0)"
+    )
+    parser.add_argument(
+        "--socketio-weight", default="1", help="relative share of Socket.io users with --transport both (integer >= 0)"
+    )
+    parser.add_argument(
+        "--endpoint",
+        choices=ENDPOINTS,
+        default="chat",
+        help="which streaming endpoint / task to drive: chat, agent or tool",
+    )
+    parser.add_argument(
+        "--chunks", default="", help="chunks per stream requested from the fake backend (empty: backend default)"
+    )
+    parser.add_argument(
+        "--stream-seconds",
+        default="",
+        help="first-to-last chunk time requested from the fake backend (empty: backend default)",
+    )
+    parser.add_argument(
+        "--auth-token", default="", is_secret=True, help="JWT sent as 'Authorization: Bearer' / Socket.io auth.token"
+    )
+    parser.add_argument(
+        "--fingerprint-id",
+        default="",
+        is_secret=True,
+        help="guest X-Fingerprint-ID (default: one generated per simulated user)",
+    )
+    parser.add_argument(
+        "--results-dir",
+        default="",
+        help="where summary.json + streams.parquet go at test stop (default results/<run-id>)",
+    )
+    parser.add_argument(
+        "--first-chunk-timeout",
+        default="30",
+        help="seconds from request sent to first chunk before the stream counts as timed out",
+    )
+    parser.add_argument(
+        "--stream-timeout", default="300", help="seconds a whole stream may take before it counts as timed out"
+    )
+    parser.add_argument(
+        "--accept-encoding",
+        default=DEFAULT_ACCEPT_ENCODING,
+        help="Accept-Encoding of the NDJSON requests (a browser's by default; 'identity' for none)",
+    )
+    parser.add_argument(
+        "--backend-options",
+        default="",
+        help='extra fake-backend "harness" fields as a JSON object, e.g. {"buffer_ms": 100}',
+    )
+    parser.add_argument(
+        "--ndjson-backend-options", default="", help="JSON object overriding --backend-options for NDJSON streams only"
+    )
+    parser.add_argument(
+        "--socketio-backend-options",
+        default="",
+        help="JSON object overriding --backend-options for Socket.io tasks only",
+    )
+    parser.add_argument(
+        "--sio-service",
+        default="",
+        help="Socket.io event (service) tasks are emitted on (default: chat_service, tool_service for --endpoint tool)",
+    )
+    parser.add_argument(
+        "--no-emit-times",
+        action="store_true",
+        default=False,
+        help="do not fetch Socket.io emit times from the fake backend (use against real backends)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +126,7 @@ class RunOptions:
     transport: str = "both"
     ndjson_weight: int = 1
     socketio_weight: int = 1
-    endpoint: str = "chat"
+    endpoint: Endpoint = Endpoint.CHAT
     chunks: int | None = None
     stream_seconds: float | None = None
     auth_token: str | None = None
@@ -93,11 +138,11 @@ class RunOptions:
     backend_options: Mapping[str, Any] = field(default_factory=dict)
     ndjson_backend_options: Mapping[str, Any] = field(default_factory=dict)
     socketio_backend_options: Mapping[str, Any] = field(default_factory=dict)
-    sio_service: str | None = None          # None: by endpoint (loadtests.users.SIO_TASKS)
+    sio_service: str | None = None  # None: by endpoint (stream_harness.contract.protocol.SOCKETIO_TASKS)
     emit_times: bool = True
 
     @classmethod
-    def from_namespace(cls, ns: Namespace | None) -> "RunOptions":
+    def from_namespace(cls, ns: Namespace | None) -> RunOptions:
         """Convert and check Locust's parsed options (CLI or web-UI strings)."""
         get = (lambda name, default: getattr(ns, name, default)) if ns is not None else (lambda _n, d: d)
         transport = _choice("transport", get("transport", "both"), TRANSPORT_CHOICES)
@@ -107,8 +152,9 @@ class RunOptions:
         if transport == "both" and ndjson_weight + socketio_weight == 0:
             raise OptionError("--ndjson-weight and --socketio-weight cannot both be 0 with --transport both")
         chunks = _optional(get("chunks", ""), lambda v: _int("chunks", v, minimum=1, maximum=100_000))
-        stream_seconds = _optional(get("stream_seconds", ""),
-                                   lambda v: _float("stream-seconds", v, minimum=0.0, maximum=600.0))
+        stream_seconds = _optional(
+            get("stream_seconds", ""), lambda v: _float("stream-seconds", v, minimum=0.0, maximum=600.0)
+        )
         first_chunk_timeout = _float("first-chunk-timeout", get("first_chunk_timeout", "30"), minimum=0.001)
         stream_timeout = _float("stream-timeout", get("stream_timeout", "300"), minimum=0.001)
         accept_encoding = str(get("accept_encoding", DEFAULT_ACCEPT_ENCODING) or "").strip()
@@ -119,21 +165,18 @@ class RunOptions:
             transport=transport,
             ndjson_weight=ndjson_weight,
             socketio_weight=socketio_weight,
-            endpoint=endpoint,
+            endpoint=Endpoint(endpoint),
             chunks=chunks,
             stream_seconds=stream_seconds,
             auth_token=command_line_secret(ns, "auth_token", str(get("auth_token", "") or "")) or None,
-            fingerprint_id=command_line_secret(ns, "fingerprint_id",
-                                               str(get("fingerprint_id", "") or "")) or None,
+            fingerprint_id=command_line_secret(ns, "fingerprint_id", str(get("fingerprint_id", "") or "")) or None,
             results_dir=str(get("results_dir", "") or "") or None,
             first_chunk_timeout=first_chunk_timeout,
             stream_timeout=stream_timeout,
             accept_encoding=accept_encoding,
             backend_options=_backend_options("backend-options", get("backend_options", "")),
-            ndjson_backend_options=_backend_options("ndjson-backend-options",
-                                                    get("ndjson_backend_options", "")),
-            socketio_backend_options=_backend_options("socketio-backend-options",
-                                                      get("socketio_backend_options", "")),
+            ndjson_backend_options=_backend_options("ndjson-backend-options", get("ndjson_backend_options", "")),
+            socketio_backend_options=_backend_options("socketio-backend-options", get("socketio_backend_options", "")),
             sio_service=sio_service,
             emit_times=not _bool(get("no_emit_times", False)),
         )
@@ -194,9 +237,9 @@ def check_startup(ns: Namespace | None, host: str | None) -> RunOptions:
     """Everything the command line can get wrong, checked once before anything runs."""
     options = RunOptions.from_namespace(ns)
     users = getattr(ns, "num_users", None)
-    if isinstance(users, int) and users < 0:   # Locust itself would fail later with a traceback
+    if isinstance(users, int) and users < 0:  # Locust itself would fail later with a traceback
         raise OptionError(f"-u/--users must be >= 0 (got {users})")
-    if not getattr(ns, "worker", False):       # a worker gets host and paths from its master
+    if not getattr(ns, "worker", False):  # a worker gets host and paths from its master
         check_results_dir(options.results_dir)
         if getattr(ns, "headless", False) and not host:
             raise OptionError("--host is required with --headless (the backend's base URL)")
@@ -210,7 +253,7 @@ def check_host(host: str | None) -> None:
         return
     try:
         parts = urlsplit(host)
-        parts.port                             # ValueError for a bad or out-of-range port
+        _ = parts.port  # ValueError for a bad or out-of-range port
     except ValueError as exc:
         raise OptionError(f"--host {host!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in host):
@@ -248,14 +291,18 @@ def _float(flag: str, value: Any, *, minimum: float | None = None, maximum: floa
     return _number(flag, value, float, "a number", minimum, maximum)
 
 
-def _number(flag: str, value: Any, parse: Callable[[str], float], kind: str,
-            minimum: float | None, maximum: float | None) -> float:
+def _number(
+    flag: str, value: Any, parse: Callable[[str], float], kind: str, minimum: float | None, maximum: float | None
+) -> float:
     try:
         number = parse(str(value).strip())
     except ValueError:
         raise OptionError(f"--{flag} must be {kind} (got {value!r})") from None
-    if not math.isfinite(number) or (minimum is not None and number < minimum) or (
-            maximum is not None and number > maximum):
+    if (
+        not math.isfinite(number)
+        or (minimum is not None and number < minimum)
+        or (maximum is not None and number > maximum)
+    ):
         raise OptionError(f"--{flag} must be in {_range(minimum, maximum)} (got {value!r})")
     return number
 
@@ -286,7 +333,7 @@ def _backend_options(flag: str, value: Any) -> dict[str, Any]:
     else:
         try:
             parsed = json.loads(str(value))
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise OptionError(f"--{flag} must be a JSON object ({exc.msg} at char {exc.pos})") from None
     if not isinstance(parsed, dict):
         raise OptionError(f"--{flag} must be a JSON object, e.g. '{{\"buffer_ms\": 100}}'")
@@ -294,6 +341,6 @@ def _backend_options(flag: str, value: Any) -> dict[str, Any]:
         # The fake backend's own table of keys: a typo fails here, at start-up,
         # with the message the backend would give, not as 422s mid-run.
         check_values(parsed)
-    except HarnessError as exc:
+    except ControlError as exc:
         raise OptionError(f"--{flag}: {exc}") from None
     return parsed

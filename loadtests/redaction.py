@@ -19,6 +19,7 @@ by ``RunOptions.from_namespace``); the value rides along in
 Secrets shorter than :data:`MIN_SECRET_CHARS` are not scrubbed from free text:
 replacing every "ab" in a page would wreck it, and such a value protects nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,7 @@ def protect_secrets(environment: Any) -> None:
     if options is None:
         return
     if getattr(options, CLI_SECRETS_ATTR, None) is None:
-        setattr(options, CLI_SECRETS_ATTR,
-                {name: str(getattr(options, name, "") or "") for name in SECRET_OPTIONS})
+        setattr(options, CLI_SECRETS_ATTR, {name: str(getattr(options, name, "") or "") for name in SECRET_OPTIONS})
     web_ui = environment.web_ui
     if web_ui is None:
         return
@@ -90,6 +90,7 @@ def protect_secrets(environment: Any) -> None:
 def _written_forms(secret: str) -> set[str]:
     """How a secret can appear in text: raw, inside a JSON string, inside an HTML-safe JSON string."""
     json_inner = json.dumps(secret)[1:-1]
-    html_inner = (json_inner.replace("<", "\\u003c").replace(">", "\\u003e")
-                  .replace("&", "\\u0026").replace("'", "\\u0027"))
+    html_inner = (
+        json_inner.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace("'", "\\u0027")
+    )
     return {secret, json_inner, html_inner}

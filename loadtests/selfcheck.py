@@ -29,11 +29,13 @@ samples to tell a hiccup from a limit.
 In distributed mode every worker runs its own monitor and sends its summary
 to the master, which keeps the worst (:func:`worst`).
 """
+
 from __future__ import annotations
 
 import time
 from array import array
-from typing import Any, Final, Mapping
+from collections.abc import Mapping
+from typing import Any, Final
 
 import gevent
 import numpy as np
@@ -51,11 +53,12 @@ MIN_CPU_SAMPLES: Final = 3
 STARVED_CPU_PERCENT: Final = 50.0
 
 
-class HarnessMonitor:
+class SelfCheck:
     """Samples loop lag and CPU of this process while a test runs."""
 
-    def __init__(self, *, lag_interval: float = LAG_INTERVAL_S, cpu_interval: float = CPU_INTERVAL_S,
-                 warmup: float = WARMUP_S) -> None:
+    def __init__(
+        self, *, lag_interval: float = LAG_INTERVAL_S, cpu_interval: float = CPU_INTERVAL_S, warmup: float = WARMUP_S
+    ) -> None:
         self._lag_interval = lag_interval
         self._cpu_interval = cpu_interval
         self._warmup = warmup
@@ -112,8 +115,10 @@ def summarize(cpu_percent: Any, lag_ms: Any) -> dict[str, Any]:
         reason = f"event-loop lag p99 {lag_p99:.1f} ms >= {LAG_P99_SATURATED_MS:g} ms"
         if cpu.size and float(cpu.mean()) < STARVED_CPU_PERCENT:
             # Late wake-ups while this process hardly ran: it was waiting for a CPU.
-            reason += (f" while this process averaged {float(cpu.mean()):.0f}% CPU "
-                       "(the machine is short of CPU, e.g. the backend or other jobs on it)")
+            reason += (
+                f" while this process averaged {float(cpu.mean()):.0f}% CPU "
+                "(the machine is short of CPU, e.g. the backend or other jobs on it)"
+            )
         reasons.append(reason)
     if cpu.size >= MIN_CPU_SAMPLES and busy_share >= CPU_SATURATED_SHARE:
         reasons.append(f"CPU >= {CPU_SATURATED_PERCENT:g}% of a core in {busy_share:.0%} of the run")
@@ -140,8 +145,11 @@ def worst(per_process: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         values = [s[key] for s in summaries if s.get(key) is not None]
         return max(values) if values else None
 
-    reasons = [f"{name}: {reason}" if len(per_process) > 1 else reason
-               for name, s in per_process.items() for reason in s.get("reasons", [])]
+    reasons = [
+        f"{name}: {reason}" if len(per_process) > 1 else reason
+        for name, s in per_process.items()
+        for reason in s.get("reasons", [])
+    ]
     return {
         "saturated": any(s.get("saturated") for s in summaries),
         "cpu_percent_max": highest("cpu_percent_max"),

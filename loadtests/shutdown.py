@@ -15,6 +15,7 @@ traceback.  With :func:`hold_interrupts_while_stopping`:
   that hangs.  The files on disk are whole either way: each one is written to
   a temporary name and renamed (``analysis.results.write_atomic``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,14 +46,13 @@ def hold_interrupts_while_stopping(environment: Any) -> None:
     def on_sigint() -> None:
         if not state["stopping"]:
             state["stopping"] = True
-            gevent.get_hub().parent.throw(KeyboardInterrupt)   # Locust's own Ctrl-C path
+            gevent.get_hub().parent.throw(KeyboardInterrupt)  # Locust's own Ctrl-C path
             return
         state["held"] += 1
         if state["held"] >= PATIENCE:
             logger.error("stream harness: interrupted again; exiting without waiting for the shutdown")
             os._exit(130)
-        logger.warning("stream harness: stopping, writing the results first "
-                       "(Ctrl-C again to exit without them)")
+        logger.warning("stream harness: stopping, writing the results first (Ctrl-C again to exit without them)")
 
     environment.events.quitting.add_listener(on_quitting)
     gevent.signal_handler(signal.SIGINT, on_sigint)

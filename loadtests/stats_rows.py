@@ -28,6 +28,7 @@ interval so the CSV matches the console summary and our own records.
 Locust rounds response times to ~2 significant digits in its percentiles; the
 exact numbers are in our own records (``streams.parquet``).
 """
+
 from __future__ import annotations
 
 import math
@@ -37,12 +38,13 @@ import gevent
 from locust import stats as locust_stats
 from locust.env import Environment
 
-from stream_harness.contract.schema import CHUNK
+from loadtests.errors import LoadtestError
 from loadtests.results.record import StreamRecord
+from stream_harness.contract.schema import CHUNK
 
 
-class StreamFailure(Exception):
-    """Why a stream failed; ``kind`` is an ``stream_harness.contract.schema.ERROR_KINDS`` value."""
+class StreamFailure(LoadtestError):
+    """Why a stream failed; ``kind`` is an ``stream_harness.contract.kinds.ErrorKind`` value."""
 
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
@@ -107,7 +109,7 @@ def report_stream(environment: Environment, record: StreamRecord) -> None:
     first_chunk = ttfc_ms(record)
     if math.isfinite(first_chunk):
         # Straight into the row's entry: not a request, so not in stats.total.
-        environment.stats.get(ttfc_name, request_type).log(first_chunk, 0)
+        environment.stats.get(ttfc_name, request_type).log(first_chunk, 0)  # type: ignore[arg-type]  # Locust takes float ms too
 
 
 def let_csv_catch_up(environment: Environment) -> None:

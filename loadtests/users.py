@@ -18,6 +18,7 @@ never spawns; ``--transport both`` uses ``--ndjson-weight`` /
 Locust's own class pickers (class names on the command line,
 ``--class-picker``) keep working on top of that.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -33,11 +34,12 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from loadtests.clients.ndjson import NdjsonClient
-from loadtests.options import OptionError, RunOptions, check_host, check_results_dir
-from loadtests.results.record import StreamRecord
-from loadtests.redaction import redact_record
-from loadtests.hooks import stream_finished_hook, stream_started_hook
 from loadtests.clients.socketio import SessionError, SocketIOSession
+from loadtests.hooks import stream_finished_hook, stream_started_hook
+from loadtests.options import OptionError, RunOptions, check_host, check_results_dir
+from loadtests.redaction import redact_record
+from loadtests.results.record import StreamRecord
+from stream_harness.contract.protocol import NDJSON_PATHS, SOCKETIO_TASKS
 
 logger = logging.getLogger("stream_harness")
 
@@ -47,20 +49,6 @@ WAIT_BETWEEN_STREAMS_S: Final = 0.05
 #: Back-off after a failed connect (doubles up to the max, reset by any connect).
 RECONNECT_BACKOFF_S: Final = (0.5, 8.0)
 
-#: NDJSON endpoint paths (PROTOCOL.md).
-NDJSON_PATHS: Final = {
-    "chat": "/api/ai/chat/unified",
-    "agent": "/api/ai/agent/execute",
-    "tool": "/api/tools/test/execute",
-}
-#: Socket.io (service event, taskName) per endpoint when --sio-service is not
-#: given.  The product runs prompts and chats as ``chat_service``/``direct_chat``
-#: (seed/00-MIGRATION-OVERVIEW.md); tools run on ``tool_service``.
-SIO_TASKS: Final = {
-    "chat": ("chat_service", "direct_chat"),
-    "agent": ("chat_service", "direct_chat"),
-    "tool": ("tool_service", "execute_tool"),
-}
 PROMPT: Final = "Explain, step by step, how streaming responses reach a browser."
 
 
@@ -104,7 +92,7 @@ class StreamUser(User):
         self.fingerprint = f"harness-{uuid.uuid4().hex[:16]}"
         self.options = RunOptions()
         self.headers: dict[str, str] = {}
-        self.secrets: tuple[str, ...] = ()     # scrubbed from every record (loadtests.redaction)
+        self.secrets: tuple[str, ...] = ()  # scrubbed from every record (loadtests.redaction)
         self._backoff = RECONNECT_BACKOFF_S[0]
 
     def on_start(self) -> None:
@@ -164,6 +152,7 @@ class NdjsonStreamUser(StreamUser):
 
     def on_start(self) -> None:
         super().on_start()
+        assert self.host, "select_user_classes checks --host before users start"
         self.client = NdjsonClient(self.host, accept_encoding=self.options.accept_encoding)
 
     def on_stop(self) -> None:
@@ -196,8 +185,13 @@ class SocketIOStreamUser(StreamUser):
             self.session = None
 
     def _new_session(self) -> SocketIOSession:
-        return SocketIOSession(self.host, auth_token=self.options.auth_token, headers=self.headers,
-                               connect_timeout=self.options.first_chunk_timeout)
+        assert self.host, "select_user_classes checks --host before users start"
+        return SocketIOSession(
+            self.host,
+            auth_token=self.options.auth_token,
+            headers=self.headers,
+            connect_timeout=self.options.first_chunk_timeout,
+        )
 
     def _ensure_connected(self, record: StreamRecord) -> bool:
         """Connect (or reconnect after a drop); a failure is this stream's failure."""
@@ -221,7 +215,7 @@ class SocketIOStreamUser(StreamUser):
         if not self._ensure_connected(record):
             return
         options = self.options
-        service, task_name = SIO_TASKS[options.endpoint]
+        service, task_name = SOCKETIO_TASKS[options.endpoint]
         assert self.session is not None
         self.session.run_task(
             record,
@@ -233,7 +227,6 @@ class SocketIOStreamUser(StreamUser):
             stream_timeout=options.stream_timeout,
             emit_times=options.emit_times,
         )
-
 
 
 def select_user_classes(environment: Environment, **_: Any) -> None:

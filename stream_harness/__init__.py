@@ -6,6 +6,7 @@
 - ``stream_harness.cli``: the ``stream-harness`` command, one subcommand per
   entry point.
 """
+
 from __future__ import annotations
 
 __version__ = "0.2.0"

@@ -1,4 +1,5 @@
 """Where the harness's own files are, installed or in a checkout."""
+
 from __future__ import annotations
 
 from pathlib import Path

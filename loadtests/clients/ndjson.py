@@ -10,26 +10,43 @@ a stream that ends early is classified, never passed off as complete.
 Runs under gevent (Locust); one client per simulated user, one stream at a
 time, the connection kept alive between streams like a browser's.
 """
+
 from __future__ import annotations
 
 import math
 import time
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import quote
 
 import gevent
 import orjson
 from gevent import select as gselect
+from gevent import socket as gsocket
 
-from stream_harness.contract.schema import CHUNK, END, ERROR, KIND_CODE, NO_SEQ, OTHER
+from loadtests.clients.connection import (
+    RECV_SIZE,
+    make_ssl_context,
+    open_connection,
+    simple_request,
+)
+from loadtests.clients.errors import ClientError
 from loadtests.protocol.content import ContentDecoder, ContentDecodingError, make_content_decoder
+from loadtests.protocol.errors import FramingError
 from loadtests.protocol.http1 import (
-    MAX_HEAD_BYTES, RECV_SIZE, USER_AGENT, BodyFraming, ProtocolError, ResponseHead,
-    encode_request, find_head_end, framing_for, make_ssl_context, merge_headers,
-    open_connection, parse_base_url, parse_response_head, simple_request,
+    USER_AGENT,
+    BodyFraming,
+    HeadReader,
+    ResponseHead,
+    encode_request,
+    framing_for,
+    merge_headers,
+    parse_base_url,
 )
 from loadtests.protocol.lines import LineSplitter
 from loadtests.results.record import StreamRecord
+from stream_harness.contract.kinds import EVENT_CODE_BY_NAME
+from stream_harness.contract.protocol import CANCEL_PATH, PROMISED_CHUNKS_HEADER, REQUEST_ID_HEADER
+from stream_harness.contract.schema import CHUNK, END, ERROR, NO_SEQ, OTHER
 
 NAN = math.nan
 #: After ``end``, how long the body's own terminator may take before the stream
@@ -38,9 +55,12 @@ END_GRACE_S = 2.0
 #: How much of a non-2xx body is read (for the failure detail) before giving up on it.
 ERROR_BODY_LIMIT = 64 * 1024
 MAX_SEQ = 0x7FFFFFFF
+#: Placeholder until a stream has its connection (never read from).
+_NO_SOCKET: gsocket.socket = gsocket.socket()
+_NO_SOCKET.close()
 
 
-class _Expired(Exception):
+class _Expired(ClientError):
     """The current deadline (first chunk / stream / end grace) passed.
 
     Thrown into the reading greenlet by one gevent timer per phase rather than
@@ -49,7 +69,7 @@ class _Expired(Exception):
     """
 
 
-class _Retry(Exception):
+class _Retry(ClientError):
     """A reused keep-alive connection turned out dead before any response byte."""
 
 
@@ -58,22 +78,36 @@ class NdjsonClient:
 
     last_request_id: str | None
 
-    def __init__(self, base_url: str, *, accept_encoding: str = "gzip, deflate, br",
-                 connect_timeout: float = 10.0, verify_tls: bool = True) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        accept_encoding: str = "gzip, deflate, br",
+        connect_timeout: float = 10.0,
+        verify_tls: bool = True,
+    ) -> None:
         self._origin = parse_base_url(base_url)
         self._accept_encoding = accept_encoding
         self._connect_timeout = connect_timeout
         self._ssl = make_ssl_context(verify_tls) if self._origin.is_tls else None
-        self._sock = None
+        self._sock: gsocket.socket | None = None
         self.last_request_id = None
 
     # ------------------------------------------------------------------ public API
-    def stream(self, record: StreamRecord, path: str, body: dict, headers: Mapping[str, str], *,
-               first_chunk_timeout: float, stream_timeout: float) -> None:
+    def stream(
+        self,
+        record: StreamRecord,
+        path: str,
+        body: dict,
+        headers: Mapping[str, str],
+        *,
+        first_chunk_timeout: float,
+        stream_timeout: float,
+    ) -> None:
         """POST and read the NDJSON body to its end, filling ``record``.
 
         Never raises for network or stream faults: they are classified into
-        ``record.error`` (stream_harness.contract.schema.ERROR_KINDS).  If the greenlet is
+        ``record.error`` (stream_harness.contract.kinds.ErrorKind).  If the greenlet is
         killed mid-stream, the socket is closed, the record marked ``stopped``
         and the exception re-raised.
 
@@ -84,13 +118,16 @@ class NdjsonClient:
         stream ``cancelled`` (not ``short_stream``).
         """
         payload = orjson.dumps(body)
-        defaults = [("Host", self._origin.host_header), ("User-Agent", USER_AGENT),
-                    ("Accept", "*/*"), ("Content-Type", "application/json"),
-                    ("Content-Length", str(len(payload)))]
+        defaults = [
+            ("Host", self._origin.host_header),
+            ("User-Agent", USER_AGENT),
+            ("Accept", "*/*"),
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+        ]
         if self._accept_encoding:
             defaults.append(("Accept-Encoding", self._accept_encoding))
-        request = encode_request("POST", self._origin.target(path),
-                                 merge_headers(defaults, headers), payload)
+        request = encode_request("POST", self._origin.target(path), merge_headers(defaults, headers), payload)
         run = _StreamRun(self, record, first_chunk_timeout, stream_timeout)
         try:
             run.execute(request)
@@ -107,10 +144,16 @@ class NdjsonClient:
     def cancel(self, request_id: str, headers: Mapping[str, str]) -> int:
         """POST /api/ai/cancel/{request_id} on a separate connection; HTTP status, 0 if unreachable."""
         try:
-            response = simple_request(self._origin, "POST", f"/api/ai/cancel/{quote(request_id, safe='')}",
-                                      headers=headers, body=b"", timeout=self._connect_timeout,
-                                      ssl_context=self._ssl)
-        except (OSError, ProtocolError):
+            response = simple_request(
+                self._origin,
+                "POST",
+                CANCEL_PATH.format(request_id=quote(request_id, safe="")),
+                headers=headers,
+                body=b"",
+                timeout=self._connect_timeout,
+                ssl_context=self._ssl,
+            )
+        except (OSError, FramingError):
             return 0
         return response.status
 
@@ -118,7 +161,7 @@ class NdjsonClient:
         self._drop_connection()
 
     # ------------------------------------------------------------------ connection reuse
-    def _checkout(self) -> tuple[object, bool]:
+    def _checkout(self) -> tuple[gsocket.socket, bool]:
         """The kept-alive connection if it is still usable, else a new one (OSError if none)."""
         sock = self._sock
         if sock is not None:
@@ -151,13 +194,14 @@ def _idle_connection_usable(sock) -> bool:
 class _StreamRun:
     """State of one POST: deadlines, counters, and the read loop."""
 
-    def __init__(self, client: NdjsonClient, record: StreamRecord,
-                 first_chunk_timeout: float, stream_timeout: float) -> None:
+    def __init__(
+        self, client: NdjsonClient, record: StreamRecord, first_chunk_timeout: float, stream_timeout: float
+    ) -> None:
         self.client = client
         self.record = record
         self.first_chunk_timeout = first_chunk_timeout
         self.stream_timeout = stream_timeout
-        self.sock = None
+        self.sock: gsocket.socket = _NO_SOCKET
         self.t0 = NAN
         self.now = NAN
         self.reads = 0
@@ -220,7 +264,7 @@ class _StreamRun:
             self.stream_deadline = self.t0 + self.stream_timeout
             self.first_chunk_deadline = self.t0 + self.first_chunk_timeout
             try:
-                sock.settimeout(None)                  # deadlines come from self.timer
+                sock.settimeout(None)  # deadlines come from self.timer
                 self.arm(min(self.first_chunk_deadline, self.stream_deadline))
                 self.read_response(may_retry=reused and attempt == 0)
             except _Expired:
@@ -239,7 +283,7 @@ class _StreamRun:
             return
         except _Retry:
             raise
-        except ProtocolError as exc:
+        except FramingError as exc:
             self.finish_failed("malformed", str(exc), drop=True)
             return
         except OSError as exc:
@@ -249,13 +293,13 @@ class _StreamRun:
         record.time_to_headers_ms = (self.now - self.t0) * 1000.0
         record.http_status = head.status
         record.content_encoding = head.get("content-encoding", "") or ""
-        self.client.last_request_id = head.get("x-request-id")
-        promised = head.get("x-harness-chunks")
+        self.client.last_request_id = head.get(REQUEST_ID_HEADER)
+        promised = head.get(PROMISED_CHUNKS_HEADER)
         if promised is not None and promised.strip().isdigit():
             record.expected_chunks = int(promised)
         try:
             framing = framing_for(head, "POST")
-        except ProtocolError as exc:
+        except FramingError as exc:
             self.finish_failed("malformed", str(exc), drop=True)
             return
         if not 200 <= head.status < 300:
@@ -271,7 +315,7 @@ class _StreamRun:
         except _Expired:
             self.on_expired()
             return
-        except ProtocolError as exc:
+        except FramingError as exc:
             self.finish_failed("malformed", f"bad chunked framing: {exc}", drop=True)
             return
         except ContentDecodingError as exc:
@@ -295,17 +339,8 @@ class _StreamRun:
         return data
 
     def read_head(self, may_retry: bool) -> tuple[ResponseHead, bytes]:
-        buf = b""
+        reader = HeadReader()
         while True:
-            end = find_head_end(buf)
-            if end >= 0:
-                head = parse_response_head(buf[:end - 4])
-                buf = buf[end:]
-                if 100 <= head.status < 200:      # 100 Continue & co: the real head follows
-                    continue
-                return head, buf
-            if len(buf) > MAX_HEAD_BYTES:
-                raise ProtocolError("response head too long")
             try:
                 data = self.recv()
             except OSError:
@@ -316,7 +351,9 @@ class _StreamRun:
                 if may_retry and not self.reads:
                     raise _Retry
                 raise ConnectionError("connection closed before the response head")
-            buf += data
+            found = reader.feed(data)
+            if found is not None:
+                return found
 
     def read_body(self, framing: BodyFraming, decoder: ContentDecoder | None, data: bytes) -> bool:
         """Read to the body's end; True if it ended cleanly (framing complete / clean EOF).
@@ -344,7 +381,7 @@ class _StreamRun:
                         on_lines(lines, now, read_idx)
             if framing.done:
                 return True
-            data = recv(RECV_SIZE)                  # the phase timer may throw _Expired in
+            data = recv(RECV_SIZE)  # the phase timer may throw _Expired in
             now = perf()
             self.now = now
             if not data:
@@ -358,7 +395,7 @@ class _StreamRun:
         started_at = self.record.started_at
         add = self.record.add_event
         loads = orjson.loads
-        kind_of = KIND_CODE.get
+        kind_of = EVENT_CODE_BY_NAME.get
         for line in lines:
             try:
                 obj = loads(line)
@@ -375,8 +412,7 @@ class _StreamRun:
             if type(seq) is not int or seq < 0 or seq > MAX_SEQ:
                 seq = NO_SEQ
             ts = obj.get("ts")
-            add(kind, t_ms, read_idx, seq,
-                (ts - started_at) * 1000.0 if type(ts) is float or type(ts) is int else NAN)
+            add(kind, t_ms, read_idx, seq, (ts - started_at) * 1000.0 if type(ts) is float or type(ts) is int else NAN)
             if kind == CHUNK:
                 self.n_chunks += 1
                 if self.n_chunks == 1 and self.stream_deadline != self.deadline:
@@ -424,7 +460,7 @@ class _StreamRun:
                 data = self.recv()
                 if not data:
                     break
-        except (_Expired, OSError, ProtocolError):
+        except (_Expired, OSError, FramingError):
             pass
         snippet = b"".join(parts)[:200].decode("utf-8", "replace").strip()
         detail = f"HTTP {head.status}" + (f": {snippet}" if snippet else "")
@@ -453,8 +489,9 @@ class _StreamRun:
         elif self.n_chunks == 0 and self.first_chunk_deadline <= self.stream_deadline:
             self.record.fail("timeout", f"no chunk within first_chunk_timeout={self.first_chunk_timeout:g} s")
         else:
-            self.record.fail("timeout", f"stream not done within stream_timeout={self.stream_timeout:g} s "
-                                        f"({self.n_chunks} chunks)")
+            self.record.fail(
+                "timeout", f"stream not done within stream_timeout={self.stream_timeout:g} s ({self.n_chunks} chunks)"
+            )
         self.set_duration_now()
 
     def on_cut(self, how: str) -> None:
@@ -466,8 +503,7 @@ class _StreamRun:
             self.record.fail("disconnect", f"{how} before end, after {self.n_chunks} chunks")
         self.set_duration_now()
 
-    def on_clean_end(self, head: ResponseHead, framing: BodyFraming,
-                     decoder: ContentDecoder | None) -> None:
+    def on_clean_end(self, head: ResponseHead, framing: BodyFraming, decoder: ContentDecoder | None) -> None:
         record = self.record
         rest = self.splitter.take_rest()
         if rest:
@@ -484,7 +520,7 @@ class _StreamRun:
         elif self.cancelled:
             if record.error is None:
                 record.status = "cancelled"
-        elif 0 <= record.expected_chunks and self.n_chunks < record.expected_chunks:
+        elif record.expected_chunks >= 0 and self.n_chunks < record.expected_chunks:
             record.fail("short_stream", f"{self.n_chunks} of {record.expected_chunks} chunks")
         if record.error is None and not self.cancelled:
             record.status = "completed"

@@ -25,18 +25,20 @@ one.  Quantity definitions are the analysis's
 the same stream; staleness = transit minus the stream's smallest transit;
 events per read = events one socket read completed.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Final, Iterable
+from typing import Any, Final
 
 import numpy as np
 
 from analysis.buffering import Evidence, Verdict, classify
-from loadtests.selfcheck import HarnessMonitor, worst
 from analysis.histogram import LogHistogram
+from loadtests.selfcheck import SelfCheck, worst
 
 #: Width of a time bin of the live series (s of wall clock, by chunk arrival).
 BIN_S: Final = 2
@@ -47,10 +49,30 @@ SERIES_KEEP_S: Final = 900
 
 Key = tuple[str, str]  # (transport, endpoint)
 
-_HISTS: Final = ("ttfc", "headers", "gap", "staleness", "events_per_read", "burst_size",
-                  "burst_lead", "first_burst", "headers_to_first", "stream_rate")
-_COUNTERS: Final = ("started", "completed", "failed", "cancelled", "events", "chunks",
-                    "reads", "malformed_lines", "coalesced", "stale")
+_HISTS: Final = (
+    "ttfc",
+    "headers",
+    "gap",
+    "staleness",
+    "events_per_read",
+    "burst_size",
+    "burst_lead",
+    "first_burst",
+    "headers_to_first",
+    "stream_rate",
+)
+_COUNTERS: Final = (
+    "started",
+    "completed",
+    "failed",
+    "cancelled",
+    "events",
+    "chunks",
+    "reads",
+    "malformed_lines",
+    "coalesced",
+    "stale",
+)
 
 
 def bin_of(epoch_s: float) -> int:
@@ -76,8 +98,7 @@ class TimeBin:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TimeBin:
-        return cls(int(data["chunks"]), LogHistogram.from_dict(data["gap"]),
-                   LogHistogram.from_dict(data["staleness"]))
+        return cls(int(data["chunks"]), LogHistogram.from_dict(data["gap"]), LogHistogram.from_dict(data["staleness"]))
 
 
 @dataclass(slots=True)
@@ -90,22 +111,22 @@ class StreamAggregate:
     cancelled: int = 0
     events: int = 0
     chunks: int = 0
-    reads: int = 0                  # socket reads (record.n_reads of finished streams)
+    reads: int = 0  # socket reads (record.n_reads of finished streams)
     malformed_lines: int = 0
-    coalesced: int = 0              # chunks <= BURST_GAP_MS after the previous one
-    stale: int = 0                  # chunks with staleness >= HOLD_MS
+    coalesced: int = 0  # chunks <= BURST_GAP_MS after the previous one
+    stale: int = 0  # chunks with staleness >= HOLD_MS
     errors: dict[str, int] = field(default_factory=dict)
-    encodings: set[str] = field(default_factory=set)   # non-identity Content-Encodings seen
+    encodings: set[str] = field(default_factory=set)  # non-identity Content-Encodings seen
     ttfc: LogHistogram = field(default_factory=LogHistogram)
     headers: LogHistogram = field(default_factory=LogHistogram)
     gap: LogHistogram = field(default_factory=LogHistogram)
     staleness: LogHistogram = field(default_factory=LogHistogram)
     events_per_read: LogHistogram = field(default_factory=LogHistogram)
-    burst_size: LogHistogram = field(default_factory=LogHistogram)    # weighted by chunks
-    burst_lead: LogHistogram = field(default_factory=LogHistogram)    # bursts >= 2, by chunks
-    first_burst: LogHistogram = field(default_factory=LogHistogram)   # one per stream
+    burst_size: LogHistogram = field(default_factory=LogHistogram)  # weighted by chunks
+    burst_lead: LogHistogram = field(default_factory=LogHistogram)  # bursts >= 2, by chunks
+    first_burst: LogHistogram = field(default_factory=LogHistogram)  # one per stream
     headers_to_first: LogHistogram = field(default_factory=LogHistogram)  # ttfc - headers
-    stream_rate: LogHistogram = field(default_factory=LogHistogram)   # chunks/s per stream
+    stream_rate: LogHistogram = field(default_factory=LogHistogram)  # chunks/s per stream
     bins: dict[int, TimeBin] = field(default_factory=dict)
 
     def bin(self, start: int) -> TimeBin:
@@ -152,7 +173,9 @@ class StreamAggregate:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StreamAggregate:
-        agg = cls(**{name: int(data[name]) for name in _COUNTERS})
+        agg = cls()
+        for name in _COUNTERS:
+            setattr(agg, name, int(data[name]))
         agg.errors = {str(k): int(v) for k, v in data["errors"].items()}
         agg.encodings = {str(e) for e in data["encodings"]}
         for name in _HISTS:
@@ -193,6 +216,7 @@ class Snapshot:
 
 # --------------------------------------------------------------------------- verdict
 
+
 def _median(h: LogHistogram) -> float:
     q = h.quantile(0.5)
     return math.nan if q is None else q
@@ -229,12 +253,12 @@ def evidence(agg: StreamAggregate, *, streams_running: int = 0) -> Evidence:
 
 
 #: Why a row with chunks but no finished stream has no verdict yet.
-WAITING_FOR_A_STREAM: Final = ("no stream has finished yet: staleness needs whole streams "
-                               "(and Socket.io emit times arrive when a task ends)")
+WAITING_FOR_A_STREAM: Final = (
+    "no stream has finished yet: staleness needs whole streams (and Socket.io emit times arrive when a task ends)"
+)
 
 
-def verdict(agg: StreamAggregate, harness: dict[str, Any] | None = None, *,
-            streams_running: int = 0) -> Verdict:
+def verdict(agg: StreamAggregate, harness: dict[str, Any] | None = None, *, streams_running: int = 0) -> Verdict:
     """The live buffering verdict: ``analysis.buffering.classify`` on the aggregate's evidence.
 
     Until one stream of the row has finished, the staleness half of the
@@ -251,6 +275,7 @@ def verdict(agg: StreamAggregate, harness: dict[str, Any] | None = None, *,
 
 # --------------------------------------------------------------------------- aggregation
 
+
 class LiveStats:
     """The run's live totals on the process that shows them (local runner or master).
 
@@ -266,8 +291,14 @@ class LiveStats:
         self.harness: dict[str, dict[str, Any]] = {}
         self.reset_at = clock()
 
-    def absorb(self, node: str, delta: Snapshot, *, running: dict[Key, int] | None = None,
-               harness: dict[str, Any] | None = None) -> None:
+    def absorb(
+        self,
+        node: str,
+        delta: Snapshot,
+        *,
+        running: dict[Key, int] | None = None,
+        harness: dict[str, Any] | None = None,
+    ) -> None:
         self.total.merge(delta)
         if running is not None:
             self.running[node] = dict(running)
@@ -312,7 +343,7 @@ class LiveStats:
             parts.setdefault(transport, []).append(agg.bins)
         bins_by_transport: dict[str, dict[int, TimeBin]] = {}
         for transport, bin_maps in parts.items():
-            if len(bin_maps) == 1:      # the usual case, one endpoint per run: no copy
+            if len(bin_maps) == 1:  # the usual case, one endpoint per run: no copy
                 bins_by_transport[transport] = bin_maps[0]
                 continue
             merged: dict[int, TimeBin] = {}
@@ -326,13 +357,15 @@ class LiveStats:
                 continue
             points = []
             for start in range(max(min(bins), now_bin - SERIES_KEEP_S), now_bin, BIN_S):
-                b = bins.get(start)
-                points.append({
-                    "t": start,
-                    "gap_p99_ms": b.gap.quantile(0.99) if b else None,
-                    "staleness_p99_ms": b.staleness.quantile(0.99) if b else None,
-                    "chunks_per_s": (b.chunks if b else 0) / BIN_S,
-                })
+                found = bins.get(start)
+                points.append(
+                    {
+                        "t": start,
+                        "gap_p99_ms": found.gap.quantile(0.99) if found else None,
+                        "staleness_p99_ms": found.staleness.quantile(0.99) if found else None,
+                        "chunks_per_s": (found.chunks if found else 0) / BIN_S,
+                    }
+                )
             out[transport] = points
         return out
 
@@ -345,17 +378,20 @@ class LiveStats:
         return {
             "transport": key[0],
             "endpoint": key[1],
-            "streams": {"running": running, "started": agg.started, "completed": agg.completed,
-                        "failed": agg.failed, "cancelled": agg.cancelled,
-                        "errors": dict(sorted(agg.errors.items()))},
-            "events": {"total": agg.events, "chunks": agg.chunks,
-                       "malformed_lines": agg.malformed_lines},
+            "streams": {
+                "running": running,
+                "started": agg.started,
+                "completed": agg.completed,
+                "failed": agg.failed,
+                "cancelled": agg.cancelled,
+                "errors": dict(sorted(agg.errors.items())),
+            },
+            "events": {"total": agg.events, "chunks": agg.chunks, "malformed_lines": agg.malformed_lines},
             "time_to_headers_ms": agg.headers.summary(),
             "ttfc_ms": agg.ttfc.summary(),
             "gap_ms": agg.gap.summary(),
             "staleness_ms": agg.staleness.summary() if agg.staleness.count else None,
-            "events_per_read": {"mean": agg.events_per_read.mean,
-                                "p99": agg.events_per_read.quantile(0.99)},
+            "events_per_read": {"mean": agg.events_per_read.mean, "p99": agg.events_per_read.quantile(0.99)},
             "chunks_per_s": agg.chunks_per_s(now),
             "buffering": judged.as_json(),
         }
@@ -379,7 +415,7 @@ class LiveStats:
 RECENT_LAG_SAMPLES: Final = 100
 
 
-def harness_gauge(monitor: HarnessMonitor | None) -> dict[str, Any]:
+def harness_gauge(monitor: SelfCheck | None) -> dict[str, Any]:
     """A process's self-check so far plus its current CPU and recent loop lag."""
     if monitor is None:
         return {}

@@ -12,22 +12,24 @@ task), per-stream chunk rate and first burst.  Definitions are the analysis's
 (``analysis/chunks.py``, ``analysis/buffering.py``), so the live evidence is
 the post-run evidence, bucketed.
 """
+
 from __future__ import annotations
 
 import math
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Final
+from typing import Any, Final
 
 import numpy as np
 
 from analysis.buffering import HOLD_MS, RATE_MIN_CHUNKS
 from analysis.chunks import BURST_GAP_MS
-from stream_harness.contract.schema import CHUNK
-from loadtests.live.stats import BIN_S, Key, Snapshot, StreamAggregate, bin_of
 from analysis.histogram import prepare
+from loadtests.live.stats import BIN_S, Key, Snapshot, StreamAggregate, bin_of
 from loadtests.results.record import StreamRecord
+from stream_harness.contract.schema import CHUNK
 
 #: How often a local run looks at in-flight records (s); workers look at each report.
 POLL_S: Final = 2.0
@@ -40,22 +42,29 @@ class _Cursor:
 
     record: StreamRecord
     key: Key
-    seen: int = 0                       # events already ingested
+    seen: int = 0  # events already ingested
     first_chunk_ms: float = math.nan
-    last_chunk_ms: float = math.nan     # arrival of the last ingested chunk
-    read: int = -1                      # read index of the run of events still open
-    read_events: int = 0                # events of that read seen so far
-    burst_size: int = 0                 # chunks of the burst still open (0: none yet)
-    burst_lead_ms: float = math.nan     # silence before it (NaN: the stream's first burst)
+    last_chunk_ms: float = math.nan  # arrival of the last ingested chunk
+    read: int = -1  # read index of the run of events still open
+    read_events: int = 0  # events of that read seen so far
+    burst_size: int = 0  # chunks of the burst still open (0: none yet)
+    burst_lead_ms: float = math.nan  # silence before it (NaN: the stream's first burst)
     headers_done: bool = False
 
 
-def _add_timed(agg: StreamAggregate, name: str, started_at: float, t_ms: np.ndarray,
-               values: np.ndarray, *, count_chunks: bool = False) -> None:
+def _add_timed(
+    agg: StreamAggregate,
+    name: str,
+    started_at: float,
+    t_ms: np.ndarray,
+    values: np.ndarray,
+    *,
+    count_chunks: bool = False,
+) -> None:
     """Add per-chunk ``values`` (NaN: none) to histogram ``name`` of the totals and of the
     time bins the chunks arrived in (arrival = ``started_at`` + ``t_ms``)."""
     first_bin = bin_of(started_at + float(t_ms.min()) / 1000.0)
-    if first_bin == bin_of(started_at + float(t_ms.max()) / 1000.0):   # the usual case
+    if first_bin == bin_of(started_at + float(t_ms.max()) / 1000.0):  # the usual case
         prepared = prepare(values)
         getattr(agg, name).add_prepared(prepared)
         target = agg.bin(first_bin)
@@ -177,7 +186,7 @@ class StreamTracker:
 
     def _bursts(self, c: _Cursor, agg: StreamAggregate, gaps: np.ndarray) -> None:
         """Bursts (analysis/chunks.py): runs of chunks <= BURST_GAP_MS apart; the last stays open."""
-        new_burst = ~(gaps <= BURST_GAP_MS)          # NaN (first chunk) starts one too
+        new_burst = ~(gaps <= BURST_GAP_MS)  # NaN (first chunk) starts one too
         starts = np.flatnonzero(new_burst)
         if starts.size == 0:
             c.burst_size += gaps.size
@@ -189,7 +198,7 @@ class StreamTracker:
         leads = gaps[starts]
         if sizes.size > 1:
             done_sizes, done_leads = sizes[:-1], leads[:-1]
-            if math.isnan(done_leads[0]):   # the stream's first burst closed in this slice
+            if math.isnan(done_leads[0]):  # the stream's first burst closed in this slice
                 c.burst_size, c.burst_lead_ms = int(done_sizes[0]), math.nan
                 self._close_burst(c, agg)
                 done_sizes, done_leads = done_sizes[1:], done_leads[1:]

@@ -23,6 +23,7 @@ Where the numbers come from (``loadtests.live.tracker`` -> ``loadtests.live.stat
 The totals reset with Locust's "Reset stats" (``events.reset_stats``) and at
 the start of every new run.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,9 +40,10 @@ from flask import Blueprint, Response, jsonify, make_response, request, send_fil
 from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
+from loadtests.hooks import stream_finished_hook, stream_started_hook
 from loadtests.live.stats import LiveStats, Snapshot, harness_gauge
 from loadtests.live.tracker import POLL_S, StreamTracker
-from loadtests.hooks import stream_finished_hook, stream_started_hook
+from loadtests.selfcheck import SelfCheck
 
 logger = logging.getLogger("stream_harness")
 
@@ -73,13 +75,29 @@ COLUMNS: Final[tuple[tuple[str, str], ...]] = (
 )
 #: The CSV download: the table's numbers with transport and endpoint apart, all reasons.
 CSV_COLUMNS: Final[tuple[str, ...]] = (
-    "transport", "endpoint", "running", "started", "completed", "failed", "ttfc_p50",
-    "ttfc_p95", "ttfc_p99", "gap_p50", "gap_p99", "gap_max", "staleness_p99",
-    "events_per_read", "events_per_read_p99", "chunks_per_s", "verdict", "reasons",
+    "transport",
+    "endpoint",
+    "running",
+    "started",
+    "completed",
+    "failed",
+    "ttfc_p50",
+    "ttfc_p95",
+    "ttfc_p99",
+    "gap_p50",
+    "gap_p99",
+    "gap_max",
+    "staleness_p99",
+    "events_per_read",
+    "events_per_read_p99",
+    "chunks_per_s",
+    "verdict",
+    "reasons",
 )
 
 
 # --------------------------------------------------------------------------- table rows
+
 
 def _num(value: float | None, digits: int = 1) -> float | str:
     if value is None or not math.isfinite(value):
@@ -94,29 +112,31 @@ def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         streams, ttfc, gap = row["streams"], row["ttfc_ms"], row["gap_ms"]
         staleness = row["staleness_ms"] or {}
         reasons = row["buffering"]["reasons"]
-        rows.append({
-            "name": f"{row['transport']} {row['endpoint']}",
-            "stream": f"{row['transport']} · {row['endpoint']}",
-            "transport": row["transport"],
-            "endpoint": row["endpoint"],
-            "running": streams["running"],
-            "started": streams["started"],
-            "completed": streams["completed"],
-            "failed": streams["failed"],
-            "ttfc_p50": _num(ttfc["p50"]),
-            "ttfc_p95": _num(ttfc["p95"]),
-            "ttfc_p99": _num(ttfc["p99"]),
-            "gap_p50": _num(gap["p50"], 2),
-            "gap_p99": _num(gap["p99"]),
-            "gap_max": _num(gap["max"]),
-            "staleness_p99": _num(staleness.get("p99")),
-            "events_per_read": _num(row["events_per_read"]["mean"], 2),
-            "events_per_read_p99": _num(row["events_per_read"]["p99"], 0),
-            "chunks_per_s": _num(row["chunks_per_s"], 0),
-            "verdict": row["buffering"]["verdict"],
-            "reason": reasons[0] if reasons else "",
-            "reasons": "; ".join(reasons),
-        })
+        rows.append(
+            {
+                "name": f"{row['transport']} {row['endpoint']}",
+                "stream": f"{row['transport']} · {row['endpoint']}",
+                "transport": row["transport"],
+                "endpoint": row["endpoint"],
+                "running": streams["running"],
+                "started": streams["started"],
+                "completed": streams["completed"],
+                "failed": streams["failed"],
+                "ttfc_p50": _num(ttfc["p50"]),
+                "ttfc_p95": _num(ttfc["p95"]),
+                "ttfc_p99": _num(ttfc["p99"]),
+                "gap_p50": _num(gap["p50"], 2),
+                "gap_p99": _num(gap["p99"]),
+                "gap_max": _num(gap["max"]),
+                "staleness_p99": _num(staleness.get("p99")),
+                "events_per_read": _num(row["events_per_read"]["mean"], 2),
+                "events_per_read_p99": _num(row["events_per_read"]["p99"], 0),
+                "chunks_per_s": _num(row["chunks_per_s"], 0),
+                "verdict": row["buffering"]["verdict"],
+                "reason": reasons[0] if reasons else "",
+                "reasons": "; ".join(reasons),
+            }
+        )
     return rows
 
 
@@ -132,15 +152,17 @@ def rows_csv(report: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- feeding
 
+
 def _yield() -> None:
     gevent.sleep(0)
 
 
-class _Feed:
+class LiveFeed:
     """Keeps one environment's live stats fed, in whatever role its runner has."""
 
-    def __init__(self, environment: Environment) -> None:
+    def __init__(self, environment: Environment, selfcheck: SelfCheck | None) -> None:
         self.environment = environment
+        self.selfcheck = selfcheck
         self.runner = environment.runner
         self.live: LiveStats | None = None
         self.tracker: StreamTracker | None = None
@@ -173,10 +195,6 @@ class _Feed:
         assert self.tracker is not None
         self.tracker.finished(record)
 
-    def _monitor(self) -> Any:
-        collector = getattr(self.environment, "stream_collector", None)
-        return getattr(collector, "monitor", None)
-
     # -- worker ------------------------------------------------------------------
     def _on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         assert self.tracker is not None
@@ -184,7 +202,7 @@ class _Feed:
         data[REPORT_KEY] = {
             "delta": self.tracker.take().to_list(),
             "running": [[t, e, n] for (t, e), n in sorted(self.tracker.running().items())],
-            "harness": harness_gauge(self._monitor()),
+            "harness": harness_gauge(self.selfcheck),
         }
 
     def _on_worker_test_stop(self, **_: Any) -> None:
@@ -200,8 +218,7 @@ class _Feed:
             delta = Snapshot.from_list(part.get("delta", []))
             running = {(str(t), str(e)): int(n) for t, e, n in part.get("running", [])}
         except (KeyError, TypeError, ValueError) as exc:
-            logger.warning("stream harness: ignored a malformed live report from %s: %s",
-                           client_id, exc)
+            logger.warning("stream harness: ignored a malformed live report from %s: %s", client_id, exc)
             return
         self.live.absorb(client_id, delta, running=running, harness=part.get("harness") or None)
 
@@ -226,8 +243,9 @@ class _Feed:
         if self.tracker is None or self.live is None:
             return
         self.tracker.poll(_yield)
-        self.live.absorb("local", self.tracker.take(), running=self.tracker.running(),
-                         harness=harness_gauge(self._monitor()))
+        self.live.absorb(
+            "local", self.tracker.take(), running=self.tracker.running(), harness=harness_gauge(self.selfcheck)
+        )
 
     def _on_local_test_stop(self, **_: Any) -> None:
         if self._poller is not None:
@@ -277,6 +295,7 @@ class _Feed:
 
 # --------------------------------------------------------------------------- web UI
 
+
 def _download(body: str, mimetype: str, filename: str) -> Response:
     response = make_response(body)
     response.headers["Content-Type"] = mimetype
@@ -284,12 +303,13 @@ def _download(body: str, mimetype: str, filename: str) -> Response:
     return response
 
 
-def _install_ui(environment: Environment, feed: _Feed) -> None:
+def _install_ui(environment: Environment, feed: LiveFeed) -> None:
     web_ui = environment.web_ui
-    assert web_ui is not None
+    assert web_ui is not None and web_ui.app is not None
     web_ui.template_args["extended_tabs"] = [{"title": "Streams", "key": TAB_KEY}]
     web_ui.template_args["extended_tables"] = [
-        {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}]
+        {"key": TAB_KEY, "structure": [{"key": key, "title": title} for key, title in COLUMNS]}
+    ]
     web_ui.template_args["extended_csv_files"] = [
         {"href": "./streams/csv", "title": "Download stream statistics CSV"},
         {"href": "./streams/json", "title": "Download stream statistics JSON (with live series)"},
@@ -348,22 +368,20 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def register(environment: Environment) -> LiveStats | None:
+def register(environment: Environment, selfcheck: SelfCheck | None) -> LiveFeed | None:
     """Set up the live stream statistics of ``environment`` (call on ``events.init``).
 
     Every role gets its part: processes running users track their streams,
     workers report to the master (which may have a UI: they cannot tell), the
     master or local runner keeps the totals and shows the Streams tab.  A
     local run or master without a web UI (``--headless``) has nobody to show
-    them to and keeps nothing.  Returns the live totals (None on a worker, headless
-    or without a runner); also kept as ``environment.stream_live``.
+    them to and keeps nothing.  Returns the feed (None on a headless local run
+    or master, or without a runner); ``feed.live`` holds the totals.
     """
     runner = environment.runner
     if runner is None or (environment.web_ui is None and not isinstance(runner, WorkerRunner)):
         return None
-    feed = _Feed(environment)
-    environment.stream_live_feed = feed  # type: ignore[attr-defined]
-    environment.stream_live = feed.live  # type: ignore[attr-defined]
+    feed = LiveFeed(environment, selfcheck)
     if feed.live is not None and environment.web_ui is not None:
         _install_ui(environment, feed)
-    return feed.live
+    return feed

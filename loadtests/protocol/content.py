@@ -5,6 +5,7 @@ hunts, so the NDJSON client asks for what a browser asks for and decodes each
 read as it comes -- the lines a read completes after decompression are the
 lines the browser would have seen at that moment.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -12,8 +13,10 @@ from typing import Protocol
 
 import brotli
 
+from loadtests.protocol.errors import ProtocolError
 
-class ContentDecodingError(Exception):
+
+class ContentDecodingError(ProtocolError):
     """The body is not valid data for its declared Content-Encoding."""
 
 
@@ -89,7 +92,8 @@ class BrotliDecoder:
             return b""
         self._fed = True
         try:
-            return self._d.process(data)
+            out: bytes = self._d.process(data)
+            return out
         except brotli.error as exc:
             raise ContentDecodingError(f"br: {exc}") from None
 
@@ -116,8 +120,12 @@ class ChainDecoder:
             d.finish()
 
 
-_DECODERS = {"gzip": GzipDecoder, "x-gzip": GzipDecoder, "deflate": DeflateDecoder,
-             "br": BrotliDecoder}
+_DECODERS: dict[str, type[ContentDecoder]] = {
+    "gzip": GzipDecoder,
+    "x-gzip": GzipDecoder,
+    "deflate": DeflateDecoder,
+    "br": BrotliDecoder,
+}
 
 
 def make_content_decoder(content_encoding: str | None) -> ContentDecoder | None:
@@ -133,5 +141,5 @@ def make_content_decoder(content_encoding: str | None) -> ContentDecoder | None:
     unknown = [c for c in codings if c not in _DECODERS]
     if unknown:
         raise ContentDecodingError(f"unsupported Content-Encoding {', '.join(unknown)}")
-    decoders = [_DECODERS[c]() for c in reversed(codings)]
+    decoders: list[ContentDecoder] = [_DECODERS[c]() for c in reversed(codings)]
     return decoders[0] if len(decoders) == 1 else ChainDecoder(decoders)

@@ -6,6 +6,7 @@ packet type, a message (``4``) carries one Socket.IO packet:
 Long-polling (many packets per HTTP response, i.e. fake bursts) is not spoken
 on purpose.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,14 +14,17 @@ from typing import Any
 
 import orjson
 
+from loadtests.protocol.errors import ProtocolError
+from stream_harness.contract.protocol import SOCKETIO_PATH
+
 # Engine.IO packet types (first byte of a websocket text frame)
-EIO_OPEN = 0x30      # "0"
-EIO_CLOSE = 0x31     # "1"
-EIO_PING = 0x32      # "2"
-EIO_PONG = 0x33      # "3"
-EIO_MESSAGE = 0x34   # "4"
-EIO_UPGRADE = 0x35   # "5"
-EIO_NOOP = 0x36      # "6"
+EIO_OPEN = 0x30  # "0"
+EIO_CLOSE = 0x31  # "1"
+EIO_PING = 0x32  # "2"
+EIO_PONG = 0x33  # "3"
+EIO_MESSAGE = 0x34  # "4"
+EIO_UPGRADE = 0x35  # "5"
+EIO_NOOP = 0x36  # "6"
 PONG = b"3"
 
 # Socket.IO packet types
@@ -33,13 +37,13 @@ SIO_BINARY_EVENT = 5
 SIO_BINARY_ACK = 6
 
 
-class PacketError(Exception):
+class PacketError(ProtocolError):
     """A packet that does not follow the Engine.IO / Socket.IO grammar."""
 
 
 def engineio_path(base_path: str) -> str:
     """Request target of the websocket endpoint under a base URL's path prefix."""
-    return f"{base_path}/socket.io/?EIO=4&transport=websocket"
+    return f"{base_path}{SOCKETIO_PATH}?EIO=4&transport=websocket"
 
 
 def parse_open(frame: bytes) -> dict[str, Any]:
@@ -103,7 +107,7 @@ def parse_sio(message: bytes) -> SioPacket:
         attachments = int(message[pos:dash])
         pos = dash + 1
     namespace = "/"
-    if pos < n and message[pos] == 0x2F:      # "/"
+    if pos < n and message[pos] == 0x2F:  # "/"
         comma = message.find(b",", pos)
         end = comma if comma >= 0 else n
         namespace = message[pos:end].decode("utf-8", "replace")

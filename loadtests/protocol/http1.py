@@ -1,34 +1,26 @@
-"""The HTTP/1.1 arithmetic the load clients need, and nothing more.
+"""HTTP/1.1 without sockets: request bytes, response heads, body framings.
 
 Why not httpx / geventhttpclient / requests: a load user must see every socket
 read as it happens (one ``recv`` -> one timestamp), and those libraries buffer
 (``iter_content(1024)`` batches small lines; header time is reported as body
-time).  So the clients own the socket and the read loop, and this module only
-does the protocol parts: the request bytes, the response head, and the body
+time).  So the clients own the socket and the read loop
+(``loadtests.clients``), and this module only does the protocol: the request
+bytes, the response head (fed raw reads by :class:`HeadReader`), and the body
 framings (chunked / Content-Length / close-delimited), each fed the raw reads.
-
-Sockets come from gevent explicitly: the clients run inside Locust's gevent hub,
-and explicit gevent sockets keep them cooperative even in a process that was
-not monkey-patched (tests, benchmarks).
+Nothing here touches a socket or a clock, as in h11.
 """
+
 from __future__ import annotations
 
-import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 from urllib.parse import urlsplit
 
-from gevent import socket as gsocket
-from gevent import ssl as gssl
+from loadtests.protocol.errors import FramingError
 
 HEAD_END = b"\r\n\r\n"
 MAX_HEAD_BYTES = 65536
-RECV_SIZE = 65536
 USER_AGENT = "stream-latency-harness/0.1"
-
-
-class ProtocolError(Exception):
-    """The peer broke HTTP/1.1 framing (as opposed to a network failure)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,33 +58,7 @@ def parse_base_url(url: str) -> Origin:
     return Origin(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
 
 
-def make_ssl_context(verify: bool) -> gssl.SSLContext:
-    """A client TLS context speaking HTTP/1.1 only; ``verify=False`` for self-signed staging."""
-    ctx = gssl.create_default_context()
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = gssl.CERT_NONE
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
-
-
-def open_connection(origin: Origin, timeout: float,
-                    ssl_context: gssl.SSLContext | None = None) -> gsocket.socket:
-    """TCP connect (+ TLS handshake) within ``timeout``; raises OSError on failure."""
-    sock = gsocket.create_connection((origin.host, origin.port), timeout=timeout)
-    try:
-        sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
-        if origin.is_tls:
-            ctx = ssl_context if ssl_context is not None else make_ssl_context(True)
-            sock = ctx.wrap_socket(sock, server_hostname=origin.host)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def merge_headers(defaults: Iterable[tuple[str, str]],
-                  overrides: Mapping[str, str] | None) -> list[tuple[str, str]]:
+def merge_headers(defaults: Iterable[tuple[str, str]], overrides: Mapping[str, str] | None) -> list[tuple[str, str]]:
     """Defaults, with any header the caller gives replacing it (names are case-insensitive)."""
     given = dict(overrides or {})
     taken = {name.lower() for name in given}
@@ -101,8 +67,7 @@ def merge_headers(defaults: Iterable[tuple[str, str]],
     return merged
 
 
-def encode_request(method: str, target: str, headers: Iterable[tuple[str, str]],
-                   body: bytes | None = None) -> bytes:
+def encode_request(method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes | None = None) -> bytes:
     """Request line + headers (+ body); refuses CR/LF in names or values."""
     lines = [f"{method} {target} HTTP/1.1"]
     for name, value in headers:
@@ -147,18 +112,18 @@ def parse_response_head(raw: bytes) -> ResponseHead:
     status_line = lines[0]
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise ProtocolError(f"bad status line {status_line[:80]!r}")
+        raise FramingError(f"bad status line {status_line[:80]!r}")
     headers: dict[str, str] = {}
     last = None
     for line in lines[1:]:
         if not line:
             continue
-        if line[0] in " \t" and last is not None:   # obsolete line folding
+        if line[0] in " \t" and last is not None:  # obsolete line folding
             headers[last] += " " + line.strip()
             continue
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip():
-            raise ProtocolError(f"bad header line {line[:80]!r}")
+            raise FramingError(f"bad header line {line[:80]!r}")
         last = name.lower()
         value = value.strip()
         headers[last] = f"{headers[last]}, {value}" if last in headers else value
@@ -169,6 +134,7 @@ def parse_response_head(raw: bytes) -> ResponseHead:
 # Each framing is fed raw reads and returns the payload bytes they carry.
 # ``done`` = the framing says the body is complete; ``leftover`` = bytes after it;
 # ``clean_at_eof`` = whether a connection close right now is a proper body end.
+
 
 class LengthBody:
     """Content-Length framing."""
@@ -249,10 +215,10 @@ class ChunkedBody:
                 try:
                     size = int(data[:eol], 16)
                 except ValueError:
-                    size = 0                      # extensions etc.: the general path decides
+                    size = 0  # extensions etc.: the general path decides
                 end = eol + 2 + size
                 if size > 0 and len(data) == end + 2 and data[end] == 13 and data[end + 1] == 10:
-                    return data[eol + 2:end]
+                    return data[eol + 2 : end]
         remaining = self._remaining
         out: list[bytes] = []
         pos = 0
@@ -273,19 +239,19 @@ class ChunkedBody:
                 eol = data.find(b"\r\n", pos)
                 if eol < 0:
                     if n - pos > 1024:
-                        raise ProtocolError("chunk size line too long")
+                        raise FramingError("chunk size line too long")
                     self._buf = data[pos:]
                     break
                 line = data[pos:eol]
-                semi = line.find(b";")          # chunk extensions are ignored
+                semi = line.find(b";")  # chunk extensions are ignored
                 if semi >= 0:
                     line = line[:semi]
                 try:
                     remaining = int(line, 16)
                 except ValueError:
-                    raise ProtocolError(f"bad chunk size {bytes(line[:20])!r}") from None
+                    raise FramingError(f"bad chunk size {bytes(line[:20])!r}") from None
                 if remaining < 0:
-                    raise ProtocolError("negative chunk size")
+                    raise FramingError("negative chunk size")
                 pos = eol + 2
                 state = _DATA if remaining else _TRAILER
             elif state == _DATA_CRLF:
@@ -293,20 +259,20 @@ class ChunkedBody:
                     self._buf = data[pos:]
                     break
                 if data[pos] != 13 or data[pos + 1] != 10:
-                    raise ProtocolError("chunk data not followed by CRLF")
+                    raise FramingError("chunk data not followed by CRLF")
                 pos += 2
                 state = _SIZE
             else:  # _TRAILER: header lines until an empty one
                 eol = data.find(b"\r\n", pos)
                 if eol < 0:
                     if n - pos > MAX_HEAD_BYTES:
-                        raise ProtocolError("chunked trailer too long")
+                        raise FramingError("chunked trailer too long")
                     self._buf = data[pos:]
                     break
                 if eol == pos:
                     state = _DONE
                     self.done = True
-                    self.leftover = data[pos + 2:]
+                    self.leftover = data[pos + 2 :]
                     break
                 pos = eol + 2
         self._state = state
@@ -332,85 +298,37 @@ def framing_for(head: ResponseHead, method: str) -> BodyFraming:
     if cl is not None:
         values = {v.strip() for v in cl.split(",")}
         if len(values) != 1 or not next(iter(values)).isdigit():
-            raise ProtocolError(f"bad Content-Length {cl!r}")
+            raise FramingError(f"bad Content-Length {cl!r}")
         return LengthBody(int(values.pop()))
     return CloseDelimitedBody()
 
 
-# --------------------------------------------------------------------------- one-shot requests
-
-@dataclass(slots=True)
-class SimpleResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
+# --------------------------------------------------------------------------- response heads
 
 
-def recv_head(sock: gsocket.socket, deadline: float, buf: bytes = b"",
-              skip_informational: bool = True) -> tuple[ResponseHead, bytes]:
-    """Read until a full response head is in; returns it and the bytes after it.
+class HeadReader:
+    """Collects raw reads until a final response head is complete (1xx heads are skipped,
+    except 101 when ``keep_switching``)."""
 
-    Raises ``socket.timeout`` past ``deadline`` (a ``time.monotonic()`` value),
-    ProtocolError on garbage, ConnectionError on EOF.
-    """
-    while True:
-        end = find_head_end(buf)
-        if end >= 0:
-            head = parse_response_head(buf[:end - 4])
+    __slots__ = ("_buf", "_keep_switching")
+
+    def __init__(self, keep_switching: bool = True) -> None:
+        self._buf = b""
+        self._keep_switching = keep_switching
+
+    def feed(self, data: bytes) -> tuple[ResponseHead, bytes] | None:
+        """The head and the bytes after it once complete, else None (FramingError on garbage)."""
+        buf = self._buf + data if self._buf else data
+        while True:
+            end = find_head_end(buf)
+            if end < 0:
+                if len(buf) > MAX_HEAD_BYTES:
+                    raise FramingError("response head too long")
+                self._buf = buf
+                return None
+            head = parse_response_head(buf[: end - 4])
             buf = buf[end:]
-            if skip_informational and 100 <= head.status < 200 and head.status != 101:
+            if 100 <= head.status < 200 and not (head.status == 101 and self._keep_switching):
                 continue
+            self._buf = b""
             return head, buf
-        if len(buf) > MAX_HEAD_BYTES:
-            raise ProtocolError("response head too long")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise gsocket.timeout("timed out waiting for the response head")
-        sock.settimeout(remaining)
-        data = sock.recv(RECV_SIZE)
-        if not data:
-            raise ConnectionError("connection closed before the response head")
-        buf += data
-
-
-def simple_request(origin: Origin, method: str, path: str, *,
-                   headers: Mapping[str, str] | None = None, body: bytes | None = None,
-                   timeout: float = 10.0, ssl_context: gssl.SSLContext | None = None,
-                   max_body: int = 64 * 1024 * 1024) -> SimpleResponse:
-    """One request on a fresh connection (``Connection: close``), body read whole.
-
-    For the small side requests (cancel, emit times), where timing does not
-    matter.  The whole exchange is bounded by ``timeout``.  Raises OSError,
-    ProtocolError.
-    """
-    deadline = time.monotonic() + timeout
-    defaults = [("Host", origin.host_header), ("User-Agent", USER_AGENT), ("Accept", "*/*"),
-                ("Accept-Encoding", "identity"), ("Connection", "close")]
-    if body is not None:
-        defaults += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    request = encode_request(method, origin.target(path), merge_headers(defaults, headers), body)
-    sock = open_connection(origin, timeout, ssl_context)
-    try:
-        sock.sendall(request)
-        head, rest = recv_head(sock, deadline)
-        framing = framing_for(head, method)
-        parts = [framing.feed(rest)] if rest else []
-        size = len(parts[0]) if parts else 0
-        while not framing.done:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise gsocket.timeout("timed out reading the response body")
-            sock.settimeout(remaining)
-            data = sock.recv(RECV_SIZE)
-            if not data:
-                if framing.clean_at_eof:
-                    break
-                raise ConnectionError("connection closed inside the response body")
-            chunk = framing.feed(data)
-            size += len(chunk)
-            if size > max_body:
-                raise ProtocolError("response body too large")
-            parts.append(chunk)
-        return SimpleResponse(head.status, head.headers, b"".join(parts))
-    finally:
-        sock.close()

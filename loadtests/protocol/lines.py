@@ -5,6 +5,7 @@ Splitting on the ``b"\\n"`` byte (which never occurs inside a multi-byte UTF-8
 sequence) and decoding each complete line on its own makes such a split
 harmless -- decoding each read first would not be.
 """
+
 from __future__ import annotations
 
 DEFAULT_MAX_LINE = 16 * 1024 * 1024

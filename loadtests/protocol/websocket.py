@@ -5,12 +5,14 @@ reader loop and parse every frame of that read right there; the websocket
 libraries hand messages to callbacks/threads.  No extensions are offered, so
 frames are never compressed (RSV bits must be 0).
 """
+
 from __future__ import annotations
 
 import base64
 import hashlib
 import os
 
+from loadtests.protocol.errors import ProtocolError
 from loadtests.protocol.http1 import ResponseHead
 
 OP_CONTINUATION = 0x0
@@ -24,7 +26,7 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
 
-class WebSocketError(Exception):
+class WebSocketError(ProtocolError):
     """The server broke the websocket protocol."""
 
 
@@ -38,15 +40,20 @@ def accept_for(key: str) -> str:
 
 
 def handshake_headers(host_header: str, key: str) -> list[tuple[str, str]]:
-    return [("Host", host_header), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Key", key), ("Sec-WebSocket-Version", "13")]
+    return [
+        ("Host", host_header),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", "13"),
+    ]
 
 
 def check_handshake(head: ResponseHead, key: str) -> None:
     """Raise WebSocketError unless ``head`` accepts the upgrade we asked for."""
     if head.status != 101:
         raise WebSocketError(f"upgrade refused: HTTP {head.status} {head.reason}".strip())
-    if head.get("upgrade", "").lower() != "websocket":
+    if (head.get("upgrade") or "").lower() != "websocket":
         raise WebSocketError("upgrade response without 'Upgrade: websocket'")
     if head.get("sec-websocket-accept") != accept_for(key):
         raise WebSocketError("wrong Sec-WebSocket-Accept")
@@ -99,7 +106,7 @@ class FrameParser:
 
     def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
         self._buf = b""
-        self._parts: list[bytes] = []     # reads waiting until _need bytes are in
+        self._parts: list[bytes] = []  # reads waiting until _need bytes are in
         self._need = 0
         self._frag_op = -1
         self._frag: list[bytes] = []
@@ -107,7 +114,7 @@ class FrameParser:
         self.max_message = max_message
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        if self._need:                       # a big frame is still incomplete: just collect
+        if self._need:  # a big frame is still incomplete: just collect
             self._parts.append(data)
             self._need -= len(data)
             if self._need > 0:
@@ -135,19 +142,19 @@ class FrameParser:
             elif length == 127:
                 if n - pos < 10:
                     break
-                length = int.from_bytes(data[pos + 2:pos + 10], "big")
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
                 hdr = 10
             end = pos + hdr + length
             if end > n:
                 if length > self.max_message:
                     raise WebSocketError(f"frame of {length} bytes exceeds the limit")
                 break
-            payload = data[pos + hdr:end]
+            payload = data[pos + hdr : end]
             pos = end
             if b0 & 0x70:
                 raise WebSocketError("RSV bits set without a negotiated extension")
             opcode = b0 & 0x0F
-            if b0 & 0x80:                                   # FIN
+            if b0 & 0x80:  # FIN
                 if opcode == OP_CONTINUATION:
                     if self._frag_op < 0:
                         raise WebSocketError("continuation frame without a message")
@@ -180,7 +187,7 @@ class FrameParser:
             rest = data[pos:] if pos else data
             self._buf = b""
             need = _frame_size(rest)
-            if need and need - len(rest) > 65536:      # large frame: collect reads, join once
+            if need and need - len(rest) > 65536:  # large frame: collect reads, join once
                 self._parts.append(rest)
                 self._need = need - len(rest)
             else:

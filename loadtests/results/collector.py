@@ -25,6 +25,7 @@ Batches carry the master's run id (handed to the workers in the spawn
 message's ``parsed_options``) so a late batch of an earlier web-UI run is
 never mixed into the next one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,7 +34,7 @@ import secrets
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,17 +44,18 @@ from locust import __version__ as locust_version
 from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner, Runner, WorkerRunner
 
-from loadtests.selfcheck import HarnessMonitor, worst
-from loadtests.options import TRANSPORTS, OptionError, RunOptions
+from loadtests.hooks import stream_finished_hook
+from loadtests.options import OptionError, RunOptions
 from loadtests.results.record import StreamRecord
 from loadtests.results.wire import decode_records, encode_records
-from loadtests.hooks import stream_finished_hook
+from loadtests.selfcheck import SelfCheck, worst
+from stream_harness.contract.kinds import TRANSPORTS
 
 logger = logging.getLogger("stream_harness")
 
-MSG_RECORDS: Final = "stream_harness_records"   # worker -> master: a batch of records
-MSG_DONE: Final = "stream_harness_done"         # worker -> master: nothing more for this run
-MSG_FLUSH: Final = "stream_harness_flush"       # master -> worker: stop users, send the rest
+MSG_RECORDS: Final = "stream_harness_records"  # worker -> master: a batch of records
+MSG_DONE: Final = "stream_harness_done"  # worker -> master: nothing more for this run
+MSG_FLUSH: Final = "stream_harness_flush"  # master -> worker: stop users, send the rest
 RUN_ID_OPTION: Final = "stream_harness_run_id"  # parsed_options key the spawn message carries
 
 BATCH_INTERVAL_S: Final = 1.0
@@ -64,6 +66,7 @@ WATCH_INTERVAL_S: Final = 1.0
 
 # --------------------------------------------------------------------------- per-run state
 
+
 @dataclass(slots=True)
 class WorkerState:
     """What the master knows about one worker during a run."""
@@ -71,38 +74,39 @@ class WorkerState:
     streams: int = 0
     done: bool = False
     harness: dict[str, Any] = field(default_factory=dict)
-    last_report: float | None = None       # epoch s of its last batch
+    last_report: float | None = None  # epoch s of its last batch
     problem: str | None = None
 
 
 @dataclass(slots=True)
 class RunState:
     id: str
-    started_at: float                      # epoch s
+    started_at: float  # epoch s
     started_monotonic: float
-    options: RunOptions | None             # None: invalid options, nothing ran
+    options: RunOptions | None  # None: invalid options, nothing ran
     records: list[StreamRecord] = field(default_factory=list)
     workers: dict[str, WorkerState] = field(default_factory=dict)
     max_users: int = 0
-    quitting: bool = False                 # a signal / quit arrived before test_stop
+    quitting: bool = False  # a signal / quit arrived before test_stop
     finished: bool = False
 
 
 def new_run_id() -> str:
     """Sortable, unique: UTC time to the second plus random hex."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 # --------------------------------------------------------------------------- collector
 
+
 class StreamCollector:
     """Gathers finished records of a run and writes (or ships) them at test stop."""
 
-    def __init__(self, environment: Environment, runner: Runner, monitor: HarnessMonitor) -> None:
+    def __init__(self, environment: Environment, runner: Runner, monitor: SelfCheck) -> None:
         self.environment = environment
         self.runner = runner
         self.monitor = monitor
@@ -152,8 +156,7 @@ class StreamCollector:
             self._flusher = gevent.spawn(self._flush_loop)
             return
         run_id = new_run_id()
-        self.run = RunState(id=run_id, started_at=time.time(), started_monotonic=time.monotonic(),
-                            options=options)
+        self.run = RunState(id=run_id, started_at=time.time(), started_monotonic=time.monotonic(), options=options)
         if self.is_master:
             if environment.parsed_options is not None:
                 setattr(environment.parsed_options, RUN_ID_OPTION, run_id)
@@ -219,7 +222,7 @@ class StreamCollector:
             self._wake.clear()
             try:
                 self._send_pending()
-            except Exception as exc:  # noqa: BLE001 - keep the batch, try again next round
+            except Exception as exc:
                 logger.warning("stream harness: could not ship streams to the master (%s); will retry", exc)
 
     def _send_pending(self) -> None:
@@ -227,12 +230,15 @@ class StreamCollector:
             return
         batch, self._pending, self._pending_events = self._pending, [], 0
         try:
-            self.runner.send_message(MSG_RECORDS, {
-                "run_id": self._worker_run_id,
-                "byteorder": sys.byteorder,
-                "records": encode_records(batch),
-                "harness": self.monitor.summary(),
-            })
+            self.runner.send_message(
+                MSG_RECORDS,
+                {
+                    "run_id": self._worker_run_id,
+                    "byteorder": sys.byteorder,
+                    "records": encode_records(batch),
+                    "harness": self.monitor.summary(),
+                },
+            )
         except BaseException:
             self._pending[:0] = batch
             self._pending_events += sum(r.n_events for r in batch)
@@ -248,16 +254,15 @@ class StreamCollector:
         try:
             self._send_pending()
             self.runner.send_message(MSG_DONE, {"run_id": self._worker_run_id, "harness": harness})
-        except Exception as exc:  # noqa: BLE001 - the master will list this worker as a problem
+        except Exception as exc:
             logger.error("stream harness: could not send final records to the master: %s", exc)
 
     def _on_flush_message(self, environment: Environment, msg: Any, **_: Any) -> None:
         if self._flusher is None:
             # Finished already; the master did not see our "done" (yet): say it again.
-            self.runner.send_message(MSG_DONE, {"run_id": self._worker_run_id,
-                                                "harness": self.monitor.summary()})
+            self.runner.send_message(MSG_DONE, {"run_id": self._worker_run_id, "harness": self.monitor.summary()})
             return
-        self.runner.stop()          # fires test_stop -> _finish_worker, after the users stopped
+        self.runner.stop()  # fires test_stop -> _finish_worker, after the users stopped
         self._finish_worker()
 
     # ------------------------------------------------------------------ master side
@@ -276,10 +281,14 @@ class StreamCollector:
         data = msg.data or {}
         run = self.run
         if run is None or data.get("run_id") != run.id or run.finished:
-            logger.warning("stream harness: dropped %d streams from %s (%s)",
-                           len(data.get("records", ())), msg.node_id,
-                           "after the results were written" if run is not None and data.get("run_id") == run.id
-                           else "not part of the current run")
+            logger.warning(
+                "stream harness: dropped %d streams from %s (%s)",
+                len(data.get("records", ())),
+                msg.node_id,
+                "after the results were written"
+                if run is not None and data.get("run_id") == run.id
+                else "not part of the current run",
+            )
             return
         records = decode_records(data.get("records", []), data.get("byteorder", sys.byteorder))
         run.records.extend(records)
@@ -317,8 +326,12 @@ class StreamCollector:
             for client_id, state in run.workers.items():
                 if state.problem is None and not state.done and self._missing(client_id):
                     state.problem = f"{self._gone_reason(client_id)} at {_iso(time.time())}"
-                    logger.warning("stream harness: worker %s %s; keeping its %d streams so far",
-                                   client_id, state.problem, state.streams)
+                    logger.warning(
+                        "stream harness: worker %s %s; keeping its %d streams so far",
+                        client_id,
+                        state.problem,
+                        state.streams,
+                    )
 
     def _collect_final_reports(self, run: RunState) -> None:
         """Ask workers for their last streams and wait for their ``done``."""
@@ -337,11 +350,14 @@ class StreamCollector:
             if state.done:
                 continue
             if state.problem is None:
-                state.problem = (f"{self._gone_reason(client_id)} before its final report"
-                                 if self._missing(client_id)
-                                 else f"sent no final report within {budget:g} s")
-            logger.warning("stream harness: worker %s %s; keeping its %d streams",
-                           client_id, state.problem, state.streams)
+                state.problem = (
+                    f"{self._gone_reason(client_id)} before its final report"
+                    if self._missing(client_id)
+                    else f"sent no final report within {budget:g} s"
+                )
+            logger.warning(
+                "stream harness: worker %s %s; keeping its %d streams", client_id, state.problem, state.streams
+            )
 
     # ------------------------------------------------------------------ writing
 
@@ -355,12 +371,18 @@ class StreamCollector:
         else:
             harness = worst({"local": harness or {}})
         driven = {r.transport for r in run.records}
-        lost_all_workers = self.is_master and bool(run.workers) and all(
-            s.problem is not None for s in run.workers.values())
-        stop_reason = ("signal or quit" if run.quitting else
-                       "all workers lost" if lost_all_workers else
-                       "run time reached" if planned and duration >= float(planned) - 1.0 else
-                       "stopped")
+        lost_all_workers = (
+            self.is_master and bool(run.workers) and all(s.problem is not None for s in run.workers.values())
+        )
+        stop_reason = (
+            "signal or quit"
+            if run.quitting
+            else "all workers lost"
+            if lost_all_workers
+            else "run time reached"
+            if planned and duration >= float(planned) - 1.0
+            else "stopped"
+        )
         return {
             "id": run.id,
             "started_at": _iso(run.started_at),
@@ -373,12 +395,17 @@ class StreamCollector:
             "transports": [t for t in TRANSPORTS if t in driven] or list(run.options.transports),
             "options": run.options.public(),
             "worker_problems": [
-                {"worker": w, "problem": s.problem, "streams_received": s.streams,
-                 "last_report_at": _iso(s.last_report) if s.last_report else None}
-                for w, s in sorted(run.workers.items()) if s.problem is not None
+                {
+                    "worker": w,
+                    "problem": s.problem,
+                    "streams_received": s.streams,
+                    "last_report_at": _iso(s.last_report) if s.last_report else None,
+                }
+                for w, s in sorted(run.workers.items())
+                if s.problem is not None
             ],
-            "stopped_early": stop_reason in ("signal or quit", "all workers lost") or bool(
-                planned and duration < float(planned) - 1.0),
+            "stopped_early": stop_reason in ("signal or quit", "all workers lost")
+            or bool(planned and duration < float(planned) - 1.0),
             "stop_reason": stop_reason,
             "planned_run_time_s": float(planned) if planned else None,
             "locust_version": locust_version,
@@ -398,15 +425,21 @@ class StreamCollector:
             streams, events = frames_from_records(run.records)
             self.last_summary = write_results(directory, info, streams, events)
             self.last_results_dir = directory
-        except Exception as exc:  # noqa: BLE001 - never take Locust's own shutdown down with us
-            logger.error("stream harness: could not write results to %s: %s", directory,
-                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except Exception as exc:
+            logger.error(
+                "stream harness: could not write results to %s: %s",
+                directory,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
             logger.debug("stream harness: write failure", exc_info=True)
             self.environment.process_exit_code = 2
             return
         failed = sum(1 for r in run.records if r.status == "failed")
-        logger.info("stream harness: %d streams (%d failed) written to %s",
-                    len(run.records), failed, os.fspath(directory))
+        logger.info(
+            "stream harness: %d streams (%d failed) written to %s", len(run.records), failed, os.fspath(directory)
+        )
         if info["harness"].get("saturated"):
-            logger.warning("stream harness: the load generator was saturated (%s); latency numbers "
-                           "are not trustworthy", "; ".join(info["harness"].get("reasons", [])))
+            logger.warning(
+                "stream harness: the load generator was saturated (%s); latency numbers are not trustworthy",
+                "; ".join(info["harness"].get("reasons", [])),
+            )

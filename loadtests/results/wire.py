@@ -6,12 +6,14 @@ per-event ``array`` columns go as ``[typecode, raw bytes]``, so shipping a
 Fields are taken from the dataclass itself, so a field added to
 :class:`StreamRecord` is shipped without touching this module.
 """
+
 from __future__ import annotations
 
 import sys
 from array import array
+from collections.abc import Iterable
 from dataclasses import fields
-from typing import Any, Final, Iterable
+from typing import Any, Final
 
 from loadtests.results.record import StreamRecord
 

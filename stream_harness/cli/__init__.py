@@ -6,6 +6,7 @@ Each subcommand lives in its own module with ``SUMMARY`` (one line),
 stderr and exit code 2 (:class:`CommandError`); ``STREAM_HARNESS_DEBUG=1``
 shows the traceback of an unexpected error instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,29 +44,37 @@ def command_module(name: str) -> ModuleType:
     return importlib.import_module(dict(COMMANDS)[name])
 
 
-def build_parser(prog: str = "stream-harness", only: Sequence[str] | None = None
-                 ) -> argparse.ArgumentParser:
+def build_parser(prog: str = "stream-harness", only: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Load NDJSON and Socket.io chat streams, time every chunk, and judge them.",
-        epilog="Run 'stream-harness COMMAND --help' for a command's options and examples.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                     parser_class=OneLineParser)
+        epilog="Run 'stream-harness COMMAND --help' for a command's options and examples.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     for name, _module in COMMANDS:
         if only is not None and name not in only:
             continue
         module = command_module(name)
         sub = commands.add_parser(
-            name, help=module.SUMMARY, description=module.SUMMARY,
+            name,
+            help=module.SUMMARY,
+            description=module.SUMMARY,
             epilog="examples:\n" + module.EXAMPLES.rstrip(),
-            formatter_class=argparse.RawDescriptionHelpFormatter)
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.configure(sub)
         sub.set_defaults(execute=module.execute)
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str = "stream-harness",
-         only: Sequence[str] | None = None, error_prefix: str = "") -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str = "stream-harness",
+    only: Sequence[str] | None = None,
+    error_prefix: str = "",
+) -> int:
     """Parse ``argv`` and run the subcommand; returns its exit code.
 
     Errors are one line starting with ``error_prefix`` (default: the program
@@ -84,8 +93,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "stream-harness",
     except Exception as error:  # a bug must still not print a traceback wall
         if os.environ.get("STREAM_HARNESS_DEBUG") or os.environ.get("ANALYSIS_DEBUG"):
             raise
-        print(f"{prefix}: unexpected error: {type(error).__name__}: {error} "
-              "(STREAM_HARNESS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"{prefix}: unexpected error: {type(error).__name__}: {error} (STREAM_HARNESS_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_UNUSABLE
 
 

@@ -11,14 +11,16 @@ result.
 Usage: ``stream-harness benchmark-json RUN_DIR [--output FILE]`` (``make bench``
 already writes ``RUN_DIR/benchmark.json`` at the end of every run).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TypedDict
+from typing import Any, TypedDict
 
 from stream_harness.cli.errors import CommandError
 
@@ -77,8 +79,9 @@ def benchmark_entries(summary: Mapping[str, Any]) -> list[BenchmarkEntry]:
             value = _number((transport.get(key) or {}).get(percentile))
             if value is None:
                 continue
-            entries.append(BenchmarkEntry(name=f"{transport_name} {label}", unit="ms",
-                                          value=round(value, 3), extra=extra))
+            entries.append(
+                BenchmarkEntry(name=f"{transport_name} {label}", unit="ms", value=round(value, 3), extra=extra)
+            )
     return entries
 
 

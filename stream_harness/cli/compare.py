@@ -1,4 +1,5 @@
 """``stream-harness compare BASE CURRENT``: the regression gate (exit 0 none, 1 regression, 2 unusable)."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,13 +17,18 @@ EXAMPLES = """\
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("base", type=Path, metavar="BASE_DIR")
     parser.add_argument("current", type=Path, metavar="CURRENT_DIR")
-    parser.add_argument("--markdown", type=Path, metavar="FILE",
-                        help="write a PR-comment markdown (and the overlay PNG next to it)")
-    parser.add_argument("--artifact-url", metavar="URL",
-                        help="prefix for PNG links in the markdown (where CI uploads them)")
-    parser.add_argument("--config", type=Path, metavar="PYPROJECT",
-                        help="read [tool.stream_harness.regression] from this file "
-                             "(default: ./pyproject.toml)")
+    parser.add_argument(
+        "--markdown", type=Path, metavar="FILE", help="write a PR-comment markdown (and the overlay PNG next to it)"
+    )
+    parser.add_argument(
+        "--artifact-url", metavar="URL", help="prefix for PNG links in the markdown (where CI uploads them)"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="PYPROJECT",
+        help="read [tool.stream_harness.regression] from this file (default: ./pyproject.toml)",
+    )
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -50,8 +56,7 @@ def execute(args: argparse.Namespace) -> int:
     for line in comparison.lines():
         print(line)
     if args.markdown is not None:
-        path = write_compare_outputs(comparison, base, current, args.markdown,
-                                     artifact_url=args.artifact_url)
+        path = write_compare_outputs(comparison, base, current, args.markdown, artifact_url=args.artifact_url)
         print(f"wrote {path}")
     regressions = len(comparison.regressions)
     print(f"{regressions} regression(s)" if regressions else "no regression")

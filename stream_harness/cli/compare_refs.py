@@ -19,6 +19,7 @@ points at it): ``runs/<side>-r<i>/`` raw rounds and ``logs/``, ``base/`` and
 ``current/`` merged runs with reports and charts, ``compare.md`` (analysis),
 ``pr-comment.md`` (the PR comment body) and ``compare.json`` (what ran).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final, Iterator, Mapping, Sequence
+from typing import Any, Final
 
 from analysis.merge import MergeError, merge_runs
 from stream_harness.cli.errors import CommandError
@@ -50,10 +52,12 @@ MAX_COMMENT_CHARS = 60_000
 #: tree must provide from its own files).  Trees from before the
 #: ``stream-harness`` command are still comparable.
 LAYOUTS: Final = (
-    ("stream_harness/cli/run.py", ("-m", "stream_harness", "run"),
-     ("stream_harness.cli.run", "fake_backend.process", "loadtests", "analysis")),
-    ("bench/run.py", ("-m", "bench.run"),
-     ("bench.run", "fake_backend.testing", "loadtests", "analysis")),
+    (
+        "stream_harness/cli/run.py",
+        ("-m", "stream_harness", "run"),
+        ("stream_harness.cli.run", "fake_backend.process", "loadtests", "analysis"),
+    ),
+    ("bench/run.py", ("-m", "bench.run"), ("bench.run", "fake_backend.testing", "loadtests", "analysis")),
 )
 
 SUMMARY = "base and current code interleaved on this machine, then the regression gate and PR markdown"
@@ -80,9 +84,18 @@ class LoadProfile:
     backend_profile: str = ""
 
     def bench_args(self) -> list[str]:
-        args = ["--seconds", f"{self.seconds:g}", "--users", str(self.users),
-                "--transport", self.transport, "--chunks", str(self.chunks),
-                "--stream-seconds", f"{self.stream_seconds:g}"]
+        args = [
+            "--seconds",
+            f"{self.seconds:g}",
+            "--users",
+            str(self.users),
+            "--transport",
+            self.transport,
+            "--chunks",
+            str(self.chunks),
+            "--stream-seconds",
+            f"{self.stream_seconds:g}",
+        ]
         if self.backend_options:
             args += ["--backend-options", self.backend_options]
         if self.backend_profile:
@@ -90,8 +103,10 @@ class LoadProfile:
         return args
 
     def describe(self) -> str:
-        text = (f"{self.seconds:g} s of load, {self.users} users, transport {self.transport}, "
-                f"{self.chunks} chunks per stream over {self.stream_seconds:g} s")
+        text = (
+            f"{self.seconds:g} s of load, {self.users} users, transport {self.transport}, "
+            f"{self.chunks} chunks per stream over {self.stream_seconds:g} s"
+        )
         if self.backend_profile:
             text += f", backend profile `{self.backend_profile}`"
         if self.backend_options:
@@ -105,8 +120,8 @@ class Tree:
 
     side: str
     path: Path
-    label: str          # what a reader is told: "origin/main @ 1a2b3c4", a path, ...
-    commit: str = ""    # full sha when known
+    label: str  # what a reader is told: "origin/main @ 1a2b3c4", a path, ...
+    commit: str = ""  # full sha when known
 
     @property
     def layout(self) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
@@ -125,7 +140,7 @@ class RoundResult:
     exit_code: int
     seconds: float
     summary: dict[str, Any] = field(default_factory=dict)
-    discarded: bool = False     # saturated and run again
+    discarded: bool = False  # saturated and run again
 
     @property
     def saturated(self) -> bool:
@@ -133,6 +148,7 @@ class RoundResult:
 
 
 # --------------------------------------------------------------------------- trees
+
 
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True)
@@ -161,8 +177,10 @@ def base_tree(ref: str, current: Path) -> Iterator[Tree]:
         return
     resolved = _git(current, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     if resolved.returncode != 0:
-        raise Unusable(f"BASE {ref!r} is neither a directory nor a commit known to {current} "
-                       f"(fetch it first, e.g. `git fetch origin main`)")
+        raise Unusable(
+            f"BASE {ref!r} is neither a directory nor a commit known to {current} "
+            f"(fetch it first, e.g. `git fetch origin main`)"
+        )
     sha = resolved.stdout.strip()
     parent = Path(tempfile.mkdtemp(prefix="bench-compare-"))
     worktree = parent / "base"
@@ -199,8 +217,14 @@ def check_tree(tree: Tree, profile: LoadProfile) -> None:
         "print(json.dumps({m: getattr(importlib.import_module(m), '__file__', None) or "
         "list(importlib.import_module(m).__path__)[0] for m in mods}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], cwd=tree.path, env=tree_env(tree.path),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tree.path,
+        env=tree_env(tree.path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise Unusable(f"the {tree.side} tree ({tree.label}) cannot run with this venv: {last}")
@@ -208,17 +232,23 @@ def check_tree(tree: Tree, profile: LoadProfile) -> None:
     for module, location in json.loads(done.stdout.strip().splitlines()[-1]).items():
         if location is None or root not in Path(location).resolve().parents:
             raise Unusable(f"the {tree.side} tree's {module} was imported from {location}, not from {root}")
-    usage = subprocess.run([sys.executable, *tree.layout[1], "--help"], cwd=tree.path,
-                           env=tree_env(tree.path), capture_output=True, text=True, timeout=120)
+    usage = subprocess.run(
+        [sys.executable, *tree.layout[1], "--help"],
+        cwd=tree.path,
+        env=tree_env(tree.path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     wanted = [arg for arg in profile.bench_args() if arg.startswith("--")]
     wanted += ["--results-root", "--run-id", "--no-report"]
     missing = [flag for flag in wanted if flag not in usage.stdout]
     if usage.returncode != 0 or missing:
-        raise Unusable(f"the {tree.side} tree's run command does not take "
-                       f"{', '.join(missing) or 'our flags'}")
+        raise Unusable(f"the {tree.side} tree's run command does not take {', '.join(missing) or 'our flags'}")
 
 
 # --------------------------------------------------------------------------- rounds
+
 
 def _stop(process: subprocess.Popen[bytes], grace_s: float = 60.0) -> int:
     """Ask a run to stop the way Ctrl-C does (it then writes what it has), then insist."""
@@ -232,22 +262,32 @@ def _stop(process: subprocess.Popen[bytes], grace_s: float = 60.0) -> int:
         return process.wait()
 
 
-def run_round(tree: Tree, profile: LoadProfile, runs_root: Path, round_no: int,
-              log_dir: Path, attempt: int = 0) -> RoundResult:
+def run_round(
+    tree: Tree, profile: LoadProfile, runs_root: Path, round_no: int, log_dir: Path, attempt: int = 0
+) -> RoundResult:
     """One run command of one tree, in its own process group, output to a log file.
 
     A KeyboardInterrupt while it runs stops the run (it still writes what it
     measured) and is re-raised once the run has exited.
     """
     run_id = f"{tree.side}-r{round_no}" + (f"-retry{attempt}" if attempt else "")
-    cmd = [sys.executable, *tree.layout[1], *profile.bench_args(),
-           "--results-root", str(runs_root), "--run-id", run_id, "--no-report"]
+    cmd = [
+        sys.executable,
+        *tree.layout[1],
+        *profile.bench_args(),
+        "--results-root",
+        str(runs_root),
+        "--run-id",
+        run_id,
+        "--no-report",
+    ]
     # Generous: the load, streams finishing, backend and Locust start-up and stop.
     timeout = profile.seconds + 2 * profile.stream_seconds + 180
     started = time.monotonic()
     with open(log_dir / f"{run_id}.log", "wb") as log:
-        process = subprocess.Popen(cmd, cwd=tree.path, env=tree_env(tree.path), stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            cmd, cwd=tree.path, env=tree_env(tree.path), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             exit_code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -257,16 +297,16 @@ def run_round(tree: Tree, profile: LoadProfile, runs_root: Path, round_no: int,
         except BaseException:
             _stop(process)
             raise
-    result = RoundResult(tree.side, round_no, runs_root / run_id, exit_code,
-                         time.monotonic() - started)
+    result = RoundResult(tree.side, round_no, runs_root / run_id, exit_code, time.monotonic() - started)
     summary = result.run_dir / "summary.json"
     if exit_code == 0 and summary.exists():
         result.summary = json.loads(summary.read_text())
     return result
 
 
-def run_interleaved(trees: Mapping[str, Tree], profile: LoadProfile, rounds: int,
-                    out: Path, retries: int) -> tuple[list[RoundResult], bool]:
+def run_interleaved(
+    trees: Mapping[str, Tree], profile: LoadProfile, rounds: int, out: Path, retries: int
+) -> tuple[list[RoundResult], bool]:
     """Base, current, base, current, ...; stops at the first failed run.
 
     A run whose load generator was saturated measured the harness, not the
@@ -288,8 +328,10 @@ def run_interleaved(trees: Mapping[str, Tree], profile: LoadProfile, rounds: int
                     status = "ok" if result.exit_code == 0 else f"FAILED (exit {result.exit_code})"
                     if result.saturated:
                         status += ", load generator saturated"
-                    print(f"compare-refs: round {round_no}/{rounds} {side:<7} {status} "
-                          f"in {result.seconds:.0f} s", flush=True)
+                    print(
+                        f"compare-refs: round {round_no}/{rounds} {side:<7} {status} in {result.seconds:.0f} s",
+                        flush=True,
+                    )
                     if result.exit_code != 0:
                         return results, False
                     if not result.saturated or retries == 0:
@@ -312,10 +354,12 @@ def paired_rounds(results: Sequence[RoundResult]) -> dict[str, list[RoundResult]
 
 # --------------------------------------------------------------------------- judging
 
+
 def analysis_call(tree: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``stream-harness report|compare ...`` of the current tree: one judge for both sides."""
-    return subprocess.run([sys.executable, "-m", "stream_harness", *args], cwd=tree,
-                          env=tree_env(tree), capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "stream_harness", *args], cwd=tree, env=tree_env(tree), capture_output=True, text=True
+    )
 
 
 def _one_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -332,8 +376,7 @@ def judge(analysis_tree: Path, base_dir: Path, current_dir: Path, markdown: Path
         done = analysis_call(analysis_tree, "report", str(run_dir))
         if done.returncode != 0:
             raise Unusable(f"analysis report of {run_dir} failed: {_one_line(done)}")
-    done = analysis_call(analysis_tree, "compare", str(base_dir), str(current_dir),
-                         "--markdown", str(markdown))
+    done = analysis_call(analysis_tree, "compare", str(base_dir), str(current_dir), "--markdown", str(markdown))
     sys.stdout.write(done.stdout)
     sys.stderr.write(done.stderr)
     if done.returncode not in (EXIT_OK, EXIT_REGRESSION) or not markdown.exists():
@@ -357,8 +400,10 @@ def _ms(summary: Mapping[str, Any], transport: str, metric: str, pct: str) -> st
 
 def rounds_table(pairs: Mapping[str, Sequence[RoundResult]]) -> str:
     """Per-round numbers of both sides: shows the noise the gate had to see through."""
-    rows = ["| round | side | transport | streams ok/failed | TTFC p50 ms | TTFC p99 ms | gap p99 ms | verdict |",
-            "|---:|---|---|---:|---:|---:|---:|---|"]
+    rows = [
+        "| round | side | transport | streams ok/failed | TTFC p50 ms | TTFC p99 ms | gap p99 ms | verdict |",
+        "|---:|---|---|---:|---:|---:|---:|---|",
+    ]
     for base_round, current_round in zip(pairs["base"], pairs["current"]):
         for result in (base_round, current_round):
             for transport, t in result.summary.get("transports", {}).items():
@@ -369,13 +414,21 @@ def rounds_table(pairs: Mapping[str, Sequence[RoundResult]]) -> str:
                     f"{_ms(result.summary, transport, 'ttfc_ms', 'p50')} | "
                     f"{_ms(result.summary, transport, 'ttfc_ms', 'p99')} | "
                     f"{_ms(result.summary, transport, 'gap_ms', 'p99')} | "
-                    f"{t.get('buffering', {}).get('verdict', '?')} |")
+                    f"{t.get('buffering', {}).get('verdict', '?')} |"
+                )
     return "\n".join(rows)
 
 
-def pr_markdown(code: int, trees: Mapping[str, Tree], profile: LoadProfile, rounds: int,
-                pairs: Mapping[str, Sequence[RoundResult]], analysis_md: str, note: str,
-                repeated: int = 0) -> str:
+def pr_markdown(
+    code: int,
+    trees: Mapping[str, Tree],
+    profile: LoadProfile,
+    rounds: int,
+    pairs: Mapping[str, Sequence[RoundResult]],
+    analysis_md: str,
+    note: str,
+    repeated: int = 0,
+) -> str:
     """The PR comment body (without the workflow's sticky marker and artifact link).
 
     The gate's own markdown (verdict heading, findings, table, Mermaid charts)
@@ -401,8 +454,7 @@ def pr_markdown(code: int, trees: Mapping[str, Tree], profile: LoadProfile, roun
             body = "#" + body
         lines += [body, ""]
     if done:
-        lines += ["<details><summary>Round by round</summary>", "", rounds_table(pairs), "",
-                  "</details>", ""]
+        lines += ["<details><summary>Round by round</summary>", "", rounds_table(pairs), "", "</details>", ""]
     text = "\n".join(lines)
     return truncate_markdown(text, MAX_COMMENT_CHARS)
 
@@ -411,19 +463,21 @@ def truncate_markdown(text: str, limit: int) -> str:
     """At most ``limit`` characters, cut at a line and never inside a fenced block."""
     if len(text) <= limit:
         return text
-    head = text[:text.rfind("\n", 0, limit - 100)]
+    head = text[: text.rfind("\n", 0, limit - 100)]
     if head.count("```") % 2:
-        head = head[:head.rfind("```")]
+        head = head[: head.rfind("```")]
     return head.rstrip() + "\n\n_(truncated: the full report is in the artifact)_\n"
 
 
 # --------------------------------------------------------------------------- main
 
+
 def configure(p: argparse.ArgumentParser) -> None:
     defaults = LoadProfile()
     p.add_argument("--base", required=True, help="git revision or path to another checkout")
-    p.add_argument("--current", type=Path, default=REPO,
-                   help="checkout to judge (default: this one, uncommitted changes included)")
+    p.add_argument(
+        "--current", type=Path, default=REPO, help="checkout to judge (default: this one, uncommitted changes included)"
+    )
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per side (default 3)")
     p.add_argument("--seconds", type=float, default=defaults.seconds, help="load per round")
     p.add_argument("--users", type=int, default=defaults.users)
@@ -432,8 +486,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stream-seconds", type=float, default=defaults.stream_seconds)
     p.add_argument("--backend-options", default="", help="extra harness fields (JSON), both sides")
     p.add_argument("--backend-profile", default="", help="fake backend default profile (JSON), both sides")
-    p.add_argument("--retries", type=int, default=None,
-                   help="extra runs allowed for rounds whose load generator was saturated (default: --rounds)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        help="extra runs allowed for rounds whose load generator was saturated (default: --rounds)",
+    )
     p.add_argument("--out", type=Path, default=None, help="default: results/compare-<id>")
     p.add_argument("--markdown", type=Path, default=None, help="also write the PR comment here")
 
@@ -443,8 +501,7 @@ def check(args: argparse.Namespace) -> None:
     if args.retries < 0:
         raise CommandError("--retries must be >= 0")
     if args.rounds < 1 or args.seconds <= 0 or args.users < 1 or args.chunks < 1 or args.stream_seconds < 0:
-        raise CommandError("--rounds, --seconds, --users and --chunks must be positive, "
-                           "--stream-seconds >= 0")
+        raise CommandError("--rounds, --seconds, --users and --chunks must be positive, --stream-seconds >= 0")
     for name in ("backend_options", "backend_profile"):
         text = getattr(args, name)
         try:
@@ -461,8 +518,15 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def compare(args: argparse.Namespace) -> int:
-    profile = LoadProfile(args.seconds, args.users, args.transport, args.chunks,
-                          args.stream_seconds, args.backend_options, args.backend_profile)
+    profile = LoadProfile(
+        args.seconds,
+        args.users,
+        args.transport,
+        args.chunks,
+        args.stream_seconds,
+        args.backend_options,
+        args.backend_profile,
+    )
     current = describe_checkout("current", args.current.resolve())
     out = (args.out or current.path / "results" / f"compare-{new_run_id()}").resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -477,19 +541,25 @@ def compare(args: argparse.Namespace) -> int:
             trees["base"] = base
             for tree in (base, current):
                 check_tree(tree, profile)
-            print(f"compare-refs: base {base.label} vs current {current.label}, "
-                  f"{args.rounds} interleaved rounds; output in {out}", flush=True)
+            print(
+                f"compare-refs: base {base.label} vs current {current.label}, "
+                f"{args.rounds} interleaved rounds; output in {out}",
+                flush=True,
+            )
             results, interrupted = run_interleaved(trees, profile, args.rounds, out, args.retries)
         failed = [r for r in results if r.exit_code != 0 or not r.summary]
         pairs = paired_rounds(results)
         if failed:
             first = failed[0]
-            raise Unusable(f"the {first.side} tree's run failed in round {first.round} "
-                           f"(exit {first.exit_code}); log: {out / 'logs' / (first.run_dir.name + '.log')}")
+            raise Unusable(
+                f"the {first.side} tree's run failed in round {first.round} "
+                f"(exit {first.exit_code}); log: {out / 'logs' / (first.run_dir.name + '.log')}"
+            )
         if not pairs["base"]:
             raise Unusable("interrupted before both sides finished a round")
-        merged = {side: merge_runs([r.run_dir for r in pairs[side]], out / side, run_id=f"{side}-merged")
-                  for side in SIDES}
+        merged = {
+            side: merge_runs([r.run_dir for r in pairs[side]], out / side, run_id=f"{side}-merged") for side in SIDES
+        }
         markdown = out / "compare.md"
         code, note = judge(current.path, merged["base"], merged["current"], markdown)
         analysis_md = markdown.read_text()
@@ -499,21 +569,36 @@ def compare(args: argparse.Namespace) -> int:
         code, note = EXIT_UNUSABLE, str(exc)
         print(f"compare-refs: {exc}", file=sys.stderr)
     trees.setdefault("base", Tree("base", Path(args.base), str(args.base)))
-    body = pr_markdown(code, trees, profile, args.rounds, pairs, analysis_md, note,
-                       repeated=sum(r.discarded for r in results))
+    body = pr_markdown(
+        code, trees, profile, args.rounds, pairs, analysis_md, note, repeated=sum(r.discarded for r in results)
+    )
     (out / "pr-comment.md").write_text(body)
     if args.markdown:
         args.markdown.write_text(body)
-    record = {"exit_code": code, "note": note, "rounds_requested": args.rounds,
-              "profile": asdict(profile),
-              "trees": {side: {"label": t.label, "commit": t.commit, "path": str(t.path)}
-                        for side, t in trees.items()},
-              "runs": [{"side": r.side, "round": r.round, "run_dir": str(r.run_dir),
-                        "exit_code": r.exit_code, "seconds": round(r.seconds, 1),
-                        "saturated": r.saturated, "discarded": r.discarded} for r in results]}
+    record = {
+        "exit_code": code,
+        "note": note,
+        "rounds_requested": args.rounds,
+        "profile": asdict(profile),
+        "trees": {side: {"label": t.label, "commit": t.commit, "path": str(t.path)} for side, t in trees.items()},
+        "runs": [
+            {
+                "side": r.side,
+                "round": r.round,
+                "run_dir": str(r.run_dir),
+                "exit_code": r.exit_code,
+                "seconds": round(r.seconds, 1),
+                "saturated": r.saturated,
+                "discarded": r.discarded,
+            }
+            for r in results
+        ],
+    }
     (out / "compare.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"compare-refs: {['no regression', 'REGRESSION', 'unusable'][code]}; "
-          f"PR comment: {out / 'pr-comment.md'}", flush=True)
+    print(
+        f"compare-refs: {['no regression', 'REGRESSION', 'unusable'][code]}; PR comment: {out / 'pr-comment.md'}",
+        flush=True,
+    )
     return code
 
 

@@ -1,4 +1,5 @@
 """Exit codes and the one error type of the ``stream-harness`` command."""
+
 from __future__ import annotations
 
 from typing import Final

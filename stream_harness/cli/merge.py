@@ -1,4 +1,5 @@
 """``stream-harness merge``: several runs of one profile as one result set (for the regression gate)."""
+
 from __future__ import annotations
 
 import argparse

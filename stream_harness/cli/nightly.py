@@ -13,19 +13,20 @@ Exit codes as ``analysis compare``: 0 no regression (or no baseline yet),
 1 regression, 2 unusable input. ``--out`` gets ``base/`` (the pooled
 baseline), ``compare.md`` and ``nightly.md`` (the job summary).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
+from analysis.merge import MergeError, merge_runs
+from analysis.results import RAW_FILES
 from stream_harness.cli.compare_refs import EXIT_OK, EXIT_UNUSABLE, REPO, VERDICTS, Unusable, judge
 from stream_harness.cli.errors import CommandError
-from analysis.results import RAW_FILES
-from analysis.merge import MergeError, merge_runs
 
 #: Files of a night kept in the baseline (raw data is what the gate compares).
 KEPT_FILES = (*RAW_FILES, "summary.json", "benchmark.json")
@@ -35,8 +36,7 @@ def baseline_runs(baseline: Path) -> list[Path]:
     """Past nights in the baseline, oldest first (run ids sort by start time)."""
     if not baseline.is_dir():
         return []
-    return sorted(p for p in baseline.iterdir()
-                  if p.is_dir() and all((p / name).is_file() for name in RAW_FILES))
+    return sorted(p for p in baseline.iterdir() if p.is_dir() and all((p / name).is_file() for name in RAW_FILES))
 
 
 def add_to_baseline(baseline: Path, run_dir: Path, keep: int) -> list[Path]:
@@ -60,8 +60,11 @@ def nightly_markdown(code: int, nights: Sequence[Path], run_dir: Path, analysis_
     lines = ["## Nightly stream latency benchmark", ""]
     if not analysis_md:
         lines += [VERDICTS[code] + (f": {note}" if note else ""), ""]
-    lines += [f"Tonight's run `{run_dir.resolve().name}` against a baseline of {len(nights)} past "
-              f"night(s): {', '.join(f'`{n.name}`' for n in nights) or 'none'}.", ""]
+    lines += [
+        f"Tonight's run `{run_dir.resolve().name}` against a baseline of {len(nights)} past "
+        f"night(s): {', '.join(f'`{n.name}`' for n in nights) or 'none'}.",
+        "",
+    ]
     if analysis_md:
         body = analysis_md.strip()
         lines += ["#" + body if body.startswith("## ") else body, ""]
@@ -113,7 +116,8 @@ def execute(args: argparse.Namespace) -> int:
         print(f"nightly: tonight not added to the baseline (exit {code})")
     text = nightly_markdown(code, nights, run_dir, analysis_md, note)
     (out / "nightly.md").write_text(text)
-    (out / "nightly.json").write_text(json.dumps(
-        {"exit_code": code, "note": note, "baseline": [n.name for n in nights]}, indent=2) + "\n")
+    (out / "nightly.json").write_text(
+        json.dumps({"exit_code": code, "note": note, "baseline": [n.name for n in nights]}, indent=2) + "\n"
+    )
     print(f"nightly: exit {code}; summary {out / 'nightly.md'}")
     return code

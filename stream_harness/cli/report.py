@@ -1,4 +1,5 @@
 """``stream-harness report DIR``: rebuild summary.json, report.md and charts from a run's raw data."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,7 @@ EXAMPLES = """\
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", type=Path, metavar="DIR")
     parser.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
-    parser.add_argument("--timings", action="store_true",
-                        help="print seconds per stage on stderr")
+    parser.add_argument("--timings", action="store_true", help="print seconds per stage on stderr")
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -34,7 +34,6 @@ def execute(args: argparse.Namespace) -> int:
         print(f"{name}: {buffering['verdict']}{reason}")
     print(f"wrote {output.report_path}")
     if args.timings:
-        stages = ", ".join(f"{stage} {seconds:.2f} s"
-                           for stage, seconds in output.timings_s.items())
+        stages = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in output.timings_s.items())
         print(f"timings: {stages}", file=sys.stderr)
     return 0

@@ -6,6 +6,7 @@ report, charts, Locust's own CSV/HTML), points ``results/latest`` at it, prints
 a short verdict table and stops everything it started — also on Ctrl-C, in
 which case what was measured so far is still written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fake_backend.process import start_backend
@@ -33,7 +34,7 @@ EXAMPLES = """\
 
 def new_run_id() -> str:
     """Sortable and unique enough for one machine: UTC time plus pid."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}"
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}"
 
 
 def point_latest(results_root: Path, run_dir: Path, name: str = "latest") -> None:
@@ -53,10 +54,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunks", type=int, default=3000, help="chunks per stream (default 3000)")
     p.add_argument("--stream-seconds", type=float, default=10.0, help="stream length (default 10)")
     p.add_argument("--backend-options", default="", help="extra harness fields as JSON")
-    p.add_argument("--backend-profile", default="",
-                   help="server-wide default profile for the fake backend (JSON)")
-    p.add_argument("--results-root", type=Path, default=RESULTS_ROOT,
-                   help="where result sets go (default ./results)")
+    p.add_argument("--backend-profile", default="", help="server-wide default profile for the fake backend (JSON)")
+    p.add_argument("--results-root", type=Path, default=RESULTS_ROOT, help="where result sets go (default ./results)")
     p.add_argument("--run-id", default="")
     p.add_argument("--no-report", action="store_true", help="skip report.md and charts")
 
@@ -76,14 +75,37 @@ def locust_command(args: argparse.Namespace, host: str, run_dir: Path) -> list[s
     """The exact command a user could type; the README shows the same flags."""
     stop_timeout = int(args.stream_seconds * 2 + 15)
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-        "-u", str(args.users), "-r", str(max(1, args.users)), "-t", f"{args.seconds:g}s",
-        "--stop-timeout", str(stop_timeout),
-        "--host", host, "--transport", args.transport,
-        "--chunks", str(args.chunks), "--stream-seconds", f"{args.stream_seconds:g}",
-        "--results-dir", str(run_dir),
-        "--csv", str(run_dir / "locust"), "--html", str(run_dir / "locust.html"),
-        "--only-summary", "--loglevel", "WARNING",
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        str(args.users),
+        "-r",
+        str(max(1, args.users)),
+        "-t",
+        f"{args.seconds:g}s",
+        "--stop-timeout",
+        str(stop_timeout),
+        "--host",
+        host,
+        "--transport",
+        args.transport,
+        "--chunks",
+        str(args.chunks),
+        "--stream-seconds",
+        f"{args.stream_seconds:g}",
+        "--results-dir",
+        str(run_dir),
+        "--csv",
+        str(run_dir / "locust"),
+        "--html",
+        str(run_dir / "locust.html"),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
     ]
     if args.backend_options:
         cmd += ["--backend-options", args.backend_options]
@@ -111,8 +133,7 @@ def execute(args: argparse.Namespace) -> int:
         raise CommandError(f"Locust exited {locust_rc} without writing {summary_path}")
     point_latest(run_dir.parent, run_dir)
     if not args.no_report:
-        rc = subprocess.call([sys.executable, "-m", "stream_harness", "report", str(run_dir)],
-                             cwd=PACKAGES_ROOT)
+        rc = subprocess.call([sys.executable, "-m", "stream_harness", "report", str(run_dir)], cwd=PACKAGES_ROOT)
         if rc != 0:
             raise CommandError(f"the report of {run_dir} failed (exit {rc})")
     summary = json.loads(summary_path.read_text())

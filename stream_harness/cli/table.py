@@ -1,10 +1,11 @@
 """The short plain-text table `make bench` prints: one row per transport."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-COLUMNS = ("transport", "streams ok/failed", "TTFC p50", "TTFC p99", "gap p99",
-           "staleness p99", "chunks/s", "verdict")
+COLUMNS = ("transport", "streams ok/failed", "TTFC p50", "TTFC p99", "gap p99", "staleness p99", "chunks/s", "verdict")
 
 
 def _ms(latency: Mapping[str, Any] | None, key: str) -> str:
@@ -14,20 +15,22 @@ def _ms(latency: Mapping[str, Any] | None, key: str) -> str:
 
 def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, ...]]:
     """One row of display strings per transport in ``summary.json``."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for name, t in summary.get("transports", {}).items():
         streams = t.get("streams", {})
         rate = t.get("events_per_s")
-        rows.append((
-            name,
-            f"{streams.get('completed', 0)}/{streams.get('failed', 0)}",
-            _ms(t.get("ttfc_ms"), "p50"),
-            _ms(t.get("ttfc_ms"), "p99"),
-            _ms(t.get("gap_ms"), "p99"),
-            _ms(t.get("staleness_ms"), "p99"),
-            "-" if rate is None else f"{rate:.0f}",
-            t.get("buffering", {}).get("verdict", "?"),
-        ))
+        rows.append(
+            (
+                str(name),
+                f"{streams.get('completed', 0)}/{streams.get('failed', 0)}",
+                _ms(t.get("ttfc_ms"), "p50"),
+                _ms(t.get("ttfc_ms"), "p99"),
+                _ms(t.get("gap_ms"), "p99"),
+                _ms(t.get("staleness_ms"), "p99"),
+                "-" if rate is None else f"{rate:.0f}",
+                str(t.get("buffering", {}).get("verdict", "?")),
+            )
+        )
     return rows
 
 

@@ -8,6 +8,7 @@ to Locust, e.g. ``stream-harness ui -- --transport ndjson --chunks 2000``.
 subprocess (``make ui`` and the browser tests use it): a free loopback port,
 ready once the UI answers, stopped on exit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from fake_backend.process import BackendStartError, start_backend
 from stream_harness.cli.errors import CommandError
@@ -82,8 +83,7 @@ def _wait_ready(ui: WebUIProcess, timeout: float) -> None:
         if ui.process.poll() is not None:
             tail = ui.log_tail().strip().splitlines()
             cause = (tail[-1] if tail else "no output") if ui.log_path else "its message is above"
-            raise WebUIError(f"locust exited with {ui.process.returncode} before its web UI "
-                             f"answered ({cause})")
+            raise WebUIError(f"locust exited with {ui.process.returncode} before its web UI answered ({cause})")
         try:
             with urllib.request.urlopen(ui.url, timeout=2) as response:
                 if response.status == 200:
@@ -95,19 +95,40 @@ def _wait_ready(ui: WebUIProcess, timeout: float) -> None:
 
 
 @contextmanager
-def start_web_ui(host: str, *locust_args: str, port: int = 0, log_path: Path | None = None,
-                 env: dict[str, str] | None = None, timeout: float = 60.0) -> Iterator[WebUIProcess]:
+def start_web_ui(
+    host: str,
+    *locust_args: str,
+    port: int = 0,
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> Iterator[WebUIProcess]:
     """Run the harness's Locust web UI against ``host`` until the block ends.
 
     ``port=0`` picks a free loopback port.  Output goes to ``log_path`` (or is
     inherited when None, as ``make ui`` wants).
     """
     port = port or free_port()
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", host,
-           "--web-host", "127.0.0.1", "--web-port", str(port), *locust_args]
-    log = open(log_path, "wb") if log_path is not None else None
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--host",
+        host,
+        "--web-host",
+        "127.0.0.1",
+        "--web-port",
+        str(port),
+        *locust_args,
+    ]
+    # the subprocess writes to the file while the block runs: closed in the finally below
+    log = open(log_path, "wb") if log_path is not None else None  # noqa: SIM115
     try:
-        process = subprocess.Popen(cmd, cwd=PACKAGES_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+        process = subprocess.Popen(
+            cmd, cwd=PACKAGES_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT if log else None
+        )
         ui = WebUIProcess(process, port, log_path)
         try:
             _wait_ready(ui, timeout)
@@ -121,8 +142,7 @@ def start_web_ui(host: str, *locust_args: str, port: int = 0, log_path: Path | N
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web-port", type=int, default=0, help="web UI port (default: a free one)")
-    p.add_argument("--backend-profile", default="",
-                   help="server-wide default profile for the fake backend (JSON)")
+    p.add_argument("--backend-profile", default="", help="server-wide default profile for the fake backend (JSON)")
     p.add_argument("locust_args", nargs="*", help="extra Locust arguments (after --)")
 
 
@@ -133,20 +153,21 @@ def execute(args: argparse.Namespace) -> int:
     if args.backend_profile:
         env["FAKE_BACKEND_PROFILE"] = args.backend_profile
     try:
-        with start_backend(env=env) as backend:
-            with start_web_ui(backend.url, *args.locust_args, port=args.web_port) as ui:
-                print(f"\nLocust web UI: {ui.url}   (fake backend: {backend.url})\n"
-                      "Open the URL, press Start, watch the Streams tab. Ctrl-C stops both.\n",
-                      flush=True)
+        with start_backend(env=env) as backend, start_web_ui(backend.url, *args.locust_args, port=args.web_port) as ui:
+            print(
+                f"\nLocust web UI: {ui.url}   (fake backend: {backend.url})\n"
+                "Open the URL, press Start, watch the Streams tab. Ctrl-C stops both.\n",
+                flush=True,
+            )
+            try:
+                ui.process.wait()
+            except KeyboardInterrupt:
+                # Ctrl-C reached Locust too (same process group): give it time to
+                # write the results of a run in progress; the with-blocks do the rest.
                 try:
-                    ui.process.wait()
-                except KeyboardInterrupt:
-                    # Ctrl-C reached Locust too (same process group): give it time to
-                    # write the results of a run in progress; the with-blocks do the rest.
-                    try:
-                        ui.process.wait(20)
-                    except (subprocess.TimeoutExpired, KeyboardInterrupt):
-                        pass
+                    ui.process.wait(20)
+                except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                    pass
     except KeyboardInterrupt:
         pass
     except BackendStartError as exc:

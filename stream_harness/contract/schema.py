@@ -1,111 +1,136 @@
-"""The raw-data layout every part of the harness agrees on.
+"""The raw-data layout of a result set: every column defined once.
 
-Load users record events into these columns, the results writer stores them,
-and the analysis reads them back.  Keeping the names and codes here (and only
-here) means a results directory written by one version can be read by the next.
+Load users record one :class:`~loadtests.results.record.StreamRecord` per
+stream (the columns whose ``source`` is ``"record"``), the results writer
+stores them with the columns derived from the events, and the analysis reads
+them back.  Names, dtypes and defaults come from the tables here, so a result
+set written by one version can be read by the next: a column an older file
+lacks takes its default, a column a reader does not know is kept as it is.
 
-A results directory holds:
-
-- ``run.json``        run metadata (id, started_at, duration_s, host, users,
-                      workers, harness self-check, worker problems, options)
-- ``streams.parquet`` one row per stream: ``STREAM_COLUMNS`` (the contract's
-                      columns plus extra ones; readers ignore unknown columns)
-- ``events.parquet``  one row per received event: ``EVENT_COLUMNS``
-- ``summary.json``    computed from the three above by ``analysis``
+A result set (``docs/RESULTS.md``) holds ``run.json``, ``streams.parquet`` (one
+row per stream: :data:`STREAM_COLUMNS`), the events (one row per received
+event: :data:`EVENT_COLUMNS`) and the computed ``summary.json``.
 """
+
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Final
+
+from stream_harness.contract.kinds import Client, EventKind, StreamStatus
 
 SCHEMA_VERSION: Final = 1
 
-#: Event kinds, in code order.  ``info`` is Socket.io-only; ``other`` is any
-#: event type the protocol does not name.
-EVENT_KINDS: Final[tuple[str, ...]] = (
-    "chunk",
-    "status_update",
-    "tool_event",
-    "completion",
-    "data",
-    "error",
-    "broker",
-    "heartbeat",
-    "end",
-    "info",
-    "other",
-)
-KIND_CODE: Final[dict[str, int]] = {name: code for code, name in enumerate(EVENT_KINDS)}
-CHUNK: Final = KIND_CODE["chunk"]
-END: Final = KIND_CODE["end"]
-ERROR: Final = KIND_CODE["error"]
-OTHER: Final = KIND_CODE["other"]
-
-#: Missing integer values (no server ``seq``) are stored as -1; missing floats as NaN.
+#: A missing integer (no server ``seq``, unknown promised chunks) is stored as -1.
 NO_SEQ: Final = -1
+MISSING_INT: Final = -1
 
-#: events.parquet: one row per event a stream received, in arrival order.
-#:   stream_key  row index of the stream in streams.parquet (int32)
-#:   kind        KIND_CODE of the event (int8)
-#:   t_ms        arrival: monotonic time of the socket read that completed the
-#:               event, minus the monotonic time the request was sent (float64)
-#:   read        index of that socket read within the stream, from 0 (int32)
-#:   seq         server sequence number (NDJSON ``seq`` key / Socket.io message
-#:               index), -1 when the server sent none (int32)
-#:   emit_ms     server emit time (wall clock) minus the stream's ``started_at``
-#:               (wall clock at request send), in ms; NaN when unknown (float64)
-EVENT_COLUMNS: Final[dict[str, str]] = {
-    "stream_key": "int32",
-    "kind": "int8",
-    "t_ms": "float64",
-    "read": "int32",
-    "seq": "int32",
-    "emit_ms": "float64",
-}
 
-#: streams.parquet: the contract's columns, then the harness's extra ones.
-CONTRACT_STREAM_COLUMNS: Final[dict[str, str]] = {
-    "transport": "string",          # "ndjson" | "socketio"
-    "endpoint": "string",           # "chat" | "agent" | "tool"
-    "stream_id": "string",          # unique in the run, e.g. "w1-u3-s17"
-    "worker": "string",             # locust worker id ("local" when not distributed)
-    "user": "int32",                # user index within the worker
-    "started_at": "float64",        # epoch seconds when the request was sent
-    "time_to_headers_ms": "float64",  # request sent -> headers (NDJSON) / ack (Socket.io)
-    "ttfc_ms": "float64",           # request sent -> first chunk; NaN when none
-    "duration_ms": "float64",       # request sent -> stream ended (end, error or failure)
-    "n_events": "int32",
-    "n_chunks": "int32",
-    "n_reads": "int32",
-    "gap_p50_ms": "float64",        # filled in by analysis from events
-    "gap_p99_ms": "float64",
-    "gap_max_ms": "float64",
-    "staleness_p99_ms": "float64",
-    "status": "string",             # "completed" | "failed" | "cancelled"
-    "error": "string",              # error kind (ERROR_KINDS) or None
-}
-EXTRA_STREAM_COLUMNS: Final[dict[str, str]] = {
-    "stream_key": "int32",          # == row index; events.parquet refers to it
-    "error_detail": "string",       # one human line about the failure (no secrets)
-    "http_status": "int32",         # NDJSON status code / 0 for Socket.io
-    "content_encoding": "string",   # response Content-Encoding ("" when none)
-    "malformed_lines": "int32",
-    "has_emit_times": "bool",
-    "first_event_ms": "float64",    # request sent -> first event of any kind
-    "expected_chunks": "int32",     # chunks the backend promised (X-Harness-Chunks); -1 unknown
-}
-STREAM_COLUMNS: Final[dict[str, str]] = {**CONTRACT_STREAM_COLUMNS, **EXTRA_STREAM_COLUMNS}
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of a result set's tables."""
 
-#: Error kinds a failed stream can carry (``streams.errors`` keys in summary.json).
-ERROR_KINDS: Final[tuple[str, ...]] = (
-    "connect",             # could not connect / handshake failed
-    "http_status",         # non-2xx response
-    "stream_error_event",  # an `error` event / Socket.io {"error": ...}
-    "disconnect",          # connection closed before `end`
-    "timeout",             # stream or first-chunk timeout
-    "missing_end",         # body ended cleanly but without an `end` line
-    "malformed",           # body was not parseable at all (e.g. bad encoding)
-    "short_stream",        # fewer chunks than the backend promised
-    "ack",                 # Socket.io ack missing / empty response_listener_events
-    "stopped",             # the test stopped while the stream ran
+    name: str
+    dtype: str  # pandas / Arrow type: string, bool, int8, int32, float64
+    default: object  # what a stream (or an older file) without a value gets
+    source: str  # "record": filled by the load user; "derived": computed from the events
+    doc: str
+    contract: bool = False  # one of the columns the results contract has promised since schema 1
+
+
+def _record(name: str, dtype: str, default: object, doc: str, contract: bool = False) -> Column:
+    return Column(name, dtype, default, "record", doc, contract)
+
+
+def _derived(name: str, dtype: str, default: object, doc: str, contract: bool = False) -> Column:
+    return Column(name, dtype, default, "derived", doc, contract)
+
+
+NAN: Final = math.nan
+
+#: ``streams.parquet``: one row per stream.
+STREAM_COLUMNS: Final[tuple[Column, ...]] = (
+    _record("transport", "string", None, "ndjson | socketio", True),
+    _record("endpoint", "string", None, "chat | agent | tool", True),
+    _record("stream_id", "string", None, "unique in the run, e.g. w1-u3-s17", True),
+    _record("worker", "string", "local", "Locust worker id (local when not distributed)", True),
+    _record("user", "int32", 0, "user index within the worker", True),
+    _record("started_at", "float64", NAN, "epoch seconds when the request was sent", True),
+    _record("time_to_headers_ms", "float64", NAN, "request sent -> response headers (NDJSON) / ack (Socket.io)", True),
+    _derived("ttfc_ms", "float64", NAN, "request sent -> first chunk; NaN when none", True),
+    _record("duration_ms", "float64", NAN, "request sent -> stream ended (end, error or failure)", True),
+    _derived("n_events", "int32", 0, "events received", True),
+    _derived("n_chunks", "int32", 0, "chunk events received", True),
+    _record("n_reads", "int32", 0, "socket reads (or HTTP/2 data frames) that carried data", True),
+    _derived("gap_p50_ms", "float64", NAN, "median gap between the stream's chunks", True),
+    _derived("gap_p99_ms", "float64", NAN, "p99 gap between the stream's chunks", True),
+    _derived("gap_max_ms", "float64", NAN, "longest gap between the stream's chunks", True),
+    _derived("staleness_p99_ms", "float64", NAN, "p99 staleness of the stream's chunks", True),
+    _record("status", "string", StreamStatus.FAILED, "completed | failed | cancelled", True),
+    _record("error", "string", None, "error kind (ErrorKind) or None", True),
+    _derived("stream_key", "int32", MISSING_INT, "row index; the events refer to it"),
+    _record("error_detail", "string", None, "one human line about the failure (no secrets)"),
+    _record("http_status", "int32", 0, "NDJSON status code; 0 for Socket.io"),
+    _record("content_encoding", "string", "", "response Content-Encoding ('' when none)"),
+    _record("malformed_lines", "int32", 0, "lines or messages that were not valid events"),
+    _derived("has_emit_times", "bool", False, "the server's emit times are known"),
+    _derived("first_event_ms", "float64", NAN, "request sent -> first event of any kind"),
+    _record("expected_chunks", "int32", MISSING_INT, "chunks the backend promised (fake backend only); -1 unknown"),
+    _record("client", "string", Client.PROTOCOL, "protocol (the harness's client) | browser"),
+    _record("http_version", "string", "1.1", "HTTP version the stream used: 1.1 or 2"),
+    _derived("first_burst_chunks", "int32", 0, "chunks that arrived with the first one"),
+    _derived("chunk_rate_per_s", "float64", NAN, "chunks per second while the stream streamed"),
+    _derived("warmup", "bool", False, "started in the warm-up: kept, left out of every statistic"),
 )
-STREAM_STATUSES: Final[tuple[str, ...]] = ("completed", "failed", "cancelled")
+STREAM_DTYPES: Final[dict[str, str]] = {c.name: c.dtype for c in STREAM_COLUMNS}
+STREAM_DEFAULTS: Final[dict[str, object]] = {c.name: c.default for c in STREAM_COLUMNS}
+#: Stream columns a load user's record carries (the rest are derived from its events).
+RECORD_COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in STREAM_COLUMNS if c.source == "record")
+#: The columns the results contract has promised since schema 1.
+CONTRACT_STREAM_COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in STREAM_COLUMNS if c.contract)
+
+
+@dataclass(frozen=True, slots=True)
+class EventColumn:
+    """One column of the events table, and the record array that holds it while a stream runs."""
+
+    name: str
+    dtype: str
+    record_array: str  # StreamRecord attribute ("" for stream_key, set when written)
+    typecode: str  # ``array.array`` typecode of that attribute
+    doc: str
+
+
+#: The events: one row per received event, grouped by stream, in arrival order.
+EVENT_COLUMNS: Final[tuple[EventColumn, ...]] = (
+    EventColumn("stream_key", "int32", "", "i", "row of the stream in streams.parquet"),
+    EventColumn("kind", "int8", "kinds", "b", "EventKind code"),
+    EventColumn(
+        "t_ms",
+        "float64",
+        "t_ms",
+        "d",
+        "arrival: monotonic time of the read that completed the event, minus the monotonic time the request was sent",
+    ),
+    EventColumn("read", "int32", "reads", "i", "index of that read within the stream, from 0"),
+    EventColumn(
+        "seq", "int32", "seqs", "i", "server sequence number (NDJSON seq / Socket.io message index); -1 when none"
+    ),
+    EventColumn(
+        "emit_ms",
+        "float64",
+        "emit_ms",
+        "d",
+        "server emit time (wall clock, corrected for the clock offset) minus the "
+        "stream's started_at, in ms; NaN when unknown",
+    ),
+)
+EVENT_DTYPES: Final[dict[str, str]] = {c.name: c.dtype for c in EVENT_COLUMNS}
+#: The event columns a record carries as arrays (all but stream_key).
+RECORD_ARRAYS: Final[tuple[EventColumn, ...]] = tuple(c for c in EVENT_COLUMNS if c.record_array)
+
+CHUNK: Final = int(EventKind.CHUNK)
+END: Final = int(EventKind.END)
+ERROR: Final = int(EventKind.ERROR)
+OTHER: Final = int(EventKind.OTHER)

@@ -6,6 +6,7 @@ called clean every time; every buffering mode (timer windows of 50 ms and
 more, N-chunk buffers, a gzip layer that flushes full blocks, a buffering
 proxy) must be called buffered, with and without server emit times.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,7 @@ def verdicts(spec: SyntheticSpec) -> dict[str, dict]:
 def test_twenty_clean_runs_of_each_pacing_raise_no_false_alarm(pacing):
     for seed in range(20):
         noise = "heavy" if seed % 2 else "loaded"
-        spec = replace(BASE, pacing=pacing, noise=noise, seed=seed,
-                       emit_times=seed % 4 < 2)
+        spec = replace(BASE, pacing=pacing, noise=noise, seed=seed, emit_times=seed % 4 < 2)
         for transport, buffering in verdicts(spec).items():
             assert buffering["verdict"] == "clean", (seed, noise, transport, buffering)
 
@@ -57,22 +57,22 @@ BUFFERING_MODES = {
     "window 50 ms": dict(buffer_ms=50),
     "window 100 ms": dict(buffer_ms=100),
     "window 200 ms": dict(buffer_ms=200),
-    "window 50 ms, no emit times, bursty pacing, heavy noise":
-        dict(buffer_ms=50, emit_times=False, pacing="llm", noise="heavy"),
+    "window 50 ms, no emit times, bursty pacing, heavy noise": dict(
+        buffer_ms=50, emit_times=False, pacing="llm", noise="heavy"
+    ),
     "window 100 ms, no emit times": dict(buffer_ms=100, emit_times=False),
-    "window 50 ms at 67 chunks/s, no emit times": dict(buffer_ms=50, rate=67.0,
-                                                       emit_times=False),
+    "window 50 ms at 67 chunks/s, no emit times": dict(buffer_ms=50, rate=67.0, emit_times=False),
     # a steady 20/s would wait exactly one window each: a constant delay, invisible
-    "window 50 ms at 20 chunks/s, Poisson (batches of ~1: staleness only)":
-        dict(buffer_ms=50, rate=20.0, chunks=(150, 200), pacing="poisson"),
+    "window 50 ms at 20 chunks/s, Poisson (batches of ~1: staleness only)": dict(
+        buffer_ms=50, rate=20.0, chunks=(150, 200), pacing="poisson"
+    ),
     "every 10 chunks": dict(buffer_chunks=10, emit_times=False),
     "every 20 chunks": dict(buffer_chunks=20),
     "every 5 chunks at 67 chunks/s": dict(buffer_chunks=5, rate=67.0, emit_times=False),
     "gzip, 32 KB blocks": dict(gzip_block_bytes=32768, emit_times=False),
     "gzip, 32 KB blocks, with emit times": dict(gzip_block_bytes=32768),
     "buffering proxy, 8 KB": dict(proxy_buffer_bytes=8192, emit_times=False),
-    "buffering proxy, 4 KB, bursty pacing": dict(proxy_buffer_bytes=4096, pacing="llm",
-                                                 emit_times=False),
+    "buffering proxy, 4 KB, bursty pacing": dict(proxy_buffer_bytes=4096, pacing="llm", emit_times=False),
 }
 
 
@@ -120,17 +120,26 @@ def test_too_few_chunks_give_inconclusive():
 
 # --------------------------------------------------------------------------- thresholds
 
+
 def evidence(**changes: float) -> Evidence:
-    clean = Evidence(streams=10, chunks=5000, chunk_rate_per_s=333.0, coalesced_share=0.02,
-                     chunks_per_burst=1.0, burst_lead_ms=3.0, first_burst_chunks=1.0,
-                     headers_to_first_chunk_ms=3.0, staleness_p99_ms=2.0,
-                     staleness_max_ms=30.0, stale_share=0.001)
+    clean = Evidence(
+        streams=10,
+        chunks=5000,
+        chunk_rate_per_s=333.0,
+        coalesced_share=0.02,
+        chunks_per_burst=1.0,
+        burst_lead_ms=3.0,
+        first_burst_chunks=1.0,
+        headers_to_first_chunk_ms=3.0,
+        staleness_p99_ms=2.0,
+        staleness_max_ms=30.0,
+        stale_share=0.001,
+    )
     return replace(clean, **changes)
 
 
 def test_thresholds_of_the_batching_rule():
-    at = dict(coalesced_share=COALESCED_SHARE_MIN, burst_lead_ms=BURST_LEAD_MIN_MS,
-              chunks_per_burst=7.0)
+    at = dict(coalesced_share=COALESCED_SHARE_MIN, burst_lead_ms=BURST_LEAD_MIN_MS, chunks_per_burst=7.0)
     assert classify(evidence(**at)).verdict == "buffered"
     assert classify(evidence(**{**at, "coalesced_share": 0.49})).verdict == "clean"
     below = classify(evidence(**{**at, "burst_lead_ms": 15.0}))
@@ -146,11 +155,12 @@ def test_thresholds_of_the_staleness_rule():
 
 
 def test_without_emit_times_only_batching_decides():
-    no_emit = dict(staleness_p99_ms=math.nan, staleness_max_ms=math.nan,
-                   stale_share=math.nan)
+    no_emit = dict(staleness_p99_ms=math.nan, staleness_max_ms=math.nan, stale_share=math.nan)
     assert classify(evidence(**no_emit)).verdict == "clean"
-    assert classify(evidence(**no_emit, coalesced_share=0.9, burst_lead_ms=50.0,
-                             chunks_per_burst=10.0)).verdict == "buffered"
+    assert (
+        classify(evidence(**no_emit, coalesced_share=0.9, burst_lead_ms=50.0, chunks_per_burst=10.0)).verdict
+        == "buffered"
+    )
 
 
 def test_verdict_json_carries_reasons_and_evidence():

@@ -1,4 +1,5 @@
 """``python -m analysis`` as users and CI run it: real processes, exit codes, one-line errors."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from analysis.results import EVENTS_FILE, RUN_FILE, STREAMS_FILE
-from tests.support.synthetic import SyntheticSpec, write_synthetic_run
-
 from tests.support import REPO
+from tests.support.synthetic import SyntheticSpec, write_synthetic_run
 
 
 def analysis_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "analysis", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def assert_unusable(process: subprocess.CompletedProcess[str], *words: str) -> None:
@@ -59,11 +60,11 @@ def test_compare_with_partial_files(good: Path, tmp_path: Path):
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / RUN_FILE).write_bytes((good / RUN_FILE).read_bytes())
-    assert_unusable(analysis_cli("compare", partial, good), "missing streams.parquet",
-                    "events.parquet")
+    assert_unusable(analysis_cli("compare", partial, good), "missing streams.parquet", "events.parquet")
 
 
-@pytest.mark.parametrize("args", [(), ("report",), ("compare", "only-one"), ("frobnicate",),
-                                  ("report", "x", "--bogus")])
+@pytest.mark.parametrize(
+    "args", [(), ("report",), ("compare", "only-one"), ("frobnicate",), ("report", "x", "--bogus")]
+)
 def test_usage_errors_are_one_line(args: tuple[str, ...]):
     assert_unusable(analysis_cli(*args), "error:")

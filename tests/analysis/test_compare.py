@@ -3,6 +3,7 @@
 Runs are simulated (tests.support.synthetic) and written as results directories;
 the gate is driven through ``python -m analysis compare``'s ``main``.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,16 +16,15 @@ import pytest
 
 from analysis.__main__ import main
 from analysis.compare import RegressionThresholds, ThresholdsError, load_thresholds
+from tests.support import REPO
 from tests.support.synthetic import SyntheticSpec, write_synthetic_run
 
-from tests.support import REPO
 BASE = SyntheticSpec(streams=20, chunks=(300, 400), seed=1)
 
 VARIANTS = {
     "base": BASE,
     "same_code": replace(BASE, seed=2),
-    "ttfc_plus_100ms": replace(BASE, seed=3, first_chunk_delay_ms=BASE.first_chunk_delay_ms
-                               + 100),
+    "ttfc_plus_100ms": replace(BASE, seed=3, first_chunk_delay_ms=BASE.first_chunk_delay_ms + 100),
     "buffer_window": replace(BASE, seed=4, transport_overrides={"ndjson": {"buffer_ms": 100}}),
     "chunk_loss_5pct": replace(BASE, seed=5, loss=0.05),
     "failures": replace(BASE, seed=6, failure_share=0.3),
@@ -67,8 +67,7 @@ def test_a_100_ms_ttfc_increase_fails_with_a_ttfc_line(runs, capsys):
     assert code == 1
     lines = regression_lines(out)
     assert lines and all("TTFC per stream" in line for line in lines), out
-    assert re.search(r"ndjson: TTFC per stream, median [\d.]+ -> [\d.]+ ms \(\+(99|100)\.\d ms",
-                     out), out
+    assert re.search(r"ndjson: TTFC per stream, median [\d.]+ -> [\d.]+ ms \(\+(99|100)\.\d ms", out), out
 
 
 def test_a_buffering_window_fails_with_the_verdict_line(runs, capsys):
@@ -82,8 +81,10 @@ def test_a_buffering_window_fails_with_the_verdict_line(runs, capsys):
 def test_five_percent_chunk_loss_fails_with_a_chunks_line(runs, capsys):
     code, out, _ = compare(capsys, runs["base"], runs["chunk_loss_5pct"])
     assert code == 1
-    assert any(re.search(r"ndjson: 9[45]\.\d% of promised chunks delivered, baseline 100\.0%",
-                         line) for line in regression_lines(out)), out
+    assert any(
+        re.search(r"ndjson: 9[45]\.\d% of promised chunks delivered, baseline 100\.0%", line)
+        for line in regression_lines(out)
+    ), out
 
 
 def test_new_failures_fail(runs, capsys):
@@ -99,10 +100,8 @@ def test_a_transport_missing_from_the_current_run_fails(runs, capsys):
     assert "socketio: streams in the baseline, none in this run" in out
 
 
-def test_thresholds_are_read_from_the_working_directorys_pyproject(runs, capsys, tmp_path,
-                                                                   monkeypatch):
-    (tmp_path / "pyproject.toml").write_text(
-        "[tool.stream_harness.regression]\nttfc_ms = 500.0\n")
+def test_thresholds_are_read_from_the_working_directorys_pyproject(runs, capsys, tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("[tool.stream_harness.regression]\nttfc_ms = 500.0\n")
     monkeypatch.chdir(tmp_path)
     assert load_thresholds().ttfc_ms == 500.0
     code, out, _ = compare(capsys, runs["base"], runs["ttfc_plus_100ms"])
@@ -115,8 +114,7 @@ def test_the_repositorys_pyproject_has_the_documented_defaults():
 
 
 def test_a_bad_threshold_table_is_unusable_input(runs, capsys, tmp_path, monkeypatch):
-    (tmp_path / "pyproject.toml").write_text(
-        "[tool.stream_harness.regression]\nttfc_msec = 5\n")
+    (tmp_path / "pyproject.toml").write_text("[tool.stream_harness.regression]\nttfc_msec = 5\n")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ThresholdsError):
         load_thresholds()
@@ -125,11 +123,17 @@ def test_a_bad_threshold_table_is_unusable_input(runs, capsys, tmp_path, monkeyp
     assert err.count("\n") == 1 and "unknown key 'ttfc_msec'" in err
 
 
-def test_markdown_has_the_verdict_table_mermaid_charts_and_artifact_links(runs, capsys,
-                                                                         tmp_path):
+def test_markdown_has_the_verdict_table_mermaid_charts_and_artifact_links(runs, capsys, tmp_path):
     target = tmp_path / "comment" / "pr.md"
-    code, _, _ = compare(capsys, runs["base"], runs["buffer_window"], "--markdown", target,
-                         "--artifact-url", "https://ci.example/artifacts/")
+    code, _, _ = compare(
+        capsys,
+        runs["base"],
+        runs["buffer_window"],
+        "--markdown",
+        target,
+        "--artifact-url",
+        "https://ci.example/artifacts/",
+    )
     assert code == 1
     text = target.read_text()
     assert text.startswith("## Stream latency: :x: **Regression**")
@@ -137,7 +141,7 @@ def test_markdown_has_the_verdict_table_mermaid_charts_and_artifact_links(runs, 
     assert "](https://ci.example/artifacts/compare_overlay.png)" in text
     assert (target.parent / "compare_overlay.png").stat().st_size > 10_000
     blocks = re.findall(r"```mermaid\n(.*?)```", text, flags=re.S)
-    assert len(blocks) == 4                     # TTFC and p99 gap for both transports
+    assert len(blocks) == 4  # TTFC and p99 gap for both transports
     for block in blocks:
         assert_valid_xychart(block)
 
@@ -160,7 +164,11 @@ def assert_valid_xychart(block: str) -> None:
 
 def test_exit_code_1_from_a_real_process(runs):
     process = subprocess.run(
-        [sys.executable, "-m", "analysis", "compare", str(runs["base"]),
-         str(runs["ttfc_plus_100ms"])], cwd=REPO, capture_output=True, text=True, timeout=120)
+        [sys.executable, "-m", "analysis", "compare", str(runs["base"]), str(runs["ttfc_plus_100ms"])],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert process.returncode == 1, process.stderr
     assert process.stdout.splitlines()[-1] == "2 regression(s)"

@@ -14,6 +14,7 @@ Stream B (ndjson/chat) failed with an HTTP status and no events.
 Stream C (socketio/chat, no emit times): chunks at 5, 7, 9 ms (reads 0, 1, 2).
 Run duration 2 s.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,10 +29,11 @@ from analysis.chunks import chunk_series
 from analysis.frames import coerce_streams, frames_from_records
 from analysis.metrics import analyse
 from analysis.quantiles import grouped_percentiles, segment_percentiles
-from stream_harness.contract.schema import EVENT_COLUMNS, KIND_CODE, NO_SEQ, STREAM_COLUMNS
 from loadtests.results.record import StreamRecord
+from stream_harness.contract.kinds import EVENT_CODE_BY_NAME, EventKind
+from stream_harness.contract.schema import EVENT_DTYPES, NO_SEQ, STREAM_DTYPES
 
-CHUNK = KIND_CODE["chunk"]
+CHUNK = EventKind.CHUNK
 NAN = math.nan
 
 
@@ -63,7 +65,7 @@ class Record:
     emit_ms: array = field(default_factory=lambda: array("d"))
 
     def add(self, kind: str, t_ms: float, read: int, emit_ms: float = NAN) -> None:
-        self.kinds.append(KIND_CODE[kind])
+        self.kinds.append(EVENT_CODE_BY_NAME[kind])
         self.t_ms.append(t_ms)
         self.reads.append(read)
         self.seqs.append(len(self.seqs))
@@ -72,13 +74,26 @@ class Record:
 
 def hand_records() -> list[Record]:
     a = Record("ndjson", "chat", "a", time_to_headers_ms=2.0, duration_ms=51.5, n_reads=5)
-    for kind, t, read, emit in [("status_update", 3, 0, 2.5), ("chunk", 10, 1, 9),
-                                ("chunk", 20, 2, 18), ("chunk", 20, 2, 19),
-                                ("chunk", 50, 3, 30), ("end", 51, 4, 50.5)]:
+    for kind, t, read, emit in [
+        ("status_update", 3, 0, 2.5),
+        ("chunk", 10, 1, 9),
+        ("chunk", 20, 2, 18),
+        ("chunk", 20, 2, 19),
+        ("chunk", 50, 3, 30),
+        ("end", 51, 4, 50.5),
+    ]:
         a.add(kind, t, read, emit)
-    b = Record("ndjson", "chat", "b", status="failed", error="http_status",
-               error_detail="HTTP 503", http_status=503, time_to_headers_ms=1.0,
-               duration_ms=1.5)
+    b = Record(
+        "ndjson",
+        "chat",
+        "b",
+        status="failed",
+        error="http_status",
+        error_detail="HTTP 503",
+        http_status=503,
+        time_to_headers_ms=1.0,
+        duration_ms=1.5,
+    )
     c = Record("socketio", "chat", "c", time_to_headers_ms=1.0, http_status=0, n_reads=4)
     for t, read in [(5, 0), (7, 1), (9, 2)]:
         c.add("chunk", t, read)
@@ -97,12 +112,14 @@ def summary() -> dict:
 
 # --------------------------------------------------------------------------- frames
 
+
 def test_frames_have_the_schema_dtypes_and_stream_key_is_the_row_index():
     streams, events = frames_from_records(hand_records())
-    assert {name: str(streams[name].dtype) for name in STREAM_COLUMNS} == {
+    assert {name: str(streams[name].dtype) for name in STREAM_DTYPES} == {
         name: ("str" if dtype == "string" and str(streams[name].dtype) == "str" else dtype)
-        for name, dtype in STREAM_COLUMNS.items()}
-    assert {name: str(events[name].dtype) for name in EVENT_COLUMNS} == dict(EVENT_COLUMNS)
+        for name, dtype in STREAM_DTYPES.items()
+    }
+    assert {name: str(events[name].dtype) for name in EVENT_DTYPES} == EVENT_DTYPES
     assert list(streams["stream_key"]) == [0, 1, 2]
     assert list(events["stream_key"]) == [0] * 6 + [2] * 4
     assert list(events["t_ms"][:6]) == [3, 10, 20, 20, 50, 51]
@@ -137,6 +154,7 @@ def test_the_real_stream_record_is_accepted():
 
 # --------------------------------------------------------------------------- per chunk
 
+
 def test_chunk_series_gaps_staleness_jitter_and_bursts():
     streams, events = frames_from_records(hand_records())
     series = chunk_series(streams, events)
@@ -158,7 +176,7 @@ def test_per_stream_columns_are_filled():
     filled = analyse(RUN, streams, events).streams
     a = filled.iloc[0]
     assert a["gap_p50_ms"] == 10
-    assert a["gap_p99_ms"] == pytest.approx(29.6)        # sorted 0,10,30: 10 + 0.98 * 20
+    assert a["gap_p99_ms"] == pytest.approx(29.6)  # sorted 0,10,30: 10 + 0.98 * 20
     assert a["gap_max_ms"] == 30
     assert a["staleness_p99_ms"] == pytest.approx(18.46)  # sorted 0,0,1,19: 1 + 0.97 * 18
     assert math.isnan(filled.iloc[1]["gap_p50_ms"])
@@ -167,6 +185,7 @@ def test_per_stream_columns_are_filled():
 
 
 # --------------------------------------------------------------------------- summary
+
 
 def test_summary_has_schema_1_and_only_the_transports_that_ran(summary):
     assert summary["schema"] == 1
@@ -177,35 +196,39 @@ def test_summary_has_schema_1_and_only_the_transports_that_ran(summary):
 
 def test_stream_and_event_counts(summary):
     ndjson = summary["transports"]["ndjson"]
-    assert ndjson["streams"] == {"started": 2, "completed": 1, "failed": 1, "cancelled": 0,
-                                 "errors": {"http_status": 1}}
+    assert ndjson["streams"] == {
+        "started": 2,
+        "completed": 1,
+        "failed": 1,
+        "cancelled": 0,
+        "errors": {"http_status": 1},
+    }
     assert ndjson["events"] == {"total": 6, "chunks": 4, "malformed_lines": 0}
 
 
 def test_latency_objects(summary):
     ndjson = summary["transports"]["ndjson"]
-    assert ndjson["ttfc_ms"] == {"p50": 10, "p90": 10, "p95": 10, "p99": 10, "p999": 10,
-                                 "max": 10}
-    assert ndjson["time_to_headers_ms"]["p50"] == 1.5       # streams a (2 ms) and b (1 ms)
-    gap = ndjson["gap_ms"]                                   # pooled 0, 10, 30
+    assert ndjson["ttfc_ms"] == {"p50": 10, "p90": 10, "p95": 10, "p99": 10, "p999": 10, "max": 10}
+    assert ndjson["time_to_headers_ms"]["p50"] == 1.5  # streams a (2 ms) and b (1 ms)
+    gap = ndjson["gap_ms"]  # pooled 0, 10, 30
     assert gap["p50"] == 10 and gap["max"] == 30
-    assert gap["p90"] == pytest.approx(26.0)                 # 10 + 0.8 * 20
-    staleness = ndjson["staleness_ms"]                       # 0, 0, 1, 19
+    assert gap["p90"] == pytest.approx(26.0)  # 10 + 0.8 * 20
+    staleness = ndjson["staleness_ms"]  # 0, 0, 1, 19
     assert staleness["p50"] == 0.5 and staleness["max"] == 19
-    jitter = ndjson["jitter_ms"]                             # 1, 1, 19
+    jitter = ndjson["jitter_ms"]  # 1, 1, 19
     assert jitter["p50"] == 1 and jitter["max"] == 19
     assert set(gap) == {"p50", "p90", "p95", "p99", "p999", "max"}
 
 
 def test_events_per_read_and_throughput(summary):
     ndjson = summary["transports"]["ndjson"]
-    assert ndjson["events_per_read"]["mean"] == pytest.approx(1.2)   # reads of 1,1,2,1,1
-    assert ndjson["events_per_read"]["p99"] == pytest.approx(1.96)   # 1 + 0.96 * 1
-    assert ndjson["events_per_s"] == 2.0                              # 4 chunks / 2 s
+    assert ndjson["events_per_read"]["mean"] == pytest.approx(1.2)  # reads of 1,1,2,1,1
+    assert ndjson["events_per_read"]["p99"] == pytest.approx(1.96)  # 1 + 0.96 * 1
+    assert ndjson["events_per_s"] == 2.0  # 4 chunks / 2 s
 
 
 def test_a_latency_object_without_samples_has_null_values():
-    records = hand_records()[1:2]                  # the failed stream only: no chunk at all
+    records = hand_records()[1:2]  # the failed stream only: no chunk at all
     streams, events = frames_from_records(records)
     ndjson = analyse(RUN, streams, events).summary["transports"]["ndjson"]
     assert ndjson["ttfc_ms"] == dict.fromkeys(("p50", "p90", "p95", "p99", "p999", "max"))
@@ -243,8 +266,8 @@ def test_endpoints_are_aggregated_separately_and_together():
 
 def test_a_completed_stream_short_of_its_promised_chunks_is_failed_short_stream():
     records = hand_records()
-    records[0].expected_chunks = 5                # 4 arrived
-    records[2].expected_chunks = 3                # all 3 arrived
+    records[0].expected_chunks = 5  # 4 arrived
+    records[2].expected_chunks = 3  # all 3 arrived
     streams, events = frames_from_records(records)
     analysis = analyse(RUN, streams, events)
     assert analysis.streams["status"].iloc[0] == "failed"
@@ -269,7 +292,8 @@ def test_events_out_of_stream_order_are_regrouped_keeping_arrival_order():
 
 # --------------------------------------------------------------------------- quantiles
 
-@pytest.mark.parametrize("n_groups", [3, 200])      # the selection and the sort paths
+
+@pytest.mark.parametrize("n_groups", [3, 200])  # the selection and the sort paths
 def test_grouped_percentiles_match_numpy_exactly(n_groups):
     rng = np.random.default_rng(3)
     values = rng.exponential(3.0, 20_000)

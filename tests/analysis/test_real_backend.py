@@ -7,6 +7,7 @@ path), then ``python -m analysis report``.  The clean control must be clean;
 every fault must be called buffered; ``compare`` must fail the buffered run
 against the clean one.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,14 +16,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from fake_backend.process import start_backend
-
 from tests.support import REPO
+
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
 
 pytestmark = pytest.mark.timeout(300)
@@ -80,15 +81,14 @@ class BufferingProxy:
             while not self.closed.is_set():
                 try:
                     data = source.recv(65536)
-                except socket.timeout:
+                except TimeoutError:
                     data = None
                 if data == b"":
                     break
                 if data:
                     since = since if held else time.monotonic()
                     held += data
-                if held and (len(held) >= self.block
-                             or time.monotonic() - since >= self.max_hold_s):
+                if held and (len(held) >= self.block or time.monotonic() - since >= self.max_hold_s):
                     target.sendall(held)
                     held.clear()
             if held:
@@ -121,16 +121,44 @@ def run_and_report(url: str, results: Path, options: dict, attempts: int = 2) ->
 
 
 def run_once(url: str, results: Path, options: dict) -> dict:
-    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-               "-u", "4", "-r", "4", "-t", "4s", "--host", url, "--transport", "both",
-               "--chunks", "300", "--stream-seconds", "0.9", "--stop-timeout", "3",
-               "--results-dir", str(results), "--only-summary"]
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        "4",
+        "-r",
+        "4",
+        "-t",
+        "4s",
+        "--host",
+        url,
+        "--transport",
+        "both",
+        "--chunks",
+        "300",
+        "--stream-seconds",
+        "0.9",
+        "--stop-timeout",
+        "3",
+        "--results-dir",
+        str(results),
+        "--only-summary",
+    ]
     if options:
         command += ["--backend-options", json.dumps(options)]
     locust = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert (results / "streams.parquet").is_file(), locust.stdout[-3000:] + locust.stderr[-3000:]
-    report = subprocess.run([sys.executable, "-m", "analysis", "report", str(results)],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    report = subprocess.run(
+        [sys.executable, "-m", "analysis", "report", str(results)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert report.returncode == 0, report.stderr
     return json.loads((results / "summary.json").read_text())
 
@@ -168,8 +196,7 @@ def test_the_clean_control_is_clean(summaries):
 @pytest.mark.parametrize("fault", ["buffer_50ms", "buffer_20_chunks"])
 def test_buffering_faults_are_buffered_on_both_transports(summaries, fault):
     summary = summaries[fault][1]
-    assert verdicts(summary) == dict.fromkeys(("ndjson", "socketio"),
-                                              expect(summary, "buffered"))
+    assert verdicts(summary) == dict.fromkeys(("ndjson", "socketio"), expect(summary, "buffered"))
 
 
 def test_gzip_on_the_ndjson_path_is_buffered(summaries):
@@ -182,14 +209,16 @@ def test_gzip_on_the_ndjson_path_is_buffered(summaries):
 
 def test_a_buffering_proxy_on_the_path_is_buffered(summaries):
     summary = summaries["proxy"][1]
-    assert verdicts(summary)["ndjson"] == expect(summary, "buffered"), \
-        summary["transports"]["ndjson"]["buffering"]
+    assert verdicts(summary)["ndjson"] == expect(summary, "buffered"), summary["transports"]["ndjson"]["buffering"]
 
 
 def test_compare_fails_the_buffered_run_against_the_clean_one(summaries):
     process = subprocess.run(
-        [sys.executable, "-m", "analysis", "compare", str(summaries["clean"][0]),
-         str(summaries["buffer_50ms"][0])], cwd=REPO, capture_output=True, text=True,
-        timeout=120)
+        [sys.executable, "-m", "analysis", "compare", str(summaries["clean"][0]), str(summaries["buffer_50ms"][0])],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert process.returncode == 1, process.stdout + process.stderr
     assert "ndjson: buffering verdict clean -> buffered" in process.stdout

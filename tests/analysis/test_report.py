@@ -1,4 +1,5 @@
 """report.md reads verdict-first; charts exist; Mermaid blocks follow the xychart grammar."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,10 +14,19 @@ from tests.support.synthetic import SyntheticSpec, write_synthetic_run
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory):
     directory = tmp_path_factory.mktemp("report") / "run"
-    write_synthetic_run(directory, SyntheticSpec(
-        streams=6, chunks=(200, 300), endpoints=("chat", "agent"), failure_share=0.2, seed=8,
-        transport_overrides={"socketio": {"buffer_ms": 100}}))
+    write_synthetic_run(
+        directory,
+        SyntheticSpec(
+            streams=6,
+            chunks=(200, 300),
+            endpoints=("chat", "agent"),
+            failure_share=0.2,
+            seed=8,
+            transport_overrides={"socketio": {"buffer_ms": 100}},
+        ),
+    )
     return build_report(directory)
+
 
 def test_the_verdict_comes_first(report):
     lines = report.report_path.read_text().splitlines()
@@ -26,11 +36,13 @@ def test_the_verdict_comes_first(report):
     assert lines[5].startswith("- ndjson: 6 streams, ")
     assert "load generator not saturated" in lines[7]
 
+
 def test_tables_per_transport_and_endpoint(report):
     text = report.report_path.read_text()
     assert "## ndjson" in text and "## socketio" in text
     assert "| TTFC |" in text and "| staleness |" in text
     assert "| agent |" in text and "| chat |" in text
+
 
 def test_every_chart_is_a_png_linked_from_the_report(report):
     text = report.report_path.read_text()
@@ -39,28 +51,32 @@ def test_every_chart_is_a_png_linked_from_the_report(report):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({path.name})" in text
 
+
 def test_summary_json_is_rewritten(report):
     assert report.summary_path.is_file()
-    assert report.analysis.summary["transports"]["socketio"]["buffering"]["verdict"] == \
-        "buffered"
+    assert report.analysis.summary["transports"]["socketio"]["buffering"]["verdict"] == "buffered"
+
 
 def test_cdf_points_and_envelope_bound_the_points_drawn():
     values = np.arange(100_000, dtype=float)
     x, y = cdf_points(values, max_points=500)
     assert x.size == 500 and y[-1] == 1.0 and x[-1] == 99_999
     ex, ey = envelope(values, values[::-1].copy(), max_points=100)
-    assert ex.size == 100 and ey[0] == 99_999          # peaks survive downsampling
+    assert ex.size == 100 and ey[0] == 99_999  # peaks survive downsampling
+
 
 def test_log_histogram_counts_zero_gaps_apart():
     zero, edges, counts = log_histogram(np.array([0.0, 0.0, 1.0, 10.0, 100.0, np.nan]))
     assert zero == 2 and counts.sum() == 3
     assert edges[0] == pytest.approx(0.1) and edges[-1] >= 100
 
+
 def test_xychart_quotes_text_and_writes_plain_numbers():
-    block = xychart('a "quoted" title', ["p50", "p99"], [("bar", [1.5, float("nan")]),
-                                                          ("line", [1e-9, 123456.789])], "ms")
-    assert 'title "a \'quoted\' title"' in block
+    block = xychart(
+        'a "quoted" title', ["p50", "p99"], [("bar", [1.5, float("nan")]), ("line", [1e-9, 123456.789])], "ms"
+    )
+    assert "title \"a 'quoted' title\"" in block
     assert "bar [1.5, 0]" in block and "line [0, 123456.79]" in block
-    assert "y-axis \"ms\" 0 --> 200000" in block
+    assert 'y-axis "ms" 0 --> 200000' in block
     with pytest.raises(ValueError):
         xychart("t", ["a"], [("pie", [1.0])], "ms")

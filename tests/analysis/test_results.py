@@ -1,4 +1,5 @@
 """Results directories: atomic writes, faithful reads, one-line errors for bad ones."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,8 @@ def test_write_results_creates_the_directory_and_all_four_files(tmp_path: Path):
     summary = write_results(tmp_path / "a" / "b", run, streams, events)
     directory = tmp_path / "a" / "b"
     assert sorted(p.name for p in directory.iterdir()) == sorted(
-        [RUN_FILE, STREAMS_FILE, EVENTS_FILE, SUMMARY_FILE])      # no temp files left
+        [RUN_FILE, STREAMS_FILE, EVENTS_FILE, SUMMARY_FILE]
+    )  # no temp files left
     assert json.loads((directory / SUMMARY_FILE).read_text()) == summary
     assert summary["schema"] == 1 and set(summary["transports"]) == {"ndjson", "socketio"}
 
@@ -44,14 +46,13 @@ def test_round_trip_keeps_rows_dtypes_and_fills_derived_columns(run_dir: Path):
     assert loaded.run == json.loads(json.dumps(run))
     pd.testing.assert_frame_equal(loaded.events, events)
     assert len(loaded.streams) == len(streams)
-    assert loaded.streams["gap_p99_ms"].notna().all()          # filled by the writer
+    assert loaded.streams["gap_p99_ms"].notna().all()  # filled by the writer
     assert loaded.streams["staleness_p99_ms"].notna().all()
     assert list(loaded.streams["stream_id"]) == list(streams["stream_id"])
 
 
 def test_rewriting_replaces_files_whole(run_dir: Path):
-    run, streams, events = synthetic_run(SyntheticSpec(streams=1, chunks=(60, 60), seed=2,
-                                                       transports=("ndjson",)))
+    run, streams, events = synthetic_run(SyntheticSpec(streams=1, chunks=(60, 60), seed=2, transports=("ndjson",)))
     write_results(run_dir, run, streams, events)
     assert len(load_results(run_dir).streams) == 1
 
@@ -76,7 +77,7 @@ def test_a_file_instead_of_a_directory(tmp_path: Path):
 
 def test_corrupt_parquet(run_dir: Path):
     data = (run_dir / EVENTS_FILE).read_bytes()
-    (run_dir / EVENTS_FILE).write_bytes(data[: len(data) // 2])      # cut mid-write
+    (run_dir / EVENTS_FILE).write_bytes(data[: len(data) // 2])  # cut mid-write
     with pytest.raises(ResultsError, match="events.parquet: unreadable parquet"):
         load_results(run_dir)
 

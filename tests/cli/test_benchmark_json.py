@@ -1,4 +1,5 @@
 """benchmark.json for dashboards, and merging rounds into one results directory."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.results import load_results
-from tests.support.synthetic import SyntheticSpec, write_synthetic_run
-from stream_harness.cli.benchmark_json import benchmark_entries, write_benchmark_json
 from analysis.merge import MergeError, merge_runs
-
+from analysis.results import load_results
+from stream_harness.cli.benchmark_json import benchmark_entries, write_benchmark_json
 from tests.support import REPO
+from tests.support.synthetic import SyntheticSpec, write_synthetic_run
 
 
 def latency(p50: float | None, p95: float | None = None, p99: float | None = None) -> dict:
@@ -35,7 +35,7 @@ SUMMARY = {
             "streams": {"started": 10, "completed": 10, "failed": 0},
             "ttfc_ms": latency(15.0, 25.0, 40.0),
             "gap_ms": latency(1.0, 2.0, 6.0),
-            "staleness_ms": None,     # a backend without emit times
+            "staleness_ms": None,  # a backend without emit times
             "buffering": {"verdict": "buffered"},
         },
     },
@@ -43,6 +43,7 @@ SUMMARY = {
 
 
 # --------------------------------------------------------------------------- dashboard
+
 
 def test_entries_are_custom_smaller_is_better_points() -> None:
     entries = benchmark_entries(SUMMARY)
@@ -74,13 +75,19 @@ def test_write_and_cli(tmp_path: Path) -> None:
     path = write_benchmark_json(tmp_path)
     assert path == tmp_path / "benchmark.json"
     assert json.loads(path.read_text()) == benchmark_entries(SUMMARY)
-    done = subprocess.run([sys.executable, "-m", "stream_harness", "benchmark-json", str(tmp_path / "missing")],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "stream_harness", "benchmark-json", str(tmp_path / "missing")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
 # --------------------------------------------------------------------------- merge
+
 
 def test_merge_renumbers_streams_and_sums_durations(tmp_path: Path) -> None:
     first, second = tmp_path / "r1", tmp_path / "r2"
@@ -92,9 +99,8 @@ def test_merge_renumbers_streams_and_sums_durations(tmp_path: Path) -> None:
     assert len(m.events) == len(a.events) + len(b.events)
     assert m.streams["stream_id"].is_unique
     # The second run's events now point at its streams, shifted past the first run's.
-    shifted = m.events.iloc[len(a.events):].reset_index(drop=True)
-    pd.testing.assert_series_equal(shifted["stream_key"], b.events["stream_key"] + len(a.streams),
-                                   check_names=False)
+    shifted = m.events.iloc[len(a.events) :].reset_index(drop=True)
+    pd.testing.assert_series_equal(shifted["stream_key"], b.events["stream_key"] + len(a.streams), check_names=False)
     assert m.run["id"] == "base-merged"
     assert m.run["merged_from"] == ["r1", "r2"]
     assert m.run["duration_s"] == a.run["duration_s"] + b.run["duration_s"]
@@ -118,8 +124,9 @@ def test_merge_of_a_broken_run_names_it(tmp_path: Path) -> None:
 def test_merge_is_saturated_when_most_streams_come_from_saturated_rounds(tmp_path: Path) -> None:
     runs = []
     for name, saturated in (("r1", False), ("r2", True), ("r3", True)):
-        write_synthetic_run(tmp_path / name, SyntheticSpec(streams=3, chunks=(50, 60), seed=len(runs),
-                                                           saturated=saturated))
+        write_synthetic_run(
+            tmp_path / name, SyntheticSpec(streams=3, chunks=(50, 60), seed=len(runs), saturated=saturated)
+        )
         runs.append(tmp_path / name)
     merged = load_results(merge_runs(runs, tmp_path / "merged", run_id="m"))
     assert merged.run["harness"]["saturated"] is True

@@ -13,6 +13,7 @@ What the PR job promises, checked the way it runs there:
 Each comparison is 2 interleaved rounds x 2 sides of ~8 s of load: about a
 minute and a half each on this 2-core machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from stream_harness.cli.compare_refs import tree_env
 from bench.false_alarms import COPY_IGNORE
-
+from stream_harness.cli.compare_refs import tree_env
 from tests.support import REPO
+
 MERMAID_CHECK = REPO / "tools" / "mermaid-check"
-PROFILE = ("--rounds", "2", "--seconds", "8", "--users", "4", "--chunks", "300",
-           "--stream-seconds", "2")
+PROFILE = ("--rounds", "2", "--seconds", "8", "--users", "4", "--chunks", "300", "--stream-seconds", "2")
 #: What the buffering regression changes in the copy's fake backend: the
 #: built-in default of the buffering fault (normally off).
 BUFFER_DEFAULT_OFF = "    buffer_ms: float | None = None\n"
@@ -64,16 +64,25 @@ def copy_tree(destination: Path) -> Path:
 
 
 def git(tree: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-c", "user.name=bench-test", "-c", "user.email=bench@test",
-                           "-C", str(tree), *args], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["git", "-c", "user.name=bench-test", "-c", "user.email=bench@test", "-C", str(tree), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout
 
 
 def run_compare(tree: Path, base: str, out: Path) -> CompareRun:
     """`python -m stream_harness.cli.compare_refs` exactly as `make bench-compare` calls it, from ``tree``."""
-    done = subprocess.run([sys.executable, "-m", "stream_harness", "compare-refs", "--base", base, *PROFILE,
-                           "--out", str(out)], cwd=tree, env=tree_env(tree),
-                          capture_output=True, text=True, timeout=800)
+    done = subprocess.run(
+        [sys.executable, "-m", "stream_harness", "compare-refs", "--base", base, *PROFILE, "--out", str(out)],
+        cwd=tree,
+        env=tree_env(tree),
+        capture_output=True,
+        text=True,
+        timeout=800,
+    )
     return CompareRun(tree, out, done.returncode, done.stdout + done.stderr)
 
 
@@ -107,18 +116,23 @@ def mermaid_check() -> Path:
     installed = MERMAID_CHECK / "node_modules" / ".package-lock.json"
     lock = MERMAID_CHECK / "package-lock.json"
     if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                              cwd=MERMAID_CHECK, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=MERMAID_CHECK,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, f"npm ci in {MERMAID_CHECK} failed: {done.stderr[-2000:]}"
     return MERMAID_CHECK / "check.mjs"
 
 
 def parse_mermaid(check: Path, markdown: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["node", str(check), str(markdown)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(["node", str(check), str(markdown)], capture_output=True, text=True, timeout=120)
 
 
 # --------------------------------------------------------------------------- same code
+
 
 def test_same_code_passes(self_compare: CompareRun) -> None:
     assert self_compare.exit_code == 0, self_compare.output
@@ -131,7 +145,8 @@ def test_rounds_are_interleaved_base_first(self_compare: CompareRun) -> None:
     kept = [(r["side"], r["round"]) for r in runs if not r["discarded"]]
     assert kept == [("base", 1), ("current", 1), ("base", 2), ("current", 2)]
     assert [(r["side"], r["round"]) for r in runs] == sorted(
-        ((r["side"], r["round"]) for r in runs), key=lambda sr: (sr[1], sr[0] != "base"))
+        ((r["side"], r["round"]) for r in runs), key=lambda sr: (sr[1], sr[0] != "base")
+    )
     assert all(r["exit_code"] == 0 for r in runs)
     assert all(r["saturated"] for r in runs if r["discarded"])
 
@@ -153,8 +168,7 @@ def test_merged_sides_hold_every_round(self_compare: CompareRun) -> None:
     for side in ("base", "current"):
         merged = self_compare.out / side
         summary = json.loads((merged / "summary.json").read_text())
-        kept = [Path(r["run_dir"]) for r in self_compare.record["runs"]
-                if r["side"] == side and not r["discarded"]]
+        kept = [Path(r["run_dir"]) for r in self_compare.record["runs"] if r["side"] == side and not r["discarded"]]
         assert len(kept) == 2
         rounds = [json.loads((run_dir / "summary.json").read_text()) for run_dir in kept]
         for transport in ("ndjson", "socketio"):
@@ -175,6 +189,7 @@ def test_pr_comment_names_both_sides_and_the_profile(self_compare: CompareRun) -
 
 
 # --------------------------------------------------------------------------- buffering regression
+
 
 def test_buffering_regression_fails_with_the_buffering_line(buffered_compare: CompareRun) -> None:
     assert buffered_compare.exit_code == 1, buffered_compare.output
@@ -201,8 +216,10 @@ def test_base_path_and_current_copy_ran_their_own_code(buffered_compare: Compare
 
 # --------------------------------------------------------------------------- charts
 
-def test_pr_comment_mermaid_blocks_parse(self_compare: CompareRun, buffered_compare: CompareRun,
-                                         mermaid_check: Path) -> None:
+
+def test_pr_comment_mermaid_blocks_parse(
+    self_compare: CompareRun, buffered_compare: CompareRun, mermaid_check: Path
+) -> None:
     for run in (self_compare, buffered_compare):
         assert "```mermaid" in run.markdown
         done = parse_mermaid(mermaid_check, run.out / "pr-comment.md")
@@ -212,13 +229,14 @@ def test_pr_comment_mermaid_blocks_parse(self_compare: CompareRun, buffered_comp
 
 def test_mermaid_checker_rejects_a_broken_chart(tmp_path: Path, mermaid_check: Path) -> None:
     broken = tmp_path / "broken.md"
-    broken.write_text("```mermaid\nxychart-beta\n    x-axis [\"a\", \"b\"\n    bar [1, 2]\n```\n")
+    broken.write_text('```mermaid\nxychart-beta\n    x-axis ["a", "b"\n    bar [1, 2]\n```\n')
     done = parse_mermaid(mermaid_check, broken)
     assert done.returncode == 1
     assert "Parse error" in done.stdout
 
 
 # --------------------------------------------------------------------------- nightly gate
+
 
 def _night(source: Path, baseline_root: Path, name: str) -> Path:
     """A past night in the baseline layout (raw files of one round)."""
@@ -230,9 +248,27 @@ def _night(source: Path, baseline_root: Path, name: str) -> Path:
 
 
 def run_nightly(baseline: Path, run: Path, out: Path, keep: int) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stream_harness", "nightly", "--baseline", str(baseline),
-                           "--run", str(run), "--keep", str(keep), "--out", str(out)],
-                          cwd=REPO, env=tree_env(REPO), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream_harness",
+            "nightly",
+            "--baseline",
+            str(baseline),
+            "--run",
+            str(run),
+            "--keep",
+            str(keep),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=tree_env(REPO),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_nightly_gate_rotates_a_clean_night_in(self_compare: CompareRun, tmp_path: Path) -> None:
@@ -247,8 +283,9 @@ def test_nightly_gate_rotates_a_clean_night_in(self_compare: CompareRun, tmp_pat
     assert "No regression" in (tmp_path / "out" / "nightly.md").read_text()
 
 
-def test_nightly_gate_keeps_a_buffered_night_out(self_compare: CompareRun,
-                                                 buffered_compare: CompareRun, tmp_path: Path) -> None:
+def test_nightly_gate_keeps_a_buffered_night_out(
+    self_compare: CompareRun, buffered_compare: CompareRun, tmp_path: Path
+) -> None:
     baseline = tmp_path / "baseline"
     _night(self_compare.out / "runs" / "current-r1", baseline, "20250101T031700Z-1")
     _night(self_compare.out / "runs" / "current-r2", baseline, "20250102T031700Z-1")
@@ -271,10 +308,26 @@ def test_nightly_without_baseline_starts_one(self_compare: CompareRun, tmp_path:
 
 # --------------------------------------------------------------------------- unusable input
 
+
 def test_unknown_base_is_unusable_with_one_line(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "stream_harness", "compare-refs", "--base", "no-such-ref-xyz",
-                           *PROFILE, "--out", str(tmp_path / "out")], cwd=REPO, env=tree_env(REPO),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream_harness",
+            "compare-refs",
+            "--base",
+            "no-such-ref-xyz",
+            *PROFILE,
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        env=tree_env(REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert len([line for line in done.stderr.splitlines() if line.strip()]) == 1, done.stderr
@@ -286,9 +339,24 @@ def test_base_that_cannot_run_is_unusable(tmp_path: Path) -> None:
     base = tmp_path / "old-checkout"
     (base / "bench").mkdir(parents=True)
     (base / "bench" / "__init__.py").write_text("")
-    done = subprocess.run([sys.executable, "-m", "stream_harness", "compare-refs", "--base", str(base), *PROFILE,
-                           "--out", str(tmp_path / "out")], cwd=REPO, env=tree_env(REPO),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream_harness",
+            "compare-refs",
+            "--base",
+            str(base),
+            *PROFILE,
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        env=tree_env(REPO),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "base tree" in done.stderr

@@ -1,4 +1,5 @@
 """`make ui`: one command gives the fake backend and the web UI; Ctrl-C stops both."""
+
 from __future__ import annotations
 
 import os
@@ -27,9 +28,15 @@ def port_open(url: str) -> bool:
 
 def test_make_ui_prints_the_url_and_ctrl_c_stops_everything() -> None:
     # its own session, so a Ctrl-C can reach the whole group the way a terminal sends it
-    process = subprocess.Popen([sys.executable, "-m", "stream_harness", "ui"], cwd=REPO, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stream_harness", "ui"],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         output = ""
         deadline = time.monotonic() + 60
@@ -39,8 +46,7 @@ def test_make_ui_prints_the_url_and_ctrl_c_stops_everything() -> None:
             if not line:
                 break
             output += line
-            match = re.search(r"Locust web UI: (http://127\.0\.0\.1:\d+/)\s+\(fake backend: (\S+)\)",
-                              line)
+            match = re.search(r"Locust web UI: (http://127\.0\.0\.1:\d+/)\s+\(fake backend: (\S+)\)", line)
         assert match, f"no URL line:\n{output}"
         ui_url, backend_url = match.group(1), match.group(2)
         page = httpx.get(ui_url, timeout=10)

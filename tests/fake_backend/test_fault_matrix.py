@@ -8,6 +8,7 @@ half-way, and clients that stop reading.  Memory is the backend process's RSS
 streams run and how the finished ones ended.  Every socket is closed in a
 ``finally``.
 """
+
 from __future__ import annotations
 
 import time
@@ -18,11 +19,19 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.abuse import (
-    CHAT, STREAM_WAY, address, churn_ways, drop_connections, open_connections, oversized_body, read_until,
-    slow_consumers, socketio_task,
-)
 from fake_backend.process import BackendProcess, start_backend
+from tests.support.abuse import (
+    CHAT,
+    STREAM_WAY,
+    address,
+    churn_ways,
+    drop_connections,
+    open_connections,
+    oversized_body,
+    read_until,
+    slow_consumers,
+    socketio_task,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,6 +48,7 @@ def backend() -> Iterator[BackendProcess]:
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def stats(backend: BackendProcess) -> dict:
     return httpx.get(f"{backend.url}/api/_harness/stats", timeout=10).json()
@@ -63,12 +73,16 @@ def wait_for(check, timeout: float, what: str):
 def all_streams_ended(backend: BackendProcess) -> dict | None:
     """The stats once nothing runs and every started stream has an outcome."""
     now = stats(backend)
-    done = (now["active"] == {"ndjson": 0, "socketio": 0} and now["socketio_sessions"] == 0
-            and sum(now["started"].values()) == sum(now["outcomes"].values()))
+    done = (
+        now["active"] == {"ndjson": 0, "socketio": 0}
+        and now["socketio_sessions"] == 0
+        and sum(now["started"].values()) == sum(now["outcomes"].values())
+    )
     return now if done else None
 
 
 # --------------------------------------------------------------------------- oversized bodies
+
 
 def test_oversized_bodies_are_refused_without_being_read_into_memory(backend: BackendProcess):
     addr = address(backend.url)
@@ -78,8 +92,12 @@ def test_oversized_bodies_are_refused_without_being_read_into_memory(backend: Ba
     assert head.startswith(b"HTTP/1.1 413"), head[:200]
     assert taken_mb < 100, f"the backend swallowed {taken_mb} MB of a refused body"
     # 2. a chunked upload with no declared length: refused once it passes the cap
-    refused = httpx.post(backend.url + CHAT, content=(b"y" * 2**20 for _ in range(40)),
-                         headers={"Content-Type": "application/json"}, timeout=30)
+    refused = httpx.post(
+        backend.url + CHAT,
+        content=(b"y" * 2**20 for _ in range(40)),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
     assert refused.status_code == 413
     # 3. an oversized Socket.io message (3 MB, the server allows 1 MB): the server
     #    closes the websocket (a close frame, opcode 0x8) and runs no task
@@ -95,6 +113,7 @@ def test_oversized_bodies_are_refused_without_being_read_into_memory(backend: Ba
 
 # --------------------------------------------------------------------------- connection churn
 
+
 def test_thousands_of_connections_opened_and_dropped_leave_nothing_behind(backend: BackendProcess):
     addr = address(backend.url)
     process = psutil.Process(backend.pid)
@@ -105,7 +124,7 @@ def test_thousands_of_connections_opened_and_dropped_leave_nothing_behind(backen
     try:
         wait_for(lambda: stats(backend)["active"]["ndjson"] > 0, 10, "streams to start")
     finally:
-        drop_connections(socks)                   # half with a FIN, half with a RST
+        drop_connections(socks)  # half with a FIN, half with a RST
     final = wait_for(lambda: all_streams_ended(backend), 30, "every dropped stream to end")
     stream_requests = sum(1 for i in range(count) if i % len(churn_ways(addr, {})) == STREAM_WAY)
     assert final["started"]["ndjson"] - started_before == stream_requests
@@ -118,6 +137,7 @@ def test_thousands_of_connections_opened_and_dropped_leave_nothing_behind(backen
 
 # --------------------------------------------------------------------------- slow consumers
 
+
 def test_clients_that_stop_reading_have_their_streams_ended(backend: BackendProcess):
     addr = address(backend.url)
     before = stats(backend)["outcomes"].get("slow_consumer", 0)
@@ -129,8 +149,9 @@ def test_clients_that_stop_reading_have_their_streams_ended(backend: BackendProc
         wait_for(lambda: sum(stats(backend)["active"].values()) == 6, 10, "the six streams to start")
         started = time.monotonic()
         # the clients still hold their sockets open and read nothing: the backend ends the streams
-        wait_for(lambda: stats(backend)["active"] == {"ndjson": 0, "socketio": 0}, 15,
-                 "the backend to end the stuck streams")
+        wait_for(
+            lambda: stats(backend)["active"] == {"ndjson": 0, "socketio": 0}, 15, "the backend to end the stuck streams"
+        )
         ended_after = time.monotonic() - started
         outcomes = stats(backend)["outcomes"]
         assert outcomes.get("slow_consumer", 0) - before == 6, outcomes

@@ -3,6 +3,7 @@ one raw socket, every recv() timed separately.
 
 Assertions are generous about speed (shared, noisy CI cores) and strict about
 what each fault must do to the byte stream."""
+
 from __future__ import annotations
 
 import json
@@ -31,10 +32,10 @@ def backend():
 class Observed:
     status: int
     headers: dict
-    headers_at: float                 # s after request sent
+    headers_at: float  # s after request sent
     lines: list[dict]
-    arrival: list[float]              # per line: s after request sent (time of the read completing it)
-    lines_per_read: list[int]         # reads that completed at least one line
+    arrival: list[float]  # per line: s after request sent (time of the read completing it)
+    lines_per_read: list[int]  # reads that completed at least one line
     terminated: bool
 
     @property
@@ -68,7 +69,7 @@ def test_2000_chunks_over_2s_all_arrive_paced(backend):
     assert o.kinds == ["chunk"] * 2000 + ["end"]
     assert [line["seq"] for line in o.lines] == list(range(2001))
     spread = o.chunk_arrivals[-1] - o.chunk_arrivals[0]
-    assert 1.9 <= spread < 10, spread          # paced over ~2 s, not dumped at once
+    assert 1.9 <= spread < 10, spread  # paced over ~2 s, not dumped at once
     emit_spread = o.lines[1999]["ts"] - o.lines[0]["ts"]
     assert 1.9 <= emit_spread < 10
 
@@ -121,11 +122,14 @@ def test_gzip_holds_headers_and_lines_back_until_a_block_fills(backend):
 
 
 def test_gzip_large_body_comes_in_full_blocks(backend):
-    o = observe(backend.url, {"chunks": 12000, "duration_s": 2, "events": False, "gzip": True, "chunk_chars": 8},
-                headers={"Accept-Encoding": "gzip"})
+    o = observe(
+        backend.url,
+        {"chunks": 12000, "duration_s": 2, "events": False, "gzip": True, "chunk_chars": 8},
+        headers={"Accept-Encoding": "gzip"},
+    )
     assert o.kinds == ["chunk"] * 12000 + ["end"]
-    assert len(o.lines_per_read) >= 2               # several blocks, spread over the stream
-    assert min(o.lines_per_read[:-1]) >= 500        # each one a big batch of lines
+    assert len(o.lines_per_read) >= 2  # several blocks, spread over the stream
+    assert min(o.lines_per_read[:-1]) >= 500  # each one a big batch of lines
 
 
 def test_gzip_is_skipped_when_the_client_does_not_accept_it(backend):
@@ -135,20 +139,22 @@ def test_gzip_is_skipped_when_the_client_does_not_accept_it(backend):
 
 @pytest.mark.parametrize("gzip", [False, True])
 def test_disconnect_at_cuts_the_body_without_terminating_chunk(backend, gzip):
-    o = observe(backend.url, {"chunks": 200, "duration_s": 0.5, "events": False, "disconnect_at": 50, "gzip": gzip},
-                headers={"Accept-Encoding": "gzip"})
+    o = observe(
+        backend.url,
+        {"chunks": 200, "duration_s": 0.5, "events": False, "disconnect_at": 50, "gzip": gzip},
+        headers={"Accept-Encoding": "gzip"},
+    )
     assert o.status == 200
-    assert not o.terminated                      # the 0-size chunk never came: connection dropped
+    assert not o.terminated  # the 0-size chunk never came: connection dropped
     # plain: exactly the 50 chunks before K; gzip: those 50 lines never filled a block
     assert o.kinds == ([] if gzip else ["chunk"] * 50)
 
 
 def test_disconnect_at_is_an_error_for_a_normal_http_client(backend):
     body = {**BODY, "harness": {"chunks": 100, "duration_s": 0, "disconnect_at": 10}}
-    with pytest.raises(httpx.RemoteProtocolError):
-        with httpx.stream("POST", backend.url + CHAT, json=body) as response:
-            for _ in response.iter_lines():
-                pass
+    with pytest.raises(httpx.RemoteProtocolError), httpx.stream("POST", backend.url + CHAT, json=body) as response:
+        for _ in response.iter_lines():
+            pass
     assert httpx.get(backend.url + "/api/health").status_code == 200
 
 

@@ -1,4 +1,5 @@
 """The fake backend's NDJSON endpoints, checked line by line against PROTOCOL.md."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def auth_backend():
         yield b
 
 
-def stream(base: str, path: str, harness: dict | None, *, body: dict | None = None,
-           headers: dict | None = None) -> tuple[httpx.Response, list[dict]]:
+def stream(
+    base: str, path: str, harness: dict | None, *, body: dict | None = None, headers: dict | None = None
+) -> tuple[httpx.Response, list[dict]]:
     payload = dict(body if body is not None else BODIES[path])
     if harness is not None:
         payload["harness"] = harness
@@ -90,8 +92,7 @@ def check_stream(response: httpx.Response, lines: list[dict], *, chunks: int, en
     assert all(a["ts"] <= b["ts"] for a, b in zip(lines, lines[1:]))
     assert abs(lines[-1]["ts"] - time.time()) < 60
     assert [line["event"] for line in lines].count("end") == 1
-    assert lines[-1] == {"event": "end", "data": {"reason": end_reason}, "seq": len(lines) - 1,
-                         "ts": lines[-1]["ts"]}
+    assert lines[-1] == {"event": "end", "data": {"reason": end_reason}, "seq": len(lines) - 1, "ts": lines[-1]["ts"]}
     assert sum(line["event"] == "chunk" for line in lines) == chunks
 
 
@@ -171,35 +172,41 @@ def test_health_and_warm(backend):
     assert warm.status_code == 200 and warm.json()["status"] == "warm"
 
 
-@pytest.mark.parametrize("harness, fragment", [
-    ({"chunks": -1}, "harness.chunks"),
-    ({"chunks": 100_001}, "harness.chunks"),
-    ({"chunks": True}, "harness.chunks"),
-    ({"duration_s": 601}, "harness.duration_s"),
-    ({"duration_s": "30"}, "harness.duration_s"),
-    ({"pacing": "fast"}, "harness.pacing"),
-    ({"chunk_chars": 0}, "harness.chunk_chars"),
-    ({"events": "yes"}, "harness.events"),
-    ({"buffer_ms": 0}, "harness.buffer_ms"),
-    ({"stall_ms": 100}, "stall_at"),
-    ({"chunks": 10, "error_at": 10}, "error_at"),
-    ({"chunks": 100_000, "chunk_chars": 10_000}, "cap"),
-    ({"chunkz": 5}, "unknown harness key 'chunkz'"),
-    ([1, 2], "harness must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "harness, fragment",
+    [
+        ({"chunks": -1}, "harness.chunks"),
+        ({"chunks": 100_001}, "harness.chunks"),
+        ({"chunks": True}, "harness.chunks"),
+        ({"duration_s": 601}, "harness.duration_s"),
+        ({"duration_s": "30"}, "harness.duration_s"),
+        ({"pacing": "fast"}, "harness.pacing"),
+        ({"chunk_chars": 0}, "harness.chunk_chars"),
+        ({"events": "yes"}, "harness.events"),
+        ({"buffer_ms": 0}, "harness.buffer_ms"),
+        ({"stall_ms": 100}, "stall_at"),
+        ({"chunks": 10, "error_at": 10}, "error_at"),
+        ({"chunks": 100_000, "chunk_chars": 10_000}, "cap"),
+        ({"chunkz": 5}, "unknown harness key 'chunkz'"),
+        ([1, 2], "harness must be a JSON object"),
+    ],
+)
 def test_bad_control_input_is_422_with_a_clear_message(backend, harness, fragment):
     response = httpx.post(backend.url + CHAT, json={**BODIES[CHAT], "harness": harness})
     assert response.status_code == 422
     assert fragment in response.json()["detail"]
 
 
-@pytest.mark.parametrize("path, body, fragment", [
-    (CHAT, {}, "messages"),
-    (CHAT, {"messages": []}, "messages"),
-    (AGENT, {"variables": {}}, "prompt_id"),
-    (AGENT, {"prompt_id": "p", "variables": [1]}, "variables"),
-    (TOOL, {"tool_name": 5}, "tool_name"),
-])
+@pytest.mark.parametrize(
+    "path, body, fragment",
+    [
+        (CHAT, {}, "messages"),
+        (CHAT, {"messages": []}, "messages"),
+        (AGENT, {"variables": {}}, "prompt_id"),
+        (AGENT, {"prompt_id": "p", "variables": [1]}, "variables"),
+        (TOOL, {"tool_name": 5}, "tool_name"),
+    ],
+)
 def test_bad_request_body_is_422(backend, path, body, fragment):
     response = httpx.post(backend.url + path, json=body)
     assert response.status_code == 422 and fragment in response.json()["detail"]
@@ -234,10 +241,10 @@ def test_auth_is_off_by_default(backend):
 def test_server_defaults_from_flags_and_profile_env():
     profile = json.dumps({"chunks": 20, "duration_s": 0, "events": False, "chunk_chars": 7})
     with start_backend("--chunks", "50", env={"FAKE_BACKEND_PROFILE": profile}) as b:
-        response, lines = stream(b.url, CHAT, None)             # flag beats profile
+        response, lines = stream(b.url, CHAT, None)  # flag beats profile
         assert response.headers["x-harness-chunks"] == "50"
         assert [line["event"] for line in lines] == ["chunk"] * 50 + ["end"]  # profile beats built-in
-        response, _ = stream(b.url, CHAT, {"chunks": 7})        # request beats flag
+        response, _ = stream(b.url, CHAT, {"chunks": 7})  # request beats flag
         assert response.headers["x-harness-chunks"] == "7"
         response, lines = stream(b.url, CHAT, {"chunks": None, "seed": 9})  # null = built-in default
         assert 2000 <= int(response.headers["x-harness-chunks"]) <= 10000

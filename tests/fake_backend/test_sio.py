@@ -1,4 +1,5 @@
 """The fake backend's Socket.io path, driven by the real python-socketio client."""
+
 from __future__ import annotations
 
 import threading
@@ -26,13 +27,14 @@ class Session:
     def __init__(self, url: str, *, transport: str = "websocket", token: str | None = "jwt") -> None:
         self.client = socketio.Client(reconnection=False)
         self.messages: dict[str, list] = {}
-        self.arrivals: dict[str, list[float]] = {}   # perf_counter when each message was handled
+        self.arrivals: dict[str, list[float]] = {}  # perf_counter when each message was handled
         self.cond = threading.Condition()
         self.disconnected = threading.Event()
         self.client.on("*", self._on_message, namespace=NS)
         self.client.on("disconnect", lambda *a: self.disconnected.set(), namespace=NS)
-        self.client.connect(url, namespaces=[NS], transports=[transport],
-                            auth={"token": token} if token else None, wait_timeout=10)
+        self.client.connect(
+            url, namespaces=[NS], transports=[transport], auth={"token": token} if token else None, wait_timeout=10
+        )
 
     def _on_message(self, event: str, data: object) -> None:
         with self.cond:
@@ -44,13 +46,13 @@ class Session:
         task_data = {"messages": [{"role": "user", "content": "hi"}]}
         if harness is not None:
             task_data["harness"] = harness
-        return self.client.call(service, {"taskName": "direct_chat", "taskData": task_data},
-                                namespace=NS, timeout=10)
+        return self.client.call(service, {"taskName": "direct_chat", "taskData": task_data}, namespace=NS, timeout=10)
 
     def wait(self, listener: str, until, timeout: float = 20) -> list:
         with self.cond:
-            assert self.cond.wait_for(lambda: until(self.messages.get(listener, [])), timeout), \
+            assert self.cond.wait_for(lambda: until(self.messages.get(listener, [])), timeout), (
                 f"timed out; got {len(self.messages.get(listener, []))} messages"
+            )
             return list(self.messages[listener])
 
     def run(self, harness: dict | None, service: str = "chat_service") -> tuple[str, list]:
@@ -166,15 +168,16 @@ def test_buffer_fault_delivers_messages_in_bursts_while_emit_times_stay_spread(b
     check_messages(messages, chunks=100)
     arrivals = session.arrivals[listener]
     pauses = sum(b - a > 0.15 for a, b in zip(arrivals, arrivals[1:]))
-    assert 2 <= pauses <= 6, pauses      # ~4 bursts 250 ms apart, not a message every 10 ms
+    assert 2 <= pauses <= 6, pauses  # ~4 bursts 250 ms apart, not a message every 10 ms
     ts = httpx.get(f"{backend.url}/api/_harness/emit-times/{listener}").json()["ts"]
-    assert sum(b - a > 0.1 for a, b in zip(ts, ts[1:])) == 0   # produced steadily every 10 ms
+    assert sum(b - a > 0.1 for a, b in zip(ts, ts[1:])) == 0  # produced steadily every 10 ms
 
 
 def test_stall_and_first_chunk_delay_apply_to_tasks(backend, session):
     sent = time.perf_counter()
-    ack = session.start({"chunks": 40, "duration_s": 0.2, "events": False,
-                         "first_chunk_delay_ms": 300, "stall_ms": 300, "stall_at": 20})
+    ack = session.start(
+        {"chunks": 40, "duration_s": 0.2, "events": False, "first_chunk_delay_ms": 300, "stall_ms": 300, "stall_at": 20}
+    )
     listener = ack["response_listener_events"][0]
     session.wait(listener, lambda msgs: bool(msgs) and _is_end(msgs[-1]))
     assert session.arrivals[listener][0] - sent >= 0.3
@@ -183,14 +186,17 @@ def test_stall_and_first_chunk_delay_apply_to_tasks(backend, session):
     assert gaps[19] >= 0.3 and sorted(gaps)[-2] < 0.3
 
 
-@pytest.mark.parametrize("payload, fragment", [
-    ({"taskName": "direct_chat", "taskData": {"harness": {"pacing": "fast"}}}, "harness.pacing"),
-    ({"taskName": "direct_chat", "taskData": {"harness": {"chunks": 0}}}, "harness.chunks"),
-    ({"taskName": "direct_chat", "taskData": {"harness": "x"}}, "harness must be a JSON object"),
-    ({"taskData": {}}, "taskName"),
-    ({"taskName": "direct_chat", "taskData": []}, "taskData"),
-    ("just a string", "payload must be an object"),
-])
+@pytest.mark.parametrize(
+    "payload, fragment",
+    [
+        ({"taskName": "direct_chat", "taskData": {"harness": {"pacing": "fast"}}}, "harness.pacing"),
+        ({"taskName": "direct_chat", "taskData": {"harness": {"chunks": 0}}}, "harness.chunks"),
+        ({"taskName": "direct_chat", "taskData": {"harness": "x"}}, "harness must be a JSON object"),
+        ({"taskData": {}}, "taskName"),
+        ({"taskName": "direct_chat", "taskData": []}, "taskData"),
+        ("just a string", "payload must be an object"),
+    ],
+)
 def test_bad_task_gets_an_error_ack_and_the_socket_stays_usable(session, payload, fragment):
     reply = session.client.call("chat_service", payload, namespace=NS, timeout=10)
     assert set(reply) == {"error"} and fragment in reply["error"]

@@ -1,5 +1,6 @@
 """The fake backend's building blocks, without a server: control validation,
 stream plans, the emit-times store, the careless gzip layer and the CLI."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,7 @@ import zlib
 
 import pytest
 
-from fake_backend.control import BackendConfig, HarnessError, check_values, profile_from_env, resolve
+from fake_backend.control import BackendConfig, ControlError, check_values, profile_from_env, resolve
 from fake_backend.emit_log import EmitLog
 from fake_backend.gzip_careless import CarelessGzip
 from fake_backend.shapes import CHUNK, build_plan, schedule
@@ -35,30 +36,40 @@ def test_fresh_seed_per_request_when_none_given():
     assert len({resolve(None, {}).seed for _ in range(5)}) == 5
 
 
-@pytest.mark.parametrize("raw", [
-    {"chunks": 0}, {"chunks": 1.5}, {"chunks": False}, {"duration_s": -1}, {"duration_s": float("nan")},
-    {"first_chunk_delay_ms": 120_001}, {"timing": 1}, {"seed": 2**63}, {"buffer_chunks": 0},
-    {"pacing": None, "nope": 1},
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"chunks": 0},
+        {"chunks": 1.5},
+        {"chunks": False},
+        {"duration_s": -1},
+        {"duration_s": float("nan")},
+        {"first_chunk_delay_ms": 120_001},
+        {"timing": 1},
+        {"seed": 2**63},
+        {"buffer_chunks": 0},
+        {"pacing": None, "nope": 1},
+    ],
+)
 def test_invalid_values_raise_a_one_line_harness_error(raw):
-    with pytest.raises(HarnessError) as info:
+    with pytest.raises(ControlError) as info:
         resolve(raw, {})
     assert "\n" not in str(info.value)
 
 
 def test_cross_field_rules():
-    with pytest.raises(HarnessError, match="together"):
+    with pytest.raises(ControlError, match="together"):
         resolve({"stall_at": 3}, {})
-    with pytest.raises(HarnessError, match="disconnect_at"):
+    with pytest.raises(ControlError, match="disconnect_at"):
         resolve({"chunks": 5, "disconnect_at": 5}, {})
-    with pytest.raises(HarnessError, match="cap"):
+    with pytest.raises(ControlError, match="cap"):
         resolve({"chunks": 50_000, "chunk_chars": 5_000}, {})
 
 
 def test_server_config_is_checked_at_startup():
-    with pytest.raises(HarnessError):
+    with pytest.raises(ControlError):
         BackendConfig(defaults={"chunks": 10, "error_at": 10})
-    with pytest.raises(HarnessError, match="FAKE_BACKEND_PROFILE"):
+    with pytest.raises(ControlError, match="FAKE_BACKEND_PROFILE"):
         profile_from_env({"FAKE_BACKEND_PROFILE": "[1]"})
     assert profile_from_env({"FAKE_BACKEND_PROFILE": '{"gzip": true}'}) == {"gzip": True}
 
@@ -78,7 +89,7 @@ def test_pacings_differ_in_burstiness():
 
     assert gap_cv("steady") < 0.01
     assert 0.8 < gap_cv("poisson") < 1.2
-    assert gap_cv("llm") > 1.5                 # bursts of tokens, then pauses
+    assert gap_cv("llm") > 1.5  # bursts of tokens, then pauses
 
 
 def test_unpaced_schedule_is_all_zero():
@@ -128,7 +139,7 @@ def test_careless_gzip_holds_headers_until_a_full_block_then_finishes_cleanly():
         await gz({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"x")]})
         for i in range(100):
             await gz({"type": "http.response.body", "body": b'{"event":"chunk","seq":%d}\n' % i, "more_body": True})
-        assert sent == []                      # small body: no block, no headers yet
+        assert sent == []  # small body: no block, no headers yet
         await gz({"type": "http.response.body", "body": b"", "more_body": False})
 
     asyncio.run(run())
@@ -138,8 +149,9 @@ def test_careless_gzip_holds_headers_until_a_full_block_then_finishes_cleanly():
 
 
 def test_cli_rejects_bad_defaults_with_one_line_and_exit_2():
-    result = subprocess.run([sys.executable, "-m", "fake_backend", "--chunks", "0"],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "fake_backend", "--chunks", "0"], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "chunks" in result.stderr
     assert "Traceback" not in result.stderr
@@ -154,5 +166,5 @@ def test_a_30s_stream_mixes_in_every_event_type_with_heartbeats_every_5s():
     beats = [plan.offsets[d] for d, k, _ in events if k == "heartbeat"]
     assert len(beats) == 5 and all(4.9 < b - a < 6 for a, b in zip(beats, beats[1:]))
     heartbeat = next(p for _, k, p in events if k == "heartbeat")
-    assert set(heartbeat(0.0)) == {"timestamp"}              # stamped when emitted
+    assert set(heartbeat(0.0)) == {"timestamp"}  # stamped when emitted
     assert events[-1][1] == "completion" and events[-1][2](1.5)["timing_stats"]["total_time_s"] == 1.5

@@ -6,6 +6,7 @@ few seconds of short streams; the assertions are about counting and
 classification, and the only timing check (a 250 ms first-chunk delay) has a
 generous window.
 """
+
 from __future__ import annotations
 
 import signal
@@ -20,8 +21,17 @@ import pytest
 from fake_backend.process import BackendProcess
 from tests.support import REPO
 from tests.support.locust_runs import (
-    LocustRun, finish, finished_streams, free_port, locust_command, popen_locust,
-    run_headless, start_workers, stats_row, stop_all, wait_for_output,
+    LocustRun,
+    finish,
+    finished_streams,
+    free_port,
+    locust_command,
+    popen_locust,
+    run_headless,
+    start_workers,
+    stats_row,
+    stop_all,
+    wait_for_output,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -29,12 +39,14 @@ pytestmark = pytest.mark.timeout(180)
 
 # --------------------------------------------------------------------------- a normal run
 
+
 @pytest.fixture(scope="module")
 def both_run(backend: BackendProcess, tmp_path_factory: pytest.TempPathFactory) -> LocustRun:
     """-u 2 --transport both; a stop timeout lets the last streams finish."""
     results = tmp_path_factory.mktemp("both")
-    return run_headless(backend, results, "--transport", "both", "--chunks", "40",
-                        "--stream-seconds", "0.3", "--stop-timeout", "5")
+    return run_headless(
+        backend, results, "--transport", "both", "--chunks", "40", "--stream-seconds", "0.3", "--stop-timeout", "5"
+    )
 
 
 def test_headless_run_writes_summary_and_streams(both_run: LocustRun):
@@ -53,7 +65,7 @@ def test_every_chunk_the_backend_sent_is_counted(both_run: LocustRun):
     assert (streams["status"] == "completed").all(), streams[["stream_id", "status", "error"]]
     assert (streams["expected_chunks"] == 40).all()
     assert (streams["n_chunks"] == streams["expected_chunks"]).all()
-    assert streams["has_emit_times"].all()   # NDJSON ts keys / Socket.io emit-times endpoint
+    assert streams["has_emit_times"].all()  # NDJSON ts keys / Socket.io emit-times endpoint
     for name in ("ndjson", "socketio"):
         counts = both_run.summary["transports"][name]
         mine = streams[streams["transport"] == name]
@@ -77,16 +89,31 @@ def test_locust_stats_have_rows_per_transport_and_aggregated_counts_streams(both
         # the TTFC row counts the streams that got a first chunk
         assert stats_row(stats, name, "chat TTFC")["Request Count"] == (mine["n_chunks"] > 0).sum()
     aggregated = stats[stats["Name"] == "Aggregated"].iloc[0]
-    assert aggregated["Request Count"] == len(streams)   # not doubled by the TTFC rows
+    assert aggregated["Request Count"] == len(streams)  # not doubled by the TTFC rows
     assert aggregated["Failure Count"] == (streams["status"] == "failed").sum()
 
 
 def test_flags_reach_the_wire_and_run_json_has_no_secrets(backend: BackendProcess, tmp_path: Path):
-    run = run_headless(backend, tmp_path, "--transport", "both", "--chunks", "5",
-                       "--stream-seconds", "0", "--auth-token", "jwt-SECRET-123",
-                       "--fingerprint-id", "fp-SECRET-456", "--accept-encoding", "identity",
-                       "--ndjson-backend-options", '{"gzip": true}', "--no-emit-times",
-                       run_time="2s")
+    run = run_headless(
+        backend,
+        tmp_path,
+        "--transport",
+        "both",
+        "--chunks",
+        "5",
+        "--stream-seconds",
+        "0",
+        "--auth-token",
+        "jwt-SECRET-123",
+        "--fingerprint-id",
+        "fp-SECRET-456",
+        "--accept-encoding",
+        "identity",
+        "--ndjson-backend-options",
+        '{"gzip": true}',
+        "--no-emit-times",
+        run_time="2s",
+    )
     text = (tmp_path / "run.json").read_text() + (tmp_path / "summary.json").read_text()
     assert "SECRET" not in text
     assert run.run["options"]["auth"] == "token" and run.run["options"]["emit_times"] is False
@@ -102,10 +129,22 @@ def test_flags_reach_the_wire_and_run_json_has_no_secrets(backend: BackendProces
 
 # --------------------------------------------------------------------------- timing
 
+
 def test_ttfc_of_a_250_ms_first_chunk_delay_is_measured_as_250_ms(backend: BackendProcess, tmp_path: Path):
-    run = run_headless(backend, tmp_path, "--transport", "both", "--chunks", "5",
-                       "--stream-seconds", "0.05", "--stop-timeout", "5",
-                       "--backend-options", '{"first_chunk_delay_ms": 250}')
+    run = run_headless(
+        backend,
+        tmp_path,
+        "--transport",
+        "both",
+        "--chunks",
+        "5",
+        "--stream-seconds",
+        "0.05",
+        "--stop-timeout",
+        "5",
+        "--backend-options",
+        '{"first_chunk_delay_ms": 250}',
+    )
     streams = finished_streams(run.streams, users=2)
     assert (streams["status"] == "completed").all()
     for name, group in streams.groupby("transport"):
@@ -119,11 +158,24 @@ def test_ttfc_of_a_250_ms_first_chunk_delay_is_measured_as_250_ms(backend: Backe
 
 # --------------------------------------------------------------------------- faults
 
+
 def test_failures_are_classified_and_the_socketio_user_reconnects(backend: BackendProcess, tmp_path: Path):
-    run = run_headless(backend, tmp_path, "--transport", "both", "--chunks", "20",
-                       "--stream-seconds", "0.1", "--stop-timeout", "5",
-                       "--ndjson-backend-options", '{"error_at": 3, "gzip": true}',
-                       "--socketio-backend-options", '{"disconnect_at": 5}')
+    run = run_headless(
+        backend,
+        tmp_path,
+        "--transport",
+        "both",
+        "--chunks",
+        "20",
+        "--stream-seconds",
+        "0.1",
+        "--stop-timeout",
+        "5",
+        "--ndjson-backend-options",
+        '{"error_at": 3, "gzip": true}',
+        "--socketio-backend-options",
+        '{"disconnect_at": 5}',
+    )
     streams = finished_streams(run.streams, users=2)
     ndjson = streams[streams["transport"] == "ndjson"]
     sio = streams[streams["transport"] == "socketio"]
@@ -144,17 +196,34 @@ def test_failures_are_classified_and_the_socketio_user_reconnects(backend: Backe
     assert run.summary["transports"]["socketio"]["streams"]["errors"]["disconnect"] == len(sio)
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--transport", "foo"), "--transport"),
-    (("--chunks", "many"), "--chunks must be an integer"),
-    (("--backend-options", '{"bufer_ms": 1}'), "unknown harness key 'bufer_ms'"),
-    (("--results-dir", "/dev/null/results"), "--results-dir /dev/null/results: cannot create it"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--transport", "foo"), "--transport"),
+        (("--chunks", "many"), "--chunks must be an integer"),
+        (("--backend-options", '{"bufer_ms": 1}'), "unknown harness key 'bufer_ms'"),
+        (("--results-dir", "/dev/null/results"), "--results-dir /dev/null/results: cannot create it"),
+    ],
+)
 def test_bad_flags_give_one_error_line_and_a_nonzero_exit(args: tuple[str, ...], message: str, tmp_path: Path):
     process = subprocess.run(
-        locust_command("--headless", "-u", "1", "-t", "1s", "--host", "http://127.0.0.1:9",
-                       "--results-dir", str(tmp_path / "out"), *args),
-        cwd=REPO, capture_output=True, text=True, timeout=60)
+        locust_command(
+            "--headless",
+            "-u",
+            "1",
+            "-t",
+            "1s",
+            "--host",
+            "http://127.0.0.1:9",
+            "--results-dir",
+            str(tmp_path / "out"),
+            *args,
+        ),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert process.returncode != 0
     errors = [line for line in process.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and message in errors[0], process.stderr
@@ -164,12 +233,29 @@ def test_bad_flags_give_one_error_line_and_a_nonzero_exit(args: tuple[str, ...],
 
 # --------------------------------------------------------------------------- interrupted runs
 
+
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "run-time"])
 def test_interrupted_run_still_writes_results_with_unfinished_streams_stopped(
-        how: str, backend: BackendProcess, tmp_path: Path):
-    args = ["--headless", "-u", "2", "-r", "2", "--host", backend.url, "--transport", "both",
-            "--chunks", "200", "--stream-seconds", "20", "--results-dir", str(tmp_path / "out"),
-            "--only-summary"]
+    how: str, backend: BackendProcess, tmp_path: Path
+):
+    args = [
+        "--headless",
+        "-u",
+        "2",
+        "-r",
+        "2",
+        "--host",
+        backend.url,
+        "--transport",
+        "both",
+        "--chunks",
+        "200",
+        "--stream-seconds",
+        "20",
+        "--results-dir",
+        str(tmp_path / "out"),
+        "--only-summary",
+    ]
     log = tmp_path / "locust.log"
     if how == "run-time":
         process = popen_locust(*args, "-t", "3s", log=log)
@@ -194,15 +280,40 @@ def test_interrupted_run_still_writes_results_with_unfinished_streams_stopped(
 
 # --------------------------------------------------------------------------- distributed
 
+
 def test_master_and_two_workers_merge_all_streams_into_one_result(backend: BackendProcess, tmp_path: Path):
     port = free_port()
     workers = start_workers(port, 2)
     try:
         master = popen_locust(
-            "--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-            "--expect-workers", "2", "-u", "4", "-r", "4", "-t", "4s", "--host", backend.url,
-            "--transport", "both", "--chunks", "30", "--stream-seconds", "0.3",
-            "--results-dir", str(tmp_path), "--csv", str(tmp_path / "locust"), "--only-summary")
+            "--headless",
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(port),
+            "--expect-workers",
+            "2",
+            "-u",
+            "4",
+            "-r",
+            "4",
+            "-t",
+            "4s",
+            "--host",
+            backend.url,
+            "--transport",
+            "both",
+            "--chunks",
+            "30",
+            "--stream-seconds",
+            "0.3",
+            "--results-dir",
+            str(tmp_path),
+            "--csv",
+            str(tmp_path / "locust"),
+            "--only-summary",
+        )
         output = finish(master)
     finally:
         stop_all(workers)
@@ -218,7 +329,7 @@ def test_master_and_two_workers_merge_all_streams_into_one_result(backend: Backe
     stats = run.stats_csv()
     aggregated = stats.query("Name == 'Aggregated'").iloc[0]
     assert aggregated["Request Count"] == len(streams)
-    for name in ("ndjson", "socketio"):   # the TTFC rows travel from the workers too
+    for name in ("ndjson", "socketio"):  # the TTFC rows travel from the workers too
         got_chunk = streams[(streams["transport"] == name) & (streams["n_chunks"] > 0)]
         assert stats_row(stats, name, "chat TTFC")["Request Count"] == len(got_chunk)
     assert set(streams["transport"]) == {"ndjson", "socketio"}
@@ -233,10 +344,33 @@ def test_a_worker_that_dies_is_named_and_its_streams_so_far_are_kept(backend: Ba
     log = tmp_path / "master.log"
     try:
         master = popen_locust(
-            "--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-            "--expect-workers", "2", "-u", "2", "-r", "2", "-t", "10s", "--host", backend.url,
-            "--transport", "ndjson", "--chunks", "10", "--stream-seconds", "0.2",
-            "--results-dir", str(tmp_path), "--only-summary", log=log)
+            "--headless",
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(port),
+            "--expect-workers",
+            "2",
+            "-u",
+            "2",
+            "-r",
+            "2",
+            "-t",
+            "10s",
+            "--host",
+            backend.url,
+            "--transport",
+            "ndjson",
+            "--chunks",
+            "10",
+            "--stream-seconds",
+            "0.2",
+            "--results-dir",
+            str(tmp_path),
+            "--only-summary",
+            log=log,
+        )
         wait_for_output(log, "All users spawned")
         time.sleep(2.5)  # streams are shipped in 1 s batches: at least two batches are out
         workers[0].kill()
@@ -258,6 +392,7 @@ def test_a_worker_that_dies_is_named_and_its_streams_so_far_are_kept(backend: Ba
 
 # --------------------------------------------------------------------------- web UI
 
+
 def test_run_started_from_the_web_ui_records_streams_and_stats_rows(backend: BackendProcess, tmp_path: Path):
     port = free_port()
     process = popen_locust("--web-host", "127.0.0.1", "--web-port", str(port))
@@ -273,10 +408,20 @@ def test_run_started_from_the_web_ui_records_streams_and_stats_rows(backend: Bac
                     assert time.monotonic() < deadline, "web UI did not come up"
                     time.sleep(0.1)
             # what the Start button posts, custom parameters included as form fields
-            started = web.post("/swarm", data={
-                "user_count": "2", "spawn_rate": "2", "host": backend.url,
-                "transport": "both", "endpoint": "chat", "chunks": "25", "stream_seconds": "0.2",
-                "results_dir": str(tmp_path), "backend_options": '{"first_chunk_delay_ms": 20}'})
+            started = web.post(
+                "/swarm",
+                data={
+                    "user_count": "2",
+                    "spawn_rate": "2",
+                    "host": backend.url,
+                    "transport": "both",
+                    "endpoint": "chat",
+                    "chunks": "25",
+                    "stream_seconds": "0.2",
+                    "results_dir": str(tmp_path),
+                    "backend_options": '{"first_chunk_delay_ms": 20}',
+                },
+            )
             assert started.json()["success"], started.text
             rows: dict[tuple[str, str], int] = {}
             deadline = time.monotonic() + 20
@@ -300,5 +445,5 @@ def test_run_started_from_the_web_ui_records_streams_and_stats_rows(backend: Bac
     assert set(streams["transport"]) == {"ndjson", "socketio"}
     done = streams[streams["status"] == "completed"]
     assert len(done) >= 4 and (done["n_chunks"] == 25).all()
-    assert (done["ttfc_ms"] >= 19).all()   # the web form's backend options reached the backend
+    assert (done["ttfc_ms"] >= 19).all()  # the web form's backend options reached the backend
     assert run.run["options"]["chunks"] == 25

@@ -4,6 +4,7 @@
 process, which other suites must not inherit.  The Locust behaviour itself is
 tested in subprocesses, see test_locust_runs.py.)
 """
+
 from __future__ import annotations
 
 import math
@@ -12,12 +13,19 @@ from array import array
 
 import pytest
 
-from stream_harness.contract.schema import CHUNK, END, KIND_CODE
-from loadtests.selfcheck import (CPU_SATURATED_PERCENT, LAG_P99_SATURATED_MS, MIN_CPU_SAMPLES,
-                                       MIN_LAG_SAMPLES, summarize, worst)
 from loadtests.options import OptionError, RunOptions, check_host
 from loadtests.results.record import StreamRecord
 from loadtests.results.wire import decode_records, encode_records
+from loadtests.selfcheck import (
+    CPU_SATURATED_PERCENT,
+    LAG_P99_SATURATED_MS,
+    MIN_CPU_SAMPLES,
+    MIN_LAG_SAMPLES,
+    summarize,
+    worst,
+)
+from stream_harness.contract.kinds import EventKind
+from stream_harness.contract.schema import CHUNK, END
 
 
 def ns(**values: object) -> Namespace:
@@ -25,6 +33,7 @@ def ns(**values: object) -> Namespace:
 
 
 # --------------------------------------------------------------------------- options
+
 
 def test_defaults_drive_both_transports_one_to_one():
     options = RunOptions.from_namespace(ns())
@@ -40,33 +49,49 @@ def test_one_transport_gives_the_other_weight_zero():
 
 
 def test_web_ui_strings_are_converted_like_cli_values():
-    options = RunOptions.from_namespace(ns(
-        transport="both", ndjson_weight="3", socketio_weight="0", chunks="50", stream_seconds="1.5",
-        first_chunk_timeout="2", stream_timeout="9", no_emit_times="true",
-        backend_options='{"first_chunk_delay_ms": 250, "buffer_ms": null}',
-        socketio_backend_options='{"first_chunk_delay_ms": 10}'))
+    options = RunOptions.from_namespace(
+        ns(
+            transport="both",
+            ndjson_weight="3",
+            socketio_weight="0",
+            chunks="50",
+            stream_seconds="1.5",
+            first_chunk_timeout="2",
+            stream_timeout="9",
+            no_emit_times="true",
+            backend_options='{"first_chunk_delay_ms": 250, "buffer_ms": null}',
+            socketio_backend_options='{"first_chunk_delay_ms": 10}',
+        )
+    )
     assert options.transports == ("ndjson",)
     assert (options.chunks, options.stream_seconds) == (50, 1.5)
     assert options.emit_times is False
     assert options.harness_fields("ndjson") == {
-        "chunks": 50, "duration_s": 1.5, "first_chunk_delay_ms": 250, "buffer_ms": None}
+        "chunks": 50,
+        "duration_s": 1.5,
+        "first_chunk_delay_ms": 250,
+        "buffer_ms": None,
+    }
     assert options.harness_fields("socketio")["first_chunk_delay_ms"] == 10
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"transport": "foo"}, "--transport must be one of ndjson, socketio, both"),
-    ({"endpoint": "chatty"}, "--endpoint must be one of chat, agent, tool"),
-    ({"chunks": "many"}, "--chunks must be an integer"),
-    ({"chunks": "0"}, "--chunks must be in 1..100000"),
-    ({"stream_seconds": "-1"}, "--stream-seconds must be in 0..600"),
-    ({"first_chunk_timeout": "nan"}, "--first-chunk-timeout must be in"),
-    ({"ndjson_weight": "0", "socketio_weight": "0"}, "cannot both be 0"),
-    ({"backend_options": "{buffer_ms: 1}"}, "--backend-options must be a JSON object"),
-    ({"backend_options": "[1]"}, "--backend-options must be a JSON object"),
-    ({"backend_options": '{"bufer_ms": 1}'}, "unknown harness key 'bufer_ms'"),
-    ({"ndjson_backend_options": '{"buffer_ms": -5}'}, "--ndjson-backend-options: harness.buffer_ms"),
-    ({"accept_encoding": "  "}, "--accept-encoding must not be empty"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"transport": "foo"}, "--transport must be one of ndjson, socketio, both"),
+        ({"endpoint": "chatty"}, "--endpoint must be one of chat, agent, tool"),
+        ({"chunks": "many"}, "--chunks must be an integer"),
+        ({"chunks": "0"}, "--chunks must be in 1..100000"),
+        ({"stream_seconds": "-1"}, "--stream-seconds must be in 0..600"),
+        ({"first_chunk_timeout": "nan"}, "--first-chunk-timeout must be in"),
+        ({"ndjson_weight": "0", "socketio_weight": "0"}, "cannot both be 0"),
+        ({"backend_options": "{buffer_ms: 1}"}, "--backend-options must be a JSON object"),
+        ({"backend_options": "[1]"}, "--backend-options must be a JSON object"),
+        ({"backend_options": '{"bufer_ms": 1}'}, "unknown harness key 'bufer_ms'"),
+        ({"ndjson_backend_options": '{"buffer_ms": -5}'}, "--ndjson-backend-options: harness.buffer_ms"),
+        ({"accept_encoding": "  "}, "--accept-encoding must not be empty"),
+    ],
+)
 def test_bad_values_give_one_line_naming_the_flag(values, message):
     with pytest.raises(OptionError) as info:
         RunOptions.from_namespace(ns(**values))
@@ -90,6 +115,7 @@ def test_public_options_never_carry_secrets():
 
 # --------------------------------------------------------------------------- harness monitor
 
+
 def test_idle_process_is_not_saturated():
     verdict = summarize([5.0, 7.0, 6.0], [0.2] * 100)
     assert verdict["saturated"] is False and verdict["reasons"] == []
@@ -104,7 +130,7 @@ def test_sustained_cpu_or_loop_lag_marks_saturation():
     assert not one_busy_second["saturated"]
     laggy = summarize([10.0] * 5, [1.0] * 95 + [LAG_P99_SATURATED_MS * 2] * 5)
     assert laggy["saturated"] and "lag" in laggy["reasons"][0]
-    assert "short of CPU" in laggy["reasons"][0]      # lag while this process hardly ran
+    assert "short of CPU" in laggy["reasons"][0]  # lag while this process hardly ran
     busy_and_laggy = summarize([95.0] * 5, [1.0] * 95 + [LAG_P99_SATURATED_MS * 2] * 5)
     assert "short of CPU" not in busy_and_laggy["reasons"][0]
 
@@ -112,7 +138,7 @@ def test_sustained_cpu_or_loop_lag_marks_saturation():
 def test_too_few_samples_to_tell_a_hiccup_from_a_limit_is_not_saturated():
     short = summarize([99.0] * (MIN_CPU_SAMPLES - 1), [LAG_P99_SATURATED_MS * 4] * (MIN_LAG_SAMPLES - 1))
     assert short["saturated"] is False
-    assert short["loop_lag_ms_p99"] == LAG_P99_SATURATED_MS * 4   # still reported
+    assert short["loop_lag_ms_p99"] == LAG_P99_SATURATED_MS * 4  # still reported
 
 
 def test_worst_process_decides_the_run_verdict():
@@ -130,13 +156,29 @@ def test_worst_process_decides_the_run_verdict():
 
 # --------------------------------------------------------------------------- record wire format
 
+
 def _record() -> StreamRecord:
-    record = StreamRecord("ndjson", "chat", "w1-u0-s1", worker="host_abc", user=3, started_at=1.5e9,
-                          t0=12.0, time_to_headers_ms=3.5, duration_ms=99.0, status="failed",
-                          error="disconnect", error_detail="peer closed", http_status=200,
-                          content_encoding="gzip", malformed_lines=1, n_reads=2, expected_chunks=10)
+    record = StreamRecord(
+        "ndjson",
+        "chat",
+        "w1-u0-s1",
+        worker="host_abc",
+        user=3,
+        started_at=1.5e9,
+        t0=12.0,
+        time_to_headers_ms=3.5,
+        duration_ms=99.0,
+        status="failed",
+        error="disconnect",
+        error_detail="peer closed",
+        http_status=200,
+        content_encoding="gzip",
+        malformed_lines=1,
+        n_reads=2,
+        expected_chunks=10,
+    )
     record.add_event(CHUNK, 4.0, 0, 0, 1.25)
-    record.add_event(KIND_CODE["heartbeat"], 5.0, 0)
+    record.add_event(EventKind.HEARTBEAT, 5.0, 0)
     record.add_event(END, 9.5, 1, 2, 8.0)
     return record
 
@@ -144,9 +186,24 @@ def _record() -> StreamRecord:
 def test_records_survive_the_wire_unchanged():
     original = _record()
     (copy,) = decode_records(encode_records([original]))
-    for name in ("transport", "endpoint", "stream_id", "worker", "user", "started_at", "status",
-                 "error", "error_detail", "http_status", "content_encoding", "malformed_lines",
-                 "n_reads", "expected_chunks", "duration_ms", "time_to_headers_ms"):
+    for name in (
+        "transport",
+        "endpoint",
+        "stream_id",
+        "worker",
+        "user",
+        "started_at",
+        "status",
+        "error",
+        "error_detail",
+        "http_status",
+        "content_encoding",
+        "malformed_lines",
+        "n_reads",
+        "expected_chunks",
+        "duration_ms",
+        "time_to_headers_ms",
+    ):
         assert getattr(copy, name) == getattr(original, name), name
     assert copy.kinds == original.kinds and copy.t_ms == original.t_ms
     assert copy.reads == original.reads and copy.seqs == original.seqs
@@ -165,15 +222,16 @@ def test_wire_columns_are_bytes_and_foreign_byte_order_is_swapped():
 
 
 def test_monitor_sees_a_blocked_event_loop_as_lag():
-    import gevent
     import time
 
-    from loadtests.selfcheck import HarnessMonitor
+    import gevent
 
-    monitor = HarnessMonitor(lag_interval=0.01, cpu_interval=0.05, warmup=0.0)
+    from loadtests.selfcheck import SelfCheck
+
+    monitor = SelfCheck(lag_interval=0.01, cpu_interval=0.05, warmup=0.0)
     monitor.start()
     gevent.sleep(0.05)
-    time.sleep(0.15)          # not gevent-aware: blocks the hub like a CPU-bound harness
+    time.sleep(0.15)  # not gevent-aware: blocks the hub like a CPU-bound harness
     gevent.sleep(0.1)
     verdict = monitor.stop()
     assert not monitor.running

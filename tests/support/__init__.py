@@ -2,6 +2,7 @@
 
 Nothing here is part of the product; the tests and the self-benchmarks import it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

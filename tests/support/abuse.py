@@ -7,6 +7,7 @@ and slow consumers (a stream or a Socket.io task asked for, then never read).
 Plain blocking sockets with timeouts; loopback targets only by convention
 of the callers.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,12 @@ def read_until(sock: socket.socket, marker: bytes, limit: int = 1 << 20) -> byte
 def chat_request(addr: Address, harness: dict) -> bytes:
     """The bytes of one NDJSON chat stream request."""
     body = json.dumps({"messages": [{"role": "user", "content": "hi"}], "harness": harness}).encode()
-    return encode_request("POST", CHAT, [("Host", f"{addr[0]}:{addr[1]}"), ("Content-Type", "application/json"),
-                                         ("Content-Length", str(len(body)))], body)
+    return encode_request(
+        "POST",
+        CHAT,
+        [("Host", f"{addr[0]}:{addr[1]}"), ("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        body,
+    )
 
 
 def socketio_task(addr: Address, harness: dict, *, rcvbuf: int | None = None) -> socket.socket:
@@ -76,8 +81,14 @@ def socketio_task(addr: Address, harness: dict, *, rcvbuf: int | None = None) ->
         read_until(sock, b'"pingTimeout"')
         sock.sendall(encode_frame(OP_TEXT, encode_connect("/UserSession", {"token": "abuse"})))
         read_until(sock, b"40/UserSession,")
-        sock.sendall(encode_frame(OP_TEXT, encode_event(
-            "/UserSession", ["chat_service", {"taskName": "direct_chat", "taskData": {"harness": harness}}], 1)))
+        sock.sendall(
+            encode_frame(
+                OP_TEXT,
+                encode_event(
+                    "/UserSession", ["chat_service", {"taskName": "direct_chat", "taskData": {"harness": harness}}], 1
+                ),
+            )
+        )
     except BaseException:
         sock.close()
         raise
@@ -107,8 +118,13 @@ def oversized_body(addr: Address, declared_bytes: int = 200 * 2**20, send_mb: in
     """POST declaring a huge body and keep sending: (response head, MB the server took before hanging up)."""
     sock = connect(addr)
     try:
-        sock.sendall(encode_request("POST", CHAT, [("Host", "x"), ("Content-Type", "application/json"),
-                                                   ("Content-Length", str(declared_bytes))]))
+        sock.sendall(
+            encode_request(
+                "POST",
+                CHAT,
+                [("Host", "x"), ("Content-Type", "application/json"), ("Content-Length", str(declared_bytes))],
+            )
+        )
         head = read_until(sock, b"\r\n\r\n")
         sent = 0
         try:
@@ -127,15 +143,15 @@ def churn_ways(addr: Address, stream_harness: dict) -> list[Callable[[socket.soc
     stream = chat_request(addr, stream_harness)
     upgrade = encode_request("GET", WEBSOCKET_PATH, handshake_headers("x", new_key()))
     return [
-        lambda s: None,                       # connect, say nothing
-        lambda s: s.sendall(stream[:25]),     # half a request line
-        lambda s: s.sendall(stream[:-10]),    # half a body
-        lambda s: s.sendall(stream),          # a whole stream request
-        lambda s: s.sendall(upgrade),         # a websocket upgrade
+        lambda s: None,  # connect, say nothing
+        lambda s: s.sendall(stream[:25]),  # half a request line
+        lambda s: s.sendall(stream[:-10]),  # half a body
+        lambda s: s.sendall(stream),  # a whole stream request
+        lambda s: s.sendall(upgrade),  # a websocket upgrade
     ]
 
 
-STREAM_WAY = 3                                # index of the way that starts a stream
+STREAM_WAY = 3  # index of the way that starts a stream
 
 
 def open_connections(addr: Address, count: int, stream_harness: dict) -> list[socket.socket]:

@@ -19,15 +19,27 @@ concurrent healthy stream is running.  Loopback only, port 0; one thread per
 connection (``tests/_loopback.ScriptedServer``); everything a handler does is
 bounded in time (``MAX_LIFETIME_S``) so a test can never hang on it.
 """
+
 from __future__ import annotations
 
 import gzip
 import time
-from typing import Callable, Final
+from collections.abc import Callable
+from typing import Final
 
 import orjson
 
-from tests.support.loopback import LAST_CHUNK, Conn, Request, ScriptedServer, chunk, http_head, line, sio_event, ws_frame
+from tests.support.loopback import (
+    LAST_CHUNK,
+    Conn,
+    Request,
+    ScriptedServer,
+    chunk,
+    http_head,
+    line,
+    sio_event,
+    ws_frame,
+)
 
 NAMESPACE: Final = "/UserSession"
 #: Pause before the misbehaviour, so it overlaps a concurrent healthy stream.
@@ -35,8 +47,7 @@ LEAD_S: Final = 0.2
 #: Nothing a handler does lasts longer than this (endless / silent cases).
 MAX_LIFETIME_S: Final = 30.0
 HUGE_LINE_BYTES: Final = 10 * 1024 * 1024
-OPEN_PACKET: Final = ('0{"sid":"bad-eio","upgrades":[],"pingInterval":25000,"pingTimeout":20000,'
-                      '"maxPayload":1000000}')
+OPEN_PACKET: Final = '0{"sid":"bad-eio","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'
 
 
 def _chunks(n: int, start: int = 0) -> bytes:
@@ -59,10 +70,19 @@ def _idle_until_client_leaves(conn: Conn) -> None:
 
 # --------------------------------------------------------------------------- NDJSON faults
 
+
 def malformed_lines(conn: Conn) -> None:
     """Lines a browser's parser skips: not JSON, JSON that is not an object, blank lines."""
-    body = (_chunks(2) + b"{not json at all\n" + b"[1, 2, 3]\n" + b'"a string"\n' + b"\n"
-            + b'{"event": "chunk", "data": {"text": "cut"\n' + _chunks(2, start=2) + _end())
+    body = (
+        _chunks(2)
+        + b"{not json at all\n"
+        + b"[1, 2, 3]\n"
+        + b'"a string"\n'
+        + b"\n"
+        + b'{"event": "chunk", "data": {"text": "cut"\n'
+        + _chunks(2, start=2)
+        + _end()
+    )
     conn.send(http_head() + chunk(body) + LAST_CHUNK)
 
 
@@ -72,7 +92,7 @@ def split_lines(conn: Conn) -> None:
     text = "smörgåsbord 😀 末"
     payload = _chunks(1) + line("chunk", {"text": text}) + _chunks(1, start=2) + _end()
     framed = chunk(payload) + LAST_CHUNK
-    emoji = framed.index("😀".encode()) + 2        # the middle of the 4-byte character
+    emoji = framed.index("😀".encode()) + 2  # the middle of the 4-byte character
     cuts = sorted({1, 3, 20, emoji, len(framed) - 30, len(framed) - 3})
     pieces = [framed[a:b] for a, b in zip([0, *cuts], [*cuts, len(framed)])]
     conn.send(http_head())
@@ -110,7 +130,7 @@ def endless(conn: Conn) -> None:
             i += 1
             time.sleep(0.02)
     except OSError:
-        return                                     # the client gave up: that is the point
+        return  # the client gave up: that is the point
 
 
 def never_first_chunk(conn: Conn) -> None:
@@ -147,13 +167,15 @@ NDJSON_FAULTS: Final[dict[str, Callable[[Conn], None]]] = {
 
 def echo_credentials(conn: Conn, req: Request) -> None:
     """401 whose body repeats the credentials the client sent (a careless real backend)."""
-    body = (f"rejected Authorization={req.headers.get('authorization', '')!r} "
-            f"X-Fingerprint-ID={req.headers.get('x-fingerprint-id', '')!r}").encode()
-    conn.send(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\n"
-              b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    body = (
+        f"rejected Authorization={req.headers.get('authorization', '')!r} "
+        f"X-Fingerprint-ID={req.headers.get('x-fingerprint-id', '')!r}"
+    ).encode()
+    conn.send(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
 
 # --------------------------------------------------------------------------- Socket.io faults
+
 
 def _ack(ack_id: int, reply: object) -> bytes:
     return ws_frame(b"43" + NAMESPACE.encode() + b"," + str(ack_id).encode() + orjson.dumps([reply]))
@@ -179,8 +201,11 @@ def sio_chunks_before_ack(conn: Conn, ack_id: int, name: str) -> None:
 
 
 def sio_healthy(conn: Conn, ack_id: int, name: str) -> None:
-    conn.send(_listening(ack_id, name) + b"".join(sio_event(name, f"c{i} ") for i in range(5))
-              + sio_event(name, {"end": True}))
+    conn.send(
+        _listening(ack_id, name)
+        + b"".join(sio_event(name, f"c{i} ") for i in range(5))
+        + sio_event(name, {"end": True})
+    )
 
 
 SIO_FAULTS: Final[dict[str, Callable[[Conn, int, str], None]]] = {
@@ -193,11 +218,12 @@ SIO_FAULTS: Final[dict[str, Callable[[Conn, int, str], None]]] = {
 
 # --------------------------------------------------------------------------- the server
 
+
 class BadServer:
     """Loopback server speaking just enough HTTP/1.1 and Socket.io to misbehave on request."""
 
     def __init__(self) -> None:
-        self.tasks: list[str] = []          # Socket.io faults run, in order
+        self.tasks: list[str] = []  # Socket.io faults run, in order
         self.server = ScriptedServer(self._handle)
         self.url = self.server.url
 
@@ -221,7 +247,7 @@ class BadServer:
         hello = conn.recv_text()
         if hello is None:
             return
-        auth = orjson.loads(hello[len(b"40" + NAMESPACE.encode() + b","):] or b"null")
+        auth = orjson.loads(hello[len(b"40" + NAMESPACE.encode() + b",") :] or b"null")
         token = auth.get("token", "") if isinstance(auth, dict) else ""
         if isinstance(token, str) and token.startswith("echo-"):
             message = orjson.dumps({"message": f"invalid token {token}"})
@@ -234,8 +260,8 @@ class BadServer:
             if text is None:
                 return
             if not text.startswith(b"42" + NAMESPACE.encode() + b","):
-                continue                              # pongs, disconnect packets
-            rest = text[len(b"42" + NAMESPACE.encode() + b","):]
+                continue  # pongs, disconnect packets
+            rest = text[len(b"42" + NAMESPACE.encode() + b",") :]
             digits = len(rest) - len(rest.lstrip(b"0123456789"))
             ack_id, args = int(rest[:digits]), orjson.loads(rest[digits:])
             task_data = args[1].get("taskData", {}) if len(args) > 1 and isinstance(args[1], dict) else {}
@@ -252,7 +278,7 @@ class BadServer:
     def close(self) -> None:
         self.server.close()
 
-    def __enter__(self) -> "BadServer":
+    def __enter__(self) -> BadServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,4 +1,5 @@
 """Running the harness's Locust users as a subprocess, the way people and CI run them."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,20 @@ from stream_harness.paths import LOCUSTFILE
 from tests.support import REPO
 from tests.support.loopback import free_port
 
-__all__ = ["LOCUSTFILE", "LocustRun", "finish", "finished_streams", "free_port", "locust_command",
-           "popen_locust", "run_headless", "start_workers", "stats_row", "stop_all",
-           "wait_for_output"]
+__all__ = [
+    "LOCUSTFILE",
+    "LocustRun",
+    "finish",
+    "finished_streams",
+    "free_port",
+    "locust_command",
+    "popen_locust",
+    "run_headless",
+    "start_workers",
+    "stats_row",
+    "stop_all",
+    "wait_for_output",
+]
 
 
 @dataclass
@@ -58,8 +70,7 @@ def popen_locust(*args: str, log: Path | None = None) -> subprocess.Popen[str]:
     """Locust in a subprocess; its output is piped, or goes to ``log`` to be watched while it runs."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out = subprocess.PIPE if log is None else log.open("w")
-    return subprocess.Popen(locust_command(*args), cwd=REPO, env=env, text=True,
-                            stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(locust_command(*args), cwd=REPO, env=env, text=True, stdout=out, stderr=subprocess.STDOUT)
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 90, log: Path | None = None) -> str:
@@ -80,11 +91,24 @@ def wait_for_output(log: Path, text: str, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
-def run_headless(backend: BackendProcess, results: Path, *args: str, users: int = 2,
-                 run_time: str = "3s") -> LocustRun:
+def run_headless(backend: BackendProcess, results: Path, *args: str, users: int = 2, run_time: str = "3s") -> LocustRun:
     process = popen_locust(
-        "--headless", "-u", str(users), "-r", str(users), "-t", run_time, "--host", backend.url,
-        "--results-dir", str(results), "--csv", str(results / "locust"), "--only-summary", *args)
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        run_time,
+        "--host",
+        backend.url,
+        "--results-dir",
+        str(results),
+        "--csv",
+        str(results / "locust"),
+        "--only-summary",
+        *args,
+    )
     output = finish(process)
     return LocustRun(process.returncode, output, results)
 
@@ -108,8 +132,7 @@ def stats_row(stats: pd.DataFrame, request_type: str, name: str) -> pd.Series:
 
 
 def start_workers(port: int, count: int) -> list[subprocess.Popen[str]]:
-    return [popen_locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(port))
-            for _ in range(count)]
+    return [popen_locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(port)) for _ in range(count)]
 
 
 def stop_all(processes: list[subprocess.Popen[str]]) -> None:

@@ -6,6 +6,7 @@ pauses between them) the test is about: chunk framing split at nasty places, a
 UTF-8 character split across reads, truncated bodies, websocket frames split
 or packed together.  Loopback only, port 0, everything stops on ``close()``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -15,8 +16,8 @@ import ssl
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import orjson
 
@@ -36,7 +37,7 @@ class Conn:
     """One accepted connection, with helpers to read requests and write exact bytes."""
 
     sock: socket.socket
-    server: "ScriptedServer"
+    server: ScriptedServer
     buf: bytes = b""
     requests: list[Request] = field(default_factory=list)
 
@@ -88,8 +89,12 @@ class Conn:
     def accept_websocket(self, req: Request) -> None:
         key = req.headers["sec-websocket-key"].encode()
         accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest()).decode()
-        self.send(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                   f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+        self.send(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            ).encode()
+        )
 
     def recv_frame(self) -> tuple[int, bytes] | None:
         """One client frame (unmasked), or None on EOF."""
@@ -105,12 +110,12 @@ class Conn:
                 if b1 & 0x80:
                     pos += 4
                 if len(self.buf) >= pos + length:
-                    payload = self.buf[pos:pos + length]
+                    payload = self.buf[pos : pos + length]
                     if b1 & 0x80:
-                        key = self.buf[pos - 4:pos]
+                        key = self.buf[pos - 4 : pos]
                         payload = bytes(c ^ key[i % 4] for i, c in enumerate(payload))
                     opcode = self.buf[0] & 0x0F
-                    self.buf = self.buf[pos + length:]
+                    self.buf = self.buf[pos + length :]
                     return opcode, payload
             if not self._fill():
                 return None
@@ -212,7 +217,7 @@ class ScriptedServer:
     def close(self) -> None:
         self._closed = True
         try:
-            self.listener.shutdown(socket.SHUT_RDWR)   # wakes the blocked accept()
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
         except OSError:
             pass
         try:
@@ -222,7 +227,7 @@ class ScriptedServer:
         for t in self._threads:
             t.join(timeout=5)
 
-    def __enter__(self) -> "ScriptedServer":
+    def __enter__(self) -> ScriptedServer:
         return self
 
     def __exit__(self, *exc) -> None:

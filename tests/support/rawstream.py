@@ -4,6 +4,7 @@
 with its arrival time, de-chunked; it also tells whether the chunked body was
 properly terminated (the disconnect fault must leave it unterminated).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,8 @@ class ChunkedDecoder:
 
     def __init__(self) -> None:
         self._buf = b""
-        self._need = -1        # bytes left in the current chunk; -1 = reading a size line
-        self.done = False      # the terminating zero-size chunk was seen
+        self._need = -1  # bytes left in the current chunk; -1 = reading a size line
+        self.done = False  # the terminating zero-size chunk was seen
 
     def feed(self, data: bytes) -> bytes:
         self._buf += data
@@ -31,7 +32,7 @@ class ChunkedDecoder:
                 if eol < 0:
                     break
                 size = int(self._buf[:eol].split(b";")[0], 16)
-                self._buf = self._buf[eol + 2:]
+                self._buf = self._buf[eol + 2 :]
                 if size == 0:
                     self.done = True
                     break
@@ -42,8 +43,8 @@ class ChunkedDecoder:
                 self._buf = self._buf[take:]
                 self._need -= take
                 break
-            out += self._buf[:self._need]
-            self._buf = self._buf[self._need + 2:]
+            out += self._buf[: self._need]
+            self._buf = self._buf[self._need + 2 :]
             self._need = -1
         return bytes(out)
 
@@ -53,23 +54,29 @@ class RawStream:
     """One POST over a plain socket; ``reads()`` yields ``(perf_counter, body bytes)`` per recv."""
 
     status: int
-    headers: dict[str, str]          # lower-case names
+    headers: dict[str, str]  # lower-case names
     sock: socket.socket
-    sent_at: float                   # perf_counter right after the request was written
+    sent_at: float  # perf_counter right after the request was written
     _leftover: bytes = b""
     _decoder: ChunkedDecoder | None = None
-    terminated: bool = False         # chunked body ended with its zero-size chunk
+    terminated: bool = False  # chunked body ended with its zero-size chunk
     reads_seen: int = field(default=0)
 
     @classmethod
-    def post(cls, base_url: str, path: str, body: object, headers: Mapping[str, str] | None = None,
-             timeout: float = 30.0) -> RawStream:
+    def post(
+        cls, base_url: str, path: str, body: object, headers: Mapping[str, str] | None = None, timeout: float = 30.0
+    ) -> RawStream:
         url = urlsplit(base_url)
         sock = socket.create_connection((url.hostname, url.port or 80), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         payload = json.dumps(body).encode()
-        head = [f"POST {path} HTTP/1.1", f"Host: {url.netloc}", "Content-Type: application/json",
-                f"Content-Length: {len(payload)}", "Connection: close"]
+        head = [
+            f"POST {path} HTTP/1.1",
+            f"Host: {url.netloc}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(payload)}",
+            "Connection: close",
+        ]
         head += [f"{k}: {v}" for k, v in (headers or {}).items()]
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
         sent_at = time.perf_counter()
@@ -86,8 +93,7 @@ class RawStream:
             name, _, value = line.partition(":")
             parsed[name.strip().lower()] = value.strip()
         chunked = parsed.get("transfer-encoding", "").lower() == "chunked"
-        return cls(int(status_line.split()[1]), parsed, sock, sent_at, rest,
-                   ChunkedDecoder() if chunked else None)
+        return cls(int(status_line.split()[1]), parsed, sock, sent_at, rest, ChunkedDecoder() if chunked else None)
 
     def reads(self, bufsize: int = 1 << 20) -> Iterator[tuple[float, bytes]]:
         """Body bytes per socket read until the body ends or the server closes."""

@@ -5,6 +5,7 @@ against loopback servers that send exact bytes.  Part 3 runs it against the
 fake backend.  Timed assertions are generous: they check that the right read
 is credited, not speed.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,35 +20,54 @@ import gevent
 import orjson
 import pytest
 
-from tests.support.loopback import LAST_CHUNK, ScriptedServer, chunk, free_port, http_head, line
-from stream_harness.contract.schema import CHUNK, END, ERROR, KIND_CODE, NO_SEQ, OTHER
+from fake_backend.process import start_backend
+from loadtests.clients.ndjson import NdjsonClient
 from loadtests.protocol.content import ContentDecodingError, make_content_decoder
+from loadtests.protocol.errors import FramingError
 from loadtests.protocol.http1 import (
-    ChunkedBody, CloseDelimitedBody, LengthBody, ProtocolError, framing_for, parse_response_head,
+    ChunkedBody,
+    CloseDelimitedBody,
+    LengthBody,
+    framing_for,
+    parse_response_head,
 )
 from loadtests.protocol.lines import LineSplitter
-from loadtests.clients.ndjson import NdjsonClient
 from loadtests.results.record import StreamRecord
-from fake_backend.process import start_backend
+from stream_harness.contract.kinds import EventKind
+from stream_harness.contract.schema import CHUNK, END, ERROR, NO_SEQ, OTHER
+from tests.support.loopback import LAST_CHUNK, ScriptedServer, chunk, free_port, http_head, line
 
 UTF8_TEXT = "héllo wörld 日本語 😀 ok"
-STATUS = KIND_CODE["status_update"]
-HEARTBEAT = KIND_CODE["heartbeat"]
+STATUS = EventKind.STATUS_UPDATE
+HEARTBEAT = EventKind.HEARTBEAT
 
 
 def new_record() -> StreamRecord:
     return StreamRecord(transport="ndjson", endpoint="chat", stream_id="t")
 
 
-def run_stream(url: str, *, client: NdjsonClient | None = None, first_chunk_timeout: float = 5.0,
-               stream_timeout: float = 10.0, headers: dict | None = None,
-               path: str = "/api/ai/chat/unified", body: dict | None = None) -> StreamRecord:
+def run_stream(
+    url: str,
+    *,
+    client: NdjsonClient | None = None,
+    first_chunk_timeout: float = 5.0,
+    stream_timeout: float = 10.0,
+    headers: dict | None = None,
+    path: str = "/api/ai/chat/unified",
+    body: dict | None = None,
+) -> StreamRecord:
     own = client is None
     client = client or NdjsonClient(url)
     record = new_record()
     try:
-        client.stream(record, path, body or {"messages": []}, headers or {"X-Fingerprint-ID": "fp"},
-                      first_chunk_timeout=first_chunk_timeout, stream_timeout=stream_timeout)
+        client.stream(
+            record,
+            path,
+            body or {"messages": []},
+            headers or {"X-Fingerprint-ID": "fp"},
+            first_chunk_timeout=first_chunk_timeout,
+            stream_timeout=stream_timeout,
+        )
     finally:
         if own:
             client.close()
@@ -60,6 +80,7 @@ def kinds(record: StreamRecord) -> list[int]:
 
 # =========================================================================== part 1: decoders
 
+
 def split_feed(feed, data: bytes, cuts: tuple[int, ...]) -> list:
     out = []
     prev = 0
@@ -69,10 +90,12 @@ def split_feed(feed, data: bytes, cuts: tuple[int, ...]) -> list:
     return out
 
 
-CHUNKED = (chunk(b'{"event":"chunk","data":{"text":"a"}}\n')
-           + b"5;ext=1\r\nhello\r\n"                           # a chunk extension
-           + chunk(UTF8_TEXT.encode())
-           + b"0\r\nX-Trailer: yes\r\n\r\n")                  # a trailer
+CHUNKED = (
+    chunk(b'{"event":"chunk","data":{"text":"a"}}\n')
+    + b"5;ext=1\r\nhello\r\n"  # a chunk extension
+    + chunk(UTF8_TEXT.encode())
+    + b"0\r\nX-Trailer: yes\r\n\r\n"
+)  # a trailer
 CHUNKED_PAYLOAD = b'{"event":"chunk","data":{"text":"a"}}\n' + b"hello" + UTF8_TEXT.encode()
 
 
@@ -86,7 +109,7 @@ def test_chunked_body_any_single_split(cut):
 
 def test_chunked_body_byte_by_byte_and_not_done_when_cut():
     body = ChunkedBody()
-    payload = b"".join(body.feed(CHUNKED[i:i + 1]) for i in range(len(CHUNKED)))
+    payload = b"".join(body.feed(CHUNKED[i : i + 1]) for i in range(len(CHUNKED)))
     assert payload == CHUNKED_PAYLOAD and body.done
     cut = ChunkedBody()
     cut.feed(CHUNKED[:-2])
@@ -95,20 +118,20 @@ def test_chunked_body_byte_by_byte_and_not_done_when_cut():
 
 @pytest.mark.parametrize("bad", [b"zz\r\nab\r\n", b"-1\r\n", b"2\r\nabXY"])
 def test_chunked_body_rejects_broken_framing(bad):
-    with pytest.raises(ProtocolError):
+    with pytest.raises(FramingError):
         ChunkedBody().feed(bad)
 
 
 def test_framing_follows_rfc_9112():
     def head(*headers: str, status: int = 200):
-        return parse_response_head(("HTTP/1.1 %d OK\r\n" % status + "\r\n".join(headers)).encode())
-    assert isinstance(framing_for(head("Transfer-Encoding: gzip, chunked", "Content-Length: 5"), "POST"),
-                      ChunkedBody)
+        return parse_response_head((f"HTTP/1.1 {status} OK\r\n" + "\r\n".join(headers)).encode())
+
+    assert isinstance(framing_for(head("Transfer-Encoding: gzip, chunked", "Content-Length: 5"), "POST"), ChunkedBody)
     length = framing_for(head("Content-Length: 3"), "POST")
     assert isinstance(length, LengthBody) and length.feed(b"abcdef") == b"abc" and length.leftover == b"def"
     assert isinstance(framing_for(head(), "POST"), CloseDelimitedBody)
     assert framing_for(head(status=204), "POST").done
-    with pytest.raises(ProtocolError):
+    with pytest.raises(FramingError):
         framing_for(head("Content-Length: 3, 4"), "POST")
 
 
@@ -116,7 +139,7 @@ def test_response_head_parsing():
     head = parse_response_head(b"HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\nConnection: close")
     assert head.status == 200 and head.get("x-a") == "1, 2" and not head.keep_alive
     assert parse_response_head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive").keep_alive
-    with pytest.raises(ProtocolError):
+    with pytest.raises(FramingError):
         parse_response_head(b"garbage\r\n")
 
 
@@ -160,7 +183,7 @@ def test_content_decoders_work_byte_by_byte_and_detect_truncation(encoding):
     data = encode_body(encoding, lines)
     header = encoding.replace("-raw", "")
     decoder = make_content_decoder(header)
-    assert b"".join(decoder.decompress(data[i:i + 1]) for i in range(len(data))) == b"".join(lines)
+    assert b"".join(decoder.decompress(data[i : i + 1]) for i in range(len(data))) == b"".join(lines)
     decoder.finish()
     truncated = make_content_decoder(header)
     truncated.decompress(data[: len(data) // 2])
@@ -171,7 +194,7 @@ def test_content_decoders_work_byte_by_byte_and_detect_truncation(encoding):
 def test_content_decoder_choice():
     assert make_content_decoder("") is None and make_content_decoder("identity") is None
     gz = encode_body("gzip", [b"x\n"])
-    assert make_content_decoder("gzip").decompress(gz + gz) == b"x\nx\n"   # concatenated members
+    assert make_content_decoder("gzip").decompress(gz + gz) == b"x\nx\n"  # concatenated members
     with pytest.raises(ContentDecodingError):
         make_content_decoder("zstd")
     with pytest.raises(ContentDecodingError):
@@ -180,8 +203,10 @@ def test_content_decoder_choice():
 
 # =========================================================================== part 2: loopback
 
+
 def one_response(pieces: list[bytes], gap: float = 0.03, close: bool = True):
     """Handler: read one request, send ``pieces`` with ``gap`` between them."""
+
     def handler(conn):
         if conn.read_request() is None:
             return
@@ -189,23 +214,26 @@ def one_response(pieces: list[bytes], gap: float = 0.03, close: bool = True):
         if not close:
             while conn._fill():
                 pass
+
     return handler
 
 
 def test_lines_and_utf8_split_across_reads_are_recorded_per_line():
     started = time.time()
-    body = b"".join([
-        line("status_update", {"status": "thinking"}, seq=0, ts=started + 0.001),
-        line("chunk", {"text": UTF8_TEXT}, seq=1, ts=started + 0.002),
-        line("chunk", {"text": "😀"}, seq=2, ts=started + 0.003),
-        line("heartbeat", {}, seq=3),
-        line("brand_new_event", {}, seq=4),
-        line("chunk", {"text": "x"}),
-        line("end", {}, seq=6, ts=started + 0.004),
-    ])
+    body = b"".join(
+        [
+            line("status_update", {"status": "thinking"}, seq=0, ts=started + 0.001),
+            line("chunk", {"text": UTF8_TEXT}, seq=1, ts=started + 0.002),
+            line("chunk", {"text": "😀"}, seq=2, ts=started + 0.003),
+            line("heartbeat", {}, seq=3),
+            line("brand_new_event", {}, seq=4),
+            line("chunk", {"text": "x"}),
+            line("end", {}, seq=6, ts=started + 0.004),
+        ]
+    )
     raw = chunk(body[:37]) + chunk(body[37:]) + LAST_CHUNK
-    emoji = raw.index("😀".encode()) + 2                       # inside the 4-byte character
-    cuts = [1, 42, 44, emoji, emoji + 3, len(raw) - 3]          # size line, CRLF, UTF-8, terminator
+    emoji = raw.index("😀".encode()) + 2  # inside the 4-byte character
+    cuts = [1, 42, 44, emoji, emoji + 3, len(raw) - 3]  # size line, CRLF, UTF-8, terminator
     pieces = [http_head(headers={"X-Request-ID": "req-1"})]
     prev = 0
     for cut in cuts + [len(raw)]:
@@ -230,18 +258,20 @@ def test_lines_and_utf8_split_across_reads_are_recorded_per_line():
 def test_each_line_gets_the_time_and_index_of_the_read_that_completed_it():
     first = line("chunk", {"text": "a"}) + line("chunk", {"text": "b"})
     second = line("chunk", {"text": "c"})
-    pieces = [http_head(),
-              chunk(first) + chunk(second[:10]),         # read 1: two lines + the start of a third
-              chunk(second[10:]),                        # read 2: completes the third
-              chunk(line("end")) + LAST_CHUNK]
+    pieces = [
+        http_head(),
+        chunk(first) + chunk(second[:10]),  # read 1: two lines + the start of a third
+        chunk(second[10:]),  # read 2: completes the third
+        chunk(line("end")) + LAST_CHUNK,
+    ]
     with ScriptedServer(one_response(pieces, gap=0.25)) as server:
         record = run_stream(server.url)
     assert kinds(record) == [CHUNK, CHUNK, CHUNK, END]
     reads, t = list(record.reads), list(record.t_ms)
     assert reads[0] == reads[1] < reads[2] < reads[3]
-    assert t[0] == t[1]                                  # same read, same arrival
-    assert t[2] - t[1] > 150 and t[3] - t[2] > 150      # credited to the read that completed them
-    assert record.time_to_headers_ms < t[0] - 150       # header time is not body time
+    assert t[0] == t[1]  # same read, same arrival
+    assert t[2] - t[1] > 150 and t[3] - t[2] > 150  # credited to the read that completed them
+    assert record.time_to_headers_ms < t[0] - 150  # header time is not body time
 
 
 def test_time_to_first_chunk_is_body_time_not_header_time():
@@ -253,13 +283,21 @@ def test_time_to_first_chunk_is_body_time_not_header_time():
 
 
 def test_malformed_lines_are_counted_not_fatal():
-    body = (b"not json\n" + b"[1, 2]\n" + b'{"event": "chunk"\n' + b"\n" + b"  \r\n"
-            + line("chunk", {"text": "ok"}) + b"\xff\xfe\n" + line("end"))
+    body = (
+        b"not json\n"
+        + b"[1, 2]\n"
+        + b'{"event": "chunk"\n'
+        + b"\n"
+        + b"  \r\n"
+        + line("chunk", {"text": "ok"})
+        + b"\xff\xfe\n"
+        + line("end")
+    )
     with ScriptedServer(one_response([http_head(), chunk(body) + LAST_CHUNK])) as server:
         record = run_stream(server.url)
     assert record.status == "completed"
     assert kinds(record) == [CHUNK, END]
-    assert record.malformed_lines == 4                     # blank lines are not malformed
+    assert record.malformed_lines == 4  # blank lines are not malformed
 
 
 @pytest.mark.parametrize("framing", ["content-length", "close-delimited"])
@@ -284,10 +322,14 @@ def keep_alive_handler(n_requests: int, close_after_first: bool = False):
         for i in range(n_requests):
             if conn.read_request() is None:
                 return
-            conn.send(http_head(headers={"X-Request-ID": f"r{i}"})
-                      + chunk(line("chunk", {"text": "a"}) + line("end")) + LAST_CHUNK)
+            conn.send(
+                http_head(headers={"X-Request-ID": f"r{i}"})
+                + chunk(line("chunk", {"text": "a"}) + line("end"))
+                + LAST_CHUNK
+            )
             if close_after_first:
-                return                                   # keep-alive promised, then closed
+                return  # keep-alive promised, then closed
+
     return handler
 
 
@@ -325,6 +367,7 @@ def test_connection_reset_mid_stream_is_a_disconnect():
         conn.send(http_head() + chunk(line("chunk", {"text": "a"})))
         time.sleep(0.05)
         conn.abort()
+
     with ScriptedServer(handler) as server:
         record = run_stream(server.url)
     assert record.error == "disconnect" and kinds(record) == [CHUNK]
@@ -346,9 +389,11 @@ def test_clean_body_end_without_end_line_is_missing_end():
 
 
 def test_error_event_fails_the_stream_which_is_still_read_to_its_end():
-    body = (line("chunk", {"text": "a"})
-            + line("error", {"error_type": "rate_limit", "message": "slow down", "user_message": "x"})
-            + line("end", {"reason": "error"}))
+    body = (
+        line("chunk", {"text": "a"})
+        + line("error", {"error_type": "rate_limit", "message": "slow down", "user_message": "x"})
+        + line("end", {"reason": "error"})
+    )
     with ScriptedServer(one_response([http_head(), chunk(body) + LAST_CHUNK])) as server:
         record = run_stream(server.url)
     assert record.error == "stream_error_event" and "rate_limit" in record.error_detail
@@ -358,10 +403,13 @@ def test_error_event_fails_the_stream_which_is_still_read_to_its_end():
 def test_non_2xx_is_http_status_and_keeps_the_connection():
     def handler(conn):
         conn.read_request()
-        conn.send(b'HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n'
-                  b'Content-Length: 26\r\n\r\n{"detail":"missing auth"}\n')
+        conn.send(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 26\r\n\r\n{"detail":"missing auth"}\n'
+        )
         conn.read_request()
         conn.send(http_head() + chunk(line("end")) + LAST_CHUNK)
+
     with ScriptedServer(handler) as server:
         client = NdjsonClient(server.url)
         denied = run_stream(server.url, client=client)
@@ -388,6 +436,7 @@ def test_a_stream_that_never_sends_a_chunk_times_out_at_first_chunk_timeout():
         conn.read_request()
         conn.send(http_head() + chunk(line("status_update", {"status": "queued"})))
         wait_for_client_close(conn)
+
     with ScriptedServer(handler) as server:
         record = run_stream(server.url, first_chunk_timeout=0.3, stream_timeout=10)
     assert record.error == "timeout" and "first_chunk_timeout" in record.error_detail
@@ -405,6 +454,7 @@ def test_a_stream_that_never_ends_times_out_at_stream_timeout():
                 time.sleep(0.02)
         except OSError:
             pass
+
     with ScriptedServer(handler) as server:
         record = run_stream(server.url, first_chunk_timeout=5, stream_timeout=0.5)
     assert record.error == "timeout" and "stream_timeout" in record.error_detail
@@ -432,8 +482,12 @@ def test_compressed_bodies_are_decoded_incrementally(encoding):
     lines = [line("chunk", {"text": f"{i} {UTF8_TEXT}"}) for i in range(20)] + [line("end")]
     data = encode_body(encoding, lines)
     third = len(data) // 3
-    pieces = [http_head(headers={"Content-Encoding": encoding}),
-              chunk(data[:third]), chunk(data[third:2 * third]), chunk(data[2 * third:]) + LAST_CHUNK]
+    pieces = [
+        http_head(headers={"Content-Encoding": encoding}),
+        chunk(data[:third]),
+        chunk(data[third : 2 * third]),
+        chunk(data[2 * third :]) + LAST_CHUNK,
+    ]
     with ScriptedServer(one_response(pieces, close=False)) as server:
         record = run_stream(server.url)
     assert record.status == "completed", record.error_detail
@@ -467,6 +521,7 @@ def test_base_url_path_prefix_and_cancel():
         req = conn.read_request()
         status = b"202 Accepted" if req.target == "/prefix/api/ai/cancel/req%2F1" else b"404 No"
         conn.send(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\n\r\n")
+
     with ScriptedServer(handler) as server:
         client = NdjsonClient(server.url + "/prefix/")
         assert client.cancel("req/1", {"X-Fingerprint-ID": "fp"}) == 202
@@ -476,11 +531,13 @@ def test_base_url_path_prefix_and_cancel():
 
 def test_killing_the_greenlet_marks_the_record_stopped_and_closes_the_socket():
     closed = []
+
     def handler(conn):
         conn.read_request()
         conn.send(http_head() + chunk(line("chunk", {"text": "a"})))
         wait_for_client_close(conn)
         closed.append(True)
+
     with ScriptedServer(handler) as server:
         client = NdjsonClient(server.url)
         record = new_record()
@@ -501,9 +558,26 @@ def tls_server_context(tmp_path_factory):
     if shutil.which("openssl") is None:
         pytest.skip("openssl CLI not available to make a test certificate")
     d = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"), "-subj", "/CN=localhost"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(d / "key.pem"),
+            "-out",
+            str(d / "cert.pem"),
+            "-subj",
+            "/CN=localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
     return ctx
@@ -540,30 +614,29 @@ def test_fake_backend_counts_match_chunk_for_chunk(backend):
     assert record.status == "completed", record.error_detail
     assert kinds(record).count(CHUNK) == record.expected_chunks == 800
     assert kinds(record)[-1] == END and record.malformed_lines == 0
-    assert list(record.seqs) == list(range(record.n_events))          # every line, in order
+    assert list(record.seqs) == list(range(record.n_events))  # every line, in order
     transit = [t - e for t, e in zip(record.t_ms, record.emit_ms)]
-    assert all(-50 < x < 2000 for x in transit)                       # emit times line up
+    assert all(-50 < x < 2000 for x in transit)  # emit times line up
 
 
 def test_fake_backend_first_chunk_delay_is_measured_as_ttfc(backend):
-    record = run_stream(backend.url, body=chat_body(chunks=20, duration_s=0.2, first_chunk_delay_ms=250,
-                                                    events=False))
+    record = run_stream(backend.url, body=chat_body(chunks=20, duration_s=0.2, first_chunk_delay_ms=250, events=False))
     assert record.status == "completed"
     ttfc = record.t_ms[kinds(record).index(CHUNK)]
     assert 245 <= ttfc <= 330, ttfc
     assert record.time_to_headers_ms < ttfc
 
 
-@pytest.mark.parametrize("fault, error, chunks", [({"error_at": 5}, "stream_error_event", 5),
-                                                  ({"disconnect_at": 5}, "disconnect", 5)])
+@pytest.mark.parametrize(
+    "fault, error, chunks", [({"error_at": 5}, "stream_error_event", 5), ({"disconnect_at": 5}, "disconnect", 5)]
+)
 def test_fake_backend_faults_are_classified(backend, fault, error, chunks):
     record = run_stream(backend.url, body=chat_body(chunks=50, duration_s=0.2, events=False, **fault))
     assert record.error == error and kinds(record).count(CHUNK) == chunks
 
 
 def test_fake_backend_buffering_shows_as_many_lines_per_read(backend):
-    record = run_stream(backend.url, body=chat_body(chunks=200, duration_s=1.0, events=False,
-                                                    buffer_chunks=20))
+    record = run_stream(backend.url, body=chat_body(chunks=200, duration_s=1.0, events=False, buffer_chunks=20))
     assert record.status == "completed"
     per_read: dict[int, int] = {}
     for read in record.reads:
@@ -586,8 +659,15 @@ def test_fake_backend_invalid_harness_is_http_422(backend):
 def test_fake_backend_cancel_ends_the_stream_as_cancelled(backend):
     client = NdjsonClient(backend.url)
     record = new_record()
-    g = gevent.spawn(client.stream, record, CHAT, chat_body(chunks=2000, duration_s=20, events=False),
-                     {"X-Fingerprint-ID": "fp"}, first_chunk_timeout=10, stream_timeout=60)
+    g = gevent.spawn(
+        client.stream,
+        record,
+        CHAT,
+        chat_body(chunks=2000, duration_s=20, events=False),
+        {"X-Fingerprint-ID": "fp"},
+        first_chunk_timeout=10,
+        stream_timeout=60,
+    )
     deadline = time.monotonic() + 10
     while record.n_events < 3 and time.monotonic() < deadline:
         gevent.sleep(0.02)

@@ -5,6 +5,7 @@ session against a scripted loopback Socket.io server that sends exact frames
 (packed together, split apart, chunks before the ack, pings, disconnects).
 Part 3 runs it against the fake backend.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,23 +16,34 @@ import gevent
 import orjson
 import pytest
 
-from tests.support.loopback import ScriptedServer, free_port, sio_event, ws_frame
-from stream_harness.contract.schema import CHUNK, END, ERROR, KIND_CODE, OTHER
+from fake_backend.process import start_backend
+from loadtests.clients.socketio import SessionError, SocketIOSession
 from loadtests.protocol.engineio import (
-    SIO_ACK, SIO_BINARY_EVENT, SIO_CONNECT_ERROR, SIO_EVENT, encode_connect, encode_event,
+    SIO_ACK,
+    SIO_BINARY_EVENT,
+    SIO_CONNECT_ERROR,
+    SIO_EVENT,
+    encode_connect,
+    encode_event,
     parse_sio,
 )
 from loadtests.protocol.websocket import (
-    OP_BINARY, OP_PING, OP_TEXT, FrameParser, WebSocketError, accept_for, encode_frame,
+    OP_BINARY,
+    OP_PING,
+    OP_TEXT,
+    FrameParser,
+    WebSocketError,
+    accept_for,
+    encode_frame,
 )
 from loadtests.results.record import StreamRecord
-from loadtests.clients.socketio import SessionError, SocketIOSession
-from fake_backend.process import start_backend
+from stream_harness.contract.kinds import EventKind
+from stream_harness.contract.schema import CHUNK, END, ERROR, OTHER
+from tests.support.loopback import ScriptedServer, free_port, sio_event, ws_frame
 
 NS = "/UserSession"
-INFO, DATA, BROKER = KIND_CODE["info"], KIND_CODE["data"], KIND_CODE["broker"]
-OPEN = ('0{"sid":"eio-1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,'
-        '"maxPayload":1000000}')
+INFO, DATA, BROKER = EventKind.INFO, EventKind.DATA, EventKind.BROKER
+OPEN = '0{"sid":"eio-1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}'
 
 
 def new_record() -> StreamRecord:
@@ -40,13 +52,23 @@ def new_record() -> StreamRecord:
 
 # =========================================================================== part 1: framing
 
-FRAMES = (ws_frame("42/UserSession,[\"l\",\"héllo 😀\"]") + ws_frame("2")
-          + ws_frame("x" * 300)                                   # 16-bit length
-          + ws_frame(b"ab", opcode=OP_PING)
-          + ws_frame("frag-", fin=False) + ws_frame(b"", opcode=OP_PING)   # ping inside a fragmented msg
-          + ws_frame("ment", opcode=0, fin=True))
-EXPECTED = [(OP_TEXT, '42/UserSession,["l","héllo 😀"]'.encode()), (OP_TEXT, b"2"),
-            (OP_TEXT, b"x" * 300), (OP_PING, b"ab"), (OP_PING, b""), (OP_TEXT, b"frag-ment")]
+FRAMES = (
+    ws_frame('42/UserSession,["l","héllo 😀"]')
+    + ws_frame("2")
+    + ws_frame("x" * 300)  # 16-bit length
+    + ws_frame(b"ab", opcode=OP_PING)
+    + ws_frame("frag-", fin=False)
+    + ws_frame(b"", opcode=OP_PING)  # ping inside a fragmented msg
+    + ws_frame("ment", opcode=0, fin=True)
+)
+EXPECTED = [
+    (OP_TEXT, '42/UserSession,["l","héllo 😀"]'.encode()),
+    (OP_TEXT, b"2"),
+    (OP_TEXT, b"x" * 300),
+    (OP_PING, b"ab"),
+    (OP_PING, b""),
+    (OP_TEXT, b"frag-ment"),
+]
 
 
 @pytest.mark.parametrize("cut", range(1, len(FRAMES)))
@@ -57,18 +79,21 @@ def test_frame_parser_any_single_split(cut):
 
 def test_frame_parser_byte_by_byte_and_big_frames():
     parser = FrameParser()
-    assert [m for i in range(len(FRAMES)) for m in parser.feed(FRAMES[i:i + 1])] == EXPECTED
-    big = ws_frame(b"y" * 200_000, opcode=OP_BINARY)               # 64-bit length, many reads
+    assert [m for i in range(len(FRAMES)) for m in parser.feed(FRAMES[i : i + 1])] == EXPECTED
+    big = ws_frame(b"y" * 200_000, opcode=OP_BINARY)  # 64-bit length, many reads
     parser = FrameParser()
-    out = [m for i in range(0, len(big), 7000) for m in parser.feed(big[i:i + 7000])]
+    out = [m for i in range(0, len(big), 7000) for m in parser.feed(big[i : i + 7000])]
     assert out == [(OP_BINARY, b"y" * 200_000)]
 
 
-@pytest.mark.parametrize("bad", [
-    bytes((0x81, 0x82)) + b"mask" + b"hi",     # server frames must not be masked
-    bytes((0xC1, 0x01)) + b"x",                # RSV1 without an extension
-    bytes((0x80, 0x01)) + b"x",                # continuation without a message
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        bytes((0x81, 0x82)) + b"mask" + b"hi",  # server frames must not be masked
+        bytes((0xC1, 0x01)) + b"x",  # RSV1 without an extension
+        bytes((0x80, 0x01)) + b"x",  # continuation without a message
+    ],
+)
 def test_frame_parser_rejects_protocol_violations(bad):
     with pytest.raises(WebSocketError):
         FrameParser().feed(bad)
@@ -76,12 +101,13 @@ def test_frame_parser_rejects_protocol_violations(bad):
 
 def test_client_frames_are_masked_and_unmask_to_the_payload():
     from tests.support.loopback import Conn
-    payload = "42/UserSession,0[\"chat_service\",{}]".encode() * 10
+
+    payload = b'42/UserSession,0["chat_service",{}]' * 10
     frame = encode_frame(OP_TEXT, payload)
     assert frame[1] & 0x80
     conn = Conn(sock=None, server=None, buf=frame)
     assert conn.recv_frame() == (OP_TEXT, payload)
-    assert accept_for("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="   # RFC 6455 example
+    assert accept_for("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 example
 
 
 def test_socketio_packets():
@@ -89,8 +115,7 @@ def test_socketio_packets():
     assert encode_connect("/") == b"40"
     assert encode_event(NS, ["chat_service", {"a": 1}], 7) == b'42/UserSession,7["chat_service",{"a":1}]'
     ack = parse_sio(b'3/UserSession,12[{"response_listener_events":["x"]}]')
-    assert (ack.type, ack.namespace, ack.ack_id, ack.data) == (SIO_ACK, NS, 12,
-                                                               [{"response_listener_events": ["x"]}])
+    assert (ack.type, ack.namespace, ack.ack_id, ack.data) == (SIO_ACK, NS, 12, [{"response_listener_events": ["x"]}])
     event = parse_sio(b'2["x","y"]')
     assert (event.type, event.namespace, event.ack_id, event.data) == (SIO_EVENT, "/", None, ["x", "y"])
     binary = parse_sio(b'51-/UserSession,["x",{"_placeholder":true,"num":0}]')
@@ -100,6 +125,7 @@ def test_socketio_packets():
 
 
 # =========================================================================== part 2: loopback
+
 
 class FakeSocketIO:
     """Scripted server side of one Socket.io session: handshake, then ``script(conn)``.
@@ -134,9 +160,9 @@ class FakeSocketIO:
         conn.send(ws_frame(OPEN))
         hello = conn.recv_text()
         assert hello.startswith(b"40/UserSession,"), hello
-        self.auth.append(orjson.loads(hello[len(b"40/UserSession,"):] or b"null"))
+        self.auth.append(orjson.loads(hello[len(b"40/UserSession,") :] or b"null"))
         if self.refuse:
-            conn.send(ws_frame('44/UserSession,{"message":"%s"}' % self.refuse))
+            conn.send(ws_frame(f'44/UserSession,{{"message":"{self.refuse}"}}'))
             return
         conn.send(ws_frame('40/UserSession,{"sid":"sio-1"}'))
         self.script(self, conn)
@@ -159,7 +185,7 @@ class FakeSocketIO:
         while self.recv_emit(conn) is not None:
             pass
 
-    def __enter__(self) -> "FakeSocketIO":
+    def __enter__(self) -> FakeSocketIO:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -174,12 +200,26 @@ def listening(ack_id: int, *names: str) -> bytes:
     return ack(ack_id, {"response_listener_events": list(names)})
 
 
-def run(session: SocketIOSession, *, ack_timeout=5.0, first_chunk_timeout=5.0, stream_timeout=10.0,
-        emit_times=False, task_data=None) -> StreamRecord:
+def run(
+    session: SocketIOSession,
+    *,
+    ack_timeout=5.0,
+    first_chunk_timeout=5.0,
+    stream_timeout=10.0,
+    emit_times=False,
+    task_data=None,
+) -> StreamRecord:
     record = new_record()
-    session.run_task(record, "chat_service", "direct_chat", task_data or {"prompt": "hi"},
-                     ack_timeout=ack_timeout, first_chunk_timeout=first_chunk_timeout,
-                     stream_timeout=stream_timeout, emit_times=emit_times)
+    session.run_task(
+        record,
+        "chat_service",
+        "direct_chat",
+        task_data or {"prompt": "hi"},
+        ack_timeout=ack_timeout,
+        first_chunk_timeout=first_chunk_timeout,
+        stream_timeout=stream_timeout,
+        emit_times=emit_times,
+    )
     return record
 
 
@@ -188,9 +228,11 @@ def test_one_connection_with_auth_token_serves_many_tasks():
         for n in range(3):
             ack_id, args = srv.recv_emit(conn)
             assert args == ["chat_service", {"taskName": "direct_chat", "taskData": {"prompt": "hi"}}]
-            conn.send(listening(ack_id, f"task-{n}") + sio_event(f"task-{n}", "hello")
-                      + sio_event(f"task-{n}", {"end": True}))
+            conn.send(
+                listening(ack_id, f"task-{n}") + sio_event(f"task-{n}", "hello") + sio_event(f"task-{n}", {"end": True})
+            )
         srv.wait_closed(conn)
+
     with FakeSocketIO(script) as srv:
         session = SocketIOSession(srv.url, auth_token="tok", headers={"Cookie": "a=b"})
         session.connect()
@@ -209,14 +251,22 @@ def test_every_message_is_recorded_in_order_with_the_time_of_its_read():
         ack_id, _ = srv.recv_emit(conn)
         text = sio_event("L", "wörld 😀")
         cut = text.index("😀".encode()) + 1
-        conn.send_pieces([
-            listening(ack_id, "L") + sio_event("L", "hello") + text[:cut],   # read: ack, 1 chunk, half
-            text[cut:] + ws_frame("2")                                       # completes it; a ping
-            + sio_event("L", {"info": "thinking"}) + sio_event("L", {"data": {"k": 1}}),
-            sio_event("L", {"broker": [{"broker_id": "b", "value": 1}]}) + sio_event("L", 42)
-            + sio_event("other-listener", "not ours") + sio_event("L", {"end": "True"}),
-        ], gap=0.25)
+        conn.send_pieces(
+            [
+                listening(ack_id, "L") + sio_event("L", "hello") + text[:cut],  # read: ack, 1 chunk, half
+                text[cut:]
+                + ws_frame("2")  # completes it; a ping
+                + sio_event("L", {"info": "thinking"})
+                + sio_event("L", {"data": {"k": 1}}),
+                sio_event("L", {"broker": [{"broker_id": "b", "value": 1}]})
+                + sio_event("L", 42)
+                + sio_event("other-listener", "not ours")
+                + sio_event("L", {"end": "True"}),
+            ],
+            gap=0.25,
+        )
         srv.wait_closed(conn)
+
     with FakeSocketIO(script) as srv:
         session = SocketIOSession(srv.url, auth_token="tok")
         record = run(session)
@@ -231,18 +281,23 @@ def test_every_message_is_recorded_in_order_with_the_time_of_its_read():
     assert t[1] - t[0] > 150 and t[4] - t[3] > 150
     assert record.time_to_headers_ms <= t[0] < 150
     assert record.n_reads == 3 and record.duration_ms == t[6]
-    assert srv.pongs == 1                                   # the server's ping "2" got a "3"
+    assert srv.pongs == 1  # the server's ping "2" got a "3"
 
 
 def test_chunks_that_arrive_before_the_ack_are_not_lost():
     def script(srv, conn):
         ack_id, _ = srv.recv_emit(conn)
-        conn.send_pieces([sio_event("L", "early-1") + sio_event("L", "early-2"),
-                          listening(ack_id, "L")
-                          + ws_frame(b'42/UserSession,9["L","late, server wants an ack"]')
-                          + sio_event("L", {"end": True})],
-                         gap=0.1)
+        conn.send_pieces(
+            [
+                sio_event("L", "early-1") + sio_event("L", "early-2"),
+                listening(ack_id, "L")
+                + ws_frame(b'42/UserSession,9["L","late, server wants an ack"]')
+                + sio_event("L", {"end": True}),
+            ],
+            gap=0.1,
+        )
         srv.wait_closed(conn)
+
     with FakeSocketIO(script) as srv:
         session = SocketIOSession(srv.url)
         record = run(session)
@@ -250,16 +305,20 @@ def test_chunks_that_arrive_before_the_ack_are_not_lost():
     assert record.status == "completed"
     assert list(record.kinds) == [CHUNK, CHUNK, CHUNK, END]
     assert list(record.seqs) == [0, 1, 2, 3]
-    assert record.t_ms[0] < record.time_to_headers_ms         # arrival kept, not replay time
+    assert record.t_ms[0] < record.time_to_headers_ms  # arrival kept, not replay time
 
 
 def test_error_object_fails_the_stream_which_still_ends_normally():
     def script(srv, conn):
         ack_id, _ = srv.recv_emit(conn)
-        conn.send(listening(ack_id, "L") + sio_event("L", "a")
-                  + sio_event("L", {"error": {"error_type": "quota", "message": "over"}})
-                  + sio_event("L", {"end": True}))
+        conn.send(
+            listening(ack_id, "L")
+            + sio_event("L", "a")
+            + sio_event("L", {"error": {"error_type": "quota", "message": "over"}})
+            + sio_event("L", {"end": True})
+        )
         srv.wait_closed(conn)
+
     with FakeSocketIO(script) as srv:
         session = SocketIOSession(srv.url)
         record = run(session)
@@ -274,6 +333,7 @@ def test_empty_or_error_ack_reply_is_an_ack_failure(reply):
         ack_id, _ = srv.recv_emit(conn)
         conn.send(ack(ack_id, reply))
         srv.wait_closed(conn)
+
     with FakeSocketIO(script) as srv:
         session = SocketIOSession(srv.url)
         record = run(session)
@@ -284,10 +344,11 @@ def test_empty_or_error_ack_reply_is_an_ack_failure(reply):
 
 def test_missing_ack_times_out_as_ack_and_a_silent_stream_at_first_chunk_timeout():
     def script(srv, conn):
-        srv.recv_emit(conn)                                # never acked
+        srv.recv_emit(conn)  # never acked
         ack_id, _ = srv.recv_emit(conn)
-        conn.send(listening(ack_id, "L2"))                # acked, then silence
+        conn.send(listening(ack_id, "L2"))  # acked, then silence
         srv.wait_closed(conn)
+
     with FakeSocketIO(script) as srv:
         session = SocketIOSession(srv.url)
         no_ack = run(session, ack_timeout=0.3)
@@ -312,11 +373,12 @@ def test_server_disconnect_mid_task_then_reconnect(how):
             elif how == "websocket-close":
                 conn.send(ws_frame(b"\x03\xe8", opcode=0x8))
             if how != "tcp-close":
-                srv.wait_closed(conn)                 # the client must hang up by itself
+                srv.wait_closed(conn)  # the client must hang up by itself
             return
         ack_id, _ = srv.recv_emit(conn)
         conn.send(listening(ack_id, "L") + sio_event("L", {"end": True}))
         srv.wait_closed(conn)
+
     with FakeSocketIO(script) as srv:
         session = SocketIOSession(srv.url)
         cut = run(session)
@@ -328,9 +390,8 @@ def test_server_disconnect_mid_task_then_reconnect(how):
 
 
 def test_connect_failures_raise_session_error_and_fail_run_task():
-    with FakeSocketIO(lambda srv, conn: None, refuse="bad token") as srv:
-        with pytest.raises(SessionError) as info:
-            SocketIOSession(srv.url, auth_token="nope").connect()
+    with FakeSocketIO(lambda srv, conn: None, refuse="bad token") as srv, pytest.raises(SessionError) as info:
+        SocketIOSession(srv.url, auth_token="nope").connect()
     assert info.value.kind == "connect" and "bad token" in info.value.detail
     session = SocketIOSession(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(SessionError):
@@ -351,11 +412,16 @@ def test_emit_times_fill_emit_ms_and_promised_chunks_are_checked():
                 frames += sio_event(listener, f"c{i}")
             frames += sio_event(listener, {"end": True})
             if listener != "unknown":
-                srv.emit_times[listener] = {"listener": listener, "chunks": 3, "done": True,
-                                            "ts": [t + 0.001 * i for i in range(sent + 1)]}
+                srv.emit_times[listener] = {
+                    "listener": listener,
+                    "chunks": 3,
+                    "done": True,
+                    "ts": [t + 0.001 * i for i in range(sent + 1)],
+                }
             state[listener] = t
             conn.send(frames)
         srv.wait_closed(conn)
+
     with FakeSocketIO(script) as srv:
         session = SocketIOSession(srv.url)
         full, short, unknown = (run(session, emit_times=True) for _ in range(3))
@@ -373,11 +439,13 @@ def test_a_task_can_listen_on_several_events_and_ends_when_all_ended():
         t = time.time()
         srv.emit_times["A"] = {"listener": "A", "chunks": 1, "done": True, "ts": [t, t + 1]}
         srv.emit_times["B"] = {"listener": "B", "chunks": 1, "done": True, "ts": [t + 2, t + 3]}
-        conn.send(listening(ack_id, "A", "B") + sio_event("A", "a") + sio_event("B", "b")
-                  + sio_event("A", {"end": True}))
+        conn.send(
+            listening(ack_id, "A", "B") + sio_event("A", "a") + sio_event("B", "b") + sio_event("A", {"end": True})
+        )
         time.sleep(0.2)
         conn.send(sio_event("B", {"end": True}))
         srv.wait_closed(conn)
+
     with FakeSocketIO(script) as srv:
         session = SocketIOSession(srv.url)
         record = run(session, emit_times=True)
@@ -393,24 +461,34 @@ def test_killing_the_greenlet_marks_the_record_stopped():
         ack_id, _ = srv.recv_emit(conn)
         conn.send(listening(ack_id, "L") + sio_event("L", "a"))
         srv.wait_closed(conn)
+
     with FakeSocketIO(script) as srv:
         session = SocketIOSession(srv.url)
         record = new_record()
-        g = gevent.spawn(session.run_task, record, "chat_service", "direct_chat", {},
-                         ack_timeout=5, first_chunk_timeout=5, stream_timeout=10)
+        g = gevent.spawn(
+            session.run_task,
+            record,
+            "chat_service",
+            "direct_chat",
+            {},
+            ack_timeout=5,
+            first_chunk_timeout=5,
+            stream_timeout=10,
+        )
         deadline = time.monotonic() + 5
         while record.n_events == 0 and time.monotonic() < deadline:
             gevent.sleep(0.01)
         g.kill(block=True, timeout=5)
-        assert session.connected                      # the session outlives the task
+        assert session.connected  # the session outlives the task
         session.close()
     assert g.dead and record.error == "stopped" and list(record.kinds) == [CHUNK]
 
 
 def test_a_silent_connection_is_declared_dead_by_the_watchdog(monkeypatch):
-    import loadtests.clients.socketio as sio_client
+    import loadtests.clients.socketio.session as sio_client
+
     monkeypatch.setattr(sio_client, "PING_SLACK_S", 0.1)
-    quick_open = OPEN.replace("25000", "100").replace("20000", "100")   # window 0.2 s + 0.1 s slack
+    quick_open = OPEN.replace("25000", "100").replace("20000", "100")  # window 0.2 s + 0.1 s slack
 
     def handler(conn):
         req = conn.read_request()
@@ -420,8 +498,9 @@ def test_a_silent_connection_is_declared_dead_by_the_watchdog(monkeypatch):
         conn.send(ws_frame('40/UserSession,{"sid":"s"}'))
         packet = parse_sio(conn.recv_text()[1:])
         conn.send(listening(packet.ack_id, "L") + sio_event("L", "a"))
-        while conn._fill():                          # then silence: no pings, no close
+        while conn._fill():  # then silence: no pings, no close
             pass
+
     with ScriptedServer(handler) as server:
         session = SocketIOSession(server.url)
         record = run(session, stream_timeout=10)
@@ -438,6 +517,7 @@ def test_idle_session_answers_pings():
         with srv.lock:
             srv.pongs += 1
         srv.wait_closed(conn)
+
     with FakeSocketIO(script) as srv:
         session = SocketIOSession(srv.url)
         session.connect()
@@ -450,6 +530,7 @@ def test_idle_session_answers_pings():
 
 # =========================================================================== part 3: fake backend
 
+
 @pytest.fixture(scope="module")
 def backend():
     with start_backend() as proc:
@@ -458,21 +539,21 @@ def backend():
 
 def test_fake_backend_counts_match_chunk_for_chunk_with_emit_times(backend):
     session = SocketIOSession(backend.url, auth_token="tok")
-    record = run(session, emit_times=True, task_data={"harness": {"chunks": 600, "duration_s": 0.5,
-                                                                 "seed": 3}})
+    record = run(session, emit_times=True, task_data={"harness": {"chunks": 600, "duration_s": 0.5, "seed": 3}})
     session.close()
     assert record.status == "completed", record.error_detail
     assert list(record.kinds).count(CHUNK) == record.expected_chunks == 600
     assert list(record.seqs) == list(range(record.n_events)) and record.kinds[-1] == END
     transit = [t - e for t, e in zip(record.t_ms, record.emit_ms)]
-    assert all(-50 < x < 2000 for x in transit)                       # every emit time filled
+    assert all(-50 < x < 2000 for x in transit)  # every emit time filled
 
 
 def test_fake_backend_first_chunk_delay_is_measured_as_ttfc(backend):
     session = SocketIOSession(backend.url, auth_token="tok")
     session.connect()
-    record = run(session, task_data={"harness": {"chunks": 20, "duration_s": 0.2, "events": False,
-                                                 "first_chunk_delay_ms": 250}})
+    record = run(
+        session, task_data={"harness": {"chunks": 20, "duration_s": 0.2, "events": False, "first_chunk_delay_ms": 250}}
+    )
     session.close()
     assert record.status == "completed"
     ttfc = record.t_ms[list(record.kinds).index(CHUNK)]
@@ -486,7 +567,7 @@ def test_fake_backend_faults_and_reconnect(backend):
     errored = run(session, task_data={"harness": {**shape, "error_at": 5}})
     dropped = run(session, task_data={"harness": {**shape, "disconnect_at": 5}})
     assert not session.connected
-    invalid = run(session, task_data={"harness": {"chunks": -1}})      # reconnects first
+    invalid = run(session, task_data={"harness": {"chunks": -1}})  # reconnects first
     fine = run(session, emit_times=True, task_data={"harness": shape})
     session.close()
     assert errored.error == "stream_error_event" and list(errored.kinds).count(CHUNK) == 5

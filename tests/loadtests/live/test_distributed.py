@@ -8,6 +8,7 @@ must show the merge of both workers (their harness self-checks, the right
 verdicts), offer the downloads beside Locust's, and after Stop hold exactly
 the streams and chunks the post-run result set counts; "Reset stats" empties it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,34 +18,66 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
 
+from fake_backend.process import start_backend
 from stream_harness.cli.ui import start_web_ui
 from stream_harness.paths import LOCUSTFILE
 from tests.support import REPO
 from tests.support.loopback import free_port
-from fake_backend.process import start_backend
 
 #: The CSV download's columns: people script against these, so they are spelled out.
-CSV_HEADER = ["transport", "endpoint", "running", "started", "completed", "failed", "ttfc_p50",
-              "ttfc_p95", "ttfc_p99", "gap_p50", "gap_p99", "gap_max", "staleness_p99",
-              "events_per_read", "events_per_read_p99", "chunks_per_s", "verdict", "reasons"]
+CSV_HEADER = [
+    "transport",
+    "endpoint",
+    "running",
+    "started",
+    "completed",
+    "failed",
+    "ttfc_p50",
+    "ttfc_p95",
+    "ttfc_p99",
+    "gap_p50",
+    "gap_p99",
+    "gap_max",
+    "staleness_p99",
+    "events_per_read",
+    "events_per_read_p99",
+    "chunks_per_s",
+    "verdict",
+    "reasons",
+]
 
 pytestmark = pytest.mark.timeout(240)
 
 
 def start_worker(master_port: int, log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "wb")
+    out = open(log, "wb")  # noqa: SIM115 - handed to the worker process, closed below
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
-             "--master-host", "127.0.0.1", "--master-port", str(master_port)],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(LOCUSTFILE),
+                "--worker",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                str(master_port),
+            ],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ},
+        )
     finally:
         out.close()
 
@@ -79,22 +112,37 @@ def test_master_tab_merges_workers_and_matches_the_result_set(tmp_path: Path) ->
     results = tmp_path / "results"
     with ExitStack() as stack:
         backend = stack.enter_context(start_backend())
-        ui = stack.enter_context(start_web_ui(
-            backend.url, "--master", "--master-bind-host", "127.0.0.1",
-            "--master-bind-port", str(master_port), log_path=tmp_path / "master.log"))
+        ui = stack.enter_context(
+            start_web_ui(
+                backend.url,
+                "--master",
+                "--master-bind-host",
+                "127.0.0.1",
+                "--master-bind-port",
+                str(master_port),
+                log_path=tmp_path / "master.log",
+            )
+        )
         for n in (1, 2):
             worker = start_worker(master_port, tmp_path / f"worker{n}.log")
             stack.callback(stop_process, worker)
         client = stack.enter_context(httpx.Client(base_url=ui.url, timeout=10))
         live = lambda: client.get("streams/live.json").json()  # noqa: E731
 
-        wait_until(lambda: client.get("stats/requests").json().get("worker_count") == 2,
-                   60, "two workers")
-        started = client.post("swarm", data={
-            "user_count": 4, "spawn_rate": 4, "host": backend.url, "transport": "both",
-            "chunks": 300, "stream_seconds": 3, "results_dir": str(results),
-            "ndjson_backend_options": json.dumps({"buffer_ms": 100}),
-        }).json()
+        wait_until(lambda: client.get("stats/requests").json().get("worker_count") == 2, 60, "two workers")
+        started = client.post(
+            "swarm",
+            data={
+                "user_count": 4,
+                "spawn_rate": 4,
+                "host": backend.url,
+                "transport": "both",
+                "chunks": 300,
+                "stream_seconds": 3,
+                "results_dir": str(results),
+                "ndjson_backend_options": json.dumps({"buffer_ms": 100}),
+            },
+        ).json()
         assert started["success"], started
 
         def verdicts_settled() -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ and merged over workers.  These tests pin that down without a network:
 - worker deltas shipped through Locust's msgpack wire format merge into what
   one process would have seen; reset starts from zero.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,34 +25,37 @@ import pytest
 
 from analysis.buffering import Evidence, classify, evidence_by_group
 from analysis.chunks import chunk_series
-from stream_harness.contract.schema import CHUNK, KIND_CODE
-from tests.support.synthetic import SyntheticSpec, synthetic_run
+from analysis.histogram import GAMMA, LogHistogram
 from loadtests.live.stats import BIN_S, LiveStats, Snapshot, evidence, verdict
 from loadtests.live.tracker import StreamTracker
-from analysis.histogram import GAMMA, LogHistogram
 from loadtests.results.record import StreamRecord
+from stream_harness.contract.kinds import EventKind
+from stream_harness.contract.schema import CHUNK
+from tests.support.synthetic import SyntheticSpec, synthetic_run
 
 REL = GAMMA - 1.0  # one bucket
 
 
 # --------------------------------------------------------------------------- histogram
 
+
 def over_the_wire(data: object) -> object:
     """What Locust's worker -> master messages do to a payload (locust/rpc/protocol.py:
     msgpack, str keys, ``strict_map_key=False``).  Not imported from Locust: importing
     it monkey-patches this whole test process."""
-    return msgpack.unpackb(msgpack.packb(data, use_bin_type=True), raw=False,
-                           strict_map_key=False)
+    return msgpack.unpackb(msgpack.packb(data, use_bin_type=True), raw=False, strict_map_key=False)
 
 
 def samples(seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return np.concatenate([
-        rng.lognormal(1.0, 1.2, 4000),          # gaps: ms, long tail
-        np.zeros(300),                          # coalesced chunks: exactly 0
-        rng.uniform(0.0, 0.0005, 50),           # below the clock's resolution
-        rng.uniform(80.0, 120.0, 500),          # a buffer's flush interval
-    ])
+    return np.concatenate(
+        [
+            rng.lognormal(1.0, 1.2, 4000),  # gaps: ms, long tail
+            np.zeros(300),  # coalesced chunks: exactly 0
+            rng.uniform(0.0, 0.0005, 50),  # below the clock's resolution
+            rng.uniform(80.0, 120.0, 500),  # a buffer's flush interval
+        ]
+    )
 
 
 def hist_of(values: np.ndarray) -> LogHistogram:
@@ -98,14 +102,14 @@ def test_extremes_are_exact_and_nan_means_not_measured() -> None:
 def test_empty_histogram_reports_nothing() -> None:
     h = LogHistogram()
     assert h.quantile(0.5) is None and h.mean is None
-    assert h.summary() == {"p50": None, "p90": None, "p95": None, "p99": None, "p999": None,
-                           "max": None}
+    assert h.summary() == {"p50": None, "p90": None, "p95": None, "p99": None, "p999": None, "max": None}
 
 
 def test_small_integers_are_exact() -> None:
     h = hist_of(np.array([1, 1, 2, 3, 3, 3, 17, 40], dtype=float))
     assert [h.quantile(q) for q in (0.0, 0.25, 0.5, 0.75, 1.0)] == [
-        np.percentile([1, 1, 2, 3, 3, 3, 17, 40], p) for p in (0, 25, 50, 75, 100)]
+        np.percentile([1, 1, 2, 3, 3, 3, 17, 40], p) for p in (0, 25, 50, 75, 100)
+    ]
 
 
 def test_weights_repeat_values() -> None:
@@ -125,11 +129,11 @@ def test_wire_round_trip_through_locust_messages() -> None:
 
 # --------------------------------------------------------------------------- tracker
 
+
 @pytest.fixture(scope="module")
 def synthetic() -> tuple[pd.DataFrame, pd.DataFrame, list]:
     """A run with a 100 ms buffer on NDJSON only, plus the analysis's own evidence."""
-    spec = SyntheticSpec(streams=8, chunks=(300, 400),
-                         transport_overrides={"ndjson": {"buffer_ms": 100.0}}, seed=3)
+    spec = SyntheticSpec(streams=8, chunks=(300, 400), transport_overrides={"ndjson": {"buffer_ms": 100.0}}, seed=3)
     _run, streams, events = synthetic_run(spec)
     groups = (streams["transport"] == "socketio").to_numpy().astype(np.int64)
     expected = evidence_by_group(chunk_series(streams, events), streams, groups, 2)
@@ -141,16 +145,23 @@ def fresh_records(synthetic) -> list[tuple[StreamRecord, pd.DataFrame]]:
     streams, events, _ = synthetic
     out = []
     for row in streams.itertuples():
-        record = StreamRecord(transport=row.transport, endpoint=row.endpoint,
-                              stream_id=row.stream_id, started_at=row.started_at,
-                              time_to_headers_ms=row.time_to_headers_ms, status=row.status,
-                              n_reads=row.n_reads, content_encoding=row.content_encoding or "")
+        record = StreamRecord(
+            transport=row.transport,
+            endpoint=row.endpoint,
+            stream_id=row.stream_id,
+            started_at=row.started_at,
+            time_to_headers_ms=row.time_to_headers_ms,
+            status=row.status,
+            n_reads=row.n_reads,
+            content_encoding=row.content_encoding or "",
+        )
         out.append((record, events[events["stream_key"] == row.stream_key]))
     return out
 
 
-def feed(tracker: StreamTracker, record: StreamRecord, events: pd.DataFrame,
-         rng: random.Random, on_poll=lambda: None) -> None:
+def feed(
+    tracker: StreamTracker, record: StreamRecord, events: pd.DataFrame, rng: random.Random, on_poll=lambda: None
+) -> None:
     """Replay one stream as a load user fills it, polling at random points in between."""
     tracker.started(record)
     columns = [events[c].to_numpy() for c in ("kind", "t_ms", "read", "seq", "emit_ms")]
@@ -158,8 +169,9 @@ def feed(tracker: StreamTracker, record: StreamRecord, events: pd.DataFrame,
     while i < n:
         j = min(n, i + rng.randint(1, 120))
         for x in range(i, j):
-            record.add_event(int(columns[0][x]), float(columns[1][x]), int(columns[2][x]),
-                             int(columns[3][x]), float(columns[4][x]))
+            record.add_event(
+                int(columns[0][x]), float(columns[1][x]), int(columns[2][x]), int(columns[3][x]), float(columns[4][x])
+            )
         tracker.poll()
         on_poll()
         i = j
@@ -177,8 +189,8 @@ def test_live_evidence_matches_the_post_run_detector(synthetic) -> None:
     for group, transport in enumerate(("ndjson", "socketio")):
         mine = evidence(live.total.rows[(transport, "chat")])
         want = expected[group]
-        counted = {"coalesced_share", "stale_share", "staleness_max_ms"}   # exact, not bucketed
-        for field in dataclasses.fields(Evidence):     # every piece of evidence, new ones too
+        counted = {"coalesced_share", "stale_share", "staleness_max_ms"}  # exact, not bucketed
+        for field in dataclasses.fields(Evidence):  # every piece of evidence, new ones too
             got, exp = getattr(mine, field.name), getattr(want, field.name)
             if not isinstance(exp, float):
                 assert got == exp, field.name
@@ -194,21 +206,29 @@ def test_live_evidence_matches_the_post_run_detector(synthetic) -> None:
 
 
 def test_counts_follow_the_stream_lifecycle() -> None:
-    record = StreamRecord(transport="ndjson", endpoint="chat", stream_id="x", started_at=1000.0,
-                          time_to_headers_ms=2.0, status="failed", error="disconnect", n_reads=5)
+    record = StreamRecord(
+        transport="ndjson",
+        endpoint="chat",
+        stream_id="x",
+        started_at=1000.0,
+        time_to_headers_ms=2.0,
+        status="failed",
+        error="disconnect",
+        n_reads=5,
+    )
     tracker = StreamTracker()
     tracker.started(record)
     assert tracker.running() == {("ndjson", "chat"): 1}
     record.add_event(CHUNK, 10.0, 0)
     record.add_event(CHUNK, 10.0, 0)
-    record.add_event(KIND_CODE["status_update"], 12.0, 1)
+    record.add_event(EventKind.STATUS_UPDATE, 12.0, 1)
     record.add_event(CHUNK, 15.0, 2)
     tracker.poll()
     agg = tracker.delta.rows[("ndjson", "chat")]
     assert (agg.started, agg.completed, agg.failed, agg.events, agg.chunks) == (1, 0, 0, 4, 3)
     assert agg.ttfc.quantile(0.5) == 10.0
     assert agg.gap.count == 2 and agg.coalesced == 1
-    record.add_event(CHUNK, 15.0, 2)    # same read as the previous poll's last event
+    record.add_event(CHUNK, 15.0, 2)  # same read as the previous poll's last event
     tracker.finished(record)
     assert tracker.running() == {}
     assert (agg.failed, agg.errors, agg.reads) == (1, {"disconnect": 1}, 5)
@@ -237,12 +257,20 @@ def test_worker_deltas_over_the_wire_merge_to_the_single_process_result(syntheti
         reports.append((f"w{node}", over_the_wire({"delta": workers[node].take().to_list()})))
 
     for index, (record, events) in enumerate(records):
-        twin = StreamRecord(**{f: getattr(record, f) for f in
-                               ("transport", "endpoint", "stream_id", "started_at",
-                                "time_to_headers_ms", "status", "n_reads")})
+        twin = StreamRecord(
+            **{
+                f: getattr(record, f)
+                for f in ("transport", "endpoint", "stream_id", "started_at", "time_to_headers_ms", "status", "n_reads")
+            }
+        )
         node = index % 2
-        feed(workers[node], record, events, random.Random(index),
-             on_poll=lambda node=node: rng.random() < 0.2 and ship(node))
+        feed(
+            workers[node],
+            record,
+            events,
+            random.Random(index),
+            on_poll=lambda node=node: rng.random() < 0.2 and ship(node),
+        )
         feed(single, twin, events, random.Random(index))
     ship(0), ship(1)
     for node, data in reports:
@@ -250,7 +278,7 @@ def test_worker_deltas_over_the_wire_merge_to_the_single_process_result(syntheti
     alone = LiveStats()
     alone.absorb("local", single.take())
     assert master.keys() == alone.keys()
-    for key in alone.keys():
+    for key in alone.keys():  # noqa: SIM118 - LiveStats.keys(), not a dict
         a, b = master.total.rows[key].to_dict(), alone.total.rows[key].to_dict()
         for name in ("ttfc", "gap", "staleness", "events_per_read", "burst_size", "burst_lead"):
             assert a[name]["k"] == b[name]["k"] and a[name]["c"] == b[name]["c"], name
@@ -263,16 +291,16 @@ def test_reset_starts_totals_afresh_but_keeps_running_gauges(synthetic) -> None:
     tracker = StreamTracker()
     feed(tracker, record, events, random.Random(1))
     live = LiveStats()
-    live.absorb("w1", tracker.take(), running={("ndjson", "chat"): 3},
-                harness={"saturated": False, "cpu_percent_max": 10.0})
+    live.absorb(
+        "w1", tracker.take(), running={("ndjson", "chat"): 3}, harness={"saturated": False, "cpu_percent_max": 10.0}
+    )
     assert live.report()["rows"][0]["streams"]["completed"] == 1
     live.reset()
     report = live.report()
-    (row,) = report["rows"]         # still listed: streams are running there
-    assert row["streams"] == {"running": 3, "started": 0, "completed": 0, "failed": 0,
-                              "cancelled": 0, "errors": {}}
+    (row,) = report["rows"]  # still listed: streams are running there
+    assert row["streams"] == {"running": 3, "started": 0, "completed": 0, "failed": 0, "cancelled": 0, "errors": {}}
     assert row["ttfc_ms"]["p50"] is None and report["series"] == {}
-    assert row["buffering"]["verdict"] == "inconclusive"   # no chunks yet
+    assert row["buffering"]["verdict"] == "inconclusive"  # no chunks yet
 
 
 def test_saturated_harness_makes_every_verdict_inconclusive(synthetic) -> None:
@@ -290,11 +318,12 @@ def test_saturated_harness_makes_every_verdict_inconclusive(synthetic) -> None:
 def test_series_has_one_point_per_bin_until_now() -> None:
     now = [10_000.0]
     live = LiveStats(clock=lambda: now[0])
-    record = StreamRecord(transport="ndjson", endpoint="chat", stream_id="z",
-                          started_at=10_000.0 - 7.0, status="completed")
+    record = StreamRecord(
+        transport="ndjson", endpoint="chat", stream_id="z", started_at=10_000.0 - 7.0, status="completed"
+    )
     tracker = StreamTracker()
     tracker.started(record)
-    for i in range(40):           # one chunk every 100 ms, from 7 s ago to 3 s ago
+    for i in range(40):  # one chunk every 100 ms, from 7 s ago to 3 s ago
         record.add_event(CHUNK, i * 100.0, i)
     tracker.finished(record)
     live.absorb("local", tracker.take())
@@ -302,7 +331,7 @@ def test_series_has_one_point_per_bin_until_now() -> None:
     assert [p["t"] for p in points] == list(range(9_992, 10_000, BIN_S))
     assert sum(p["chunks_per_s"] * BIN_S for p in points) == 40
     assert all(p["gap_p99_ms"] == pytest.approx(100.0, rel=REL) for p in points if p["chunks_per_s"])
-    assert points[-1]["gap_p99_ms"] is None     # the last 2 s had no chunks
+    assert points[-1]["gap_p99_ms"] is None  # the last 2 s had no chunks
 
 
 def test_no_verdict_before_a_stream_has_finished(synthetic) -> None:

@@ -15,6 +15,7 @@ A load generator that is itself saturated (this machine is small and shared)
 makes every verdict ``inconclusive`` by design; the test then starts a fresh
 run from the UI, a bounded number of times.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,15 +28,22 @@ from typing import Any
 import httpx
 import pytest
 
-from stream_harness.cli.ui import start_web_ui
 from fake_backend.process import start_backend
-
+from stream_harness.cli.ui import start_web_ui
 from tests.support import REPO
+
 CHROMIUM = Path("/usr/bin/chromium")
 DOCS_SCREENSHOT = REPO / "docs" / "streams-tab.png"
 #: Flags for this machine: no sandbox as root, no GPU, nothing phoning home.
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ATTEMPTS = 3
 VERDICT_TIMEOUT_S = 45.0
 BUFFER_MS = 100
@@ -60,8 +68,12 @@ def page(tmp_path: Path) -> Any:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
-            args=LAUNCH_ARGS, viewport={"width": 1400, "height": 1000})
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=LAUNCH_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
         try:
             yield context.new_page()
         finally:
@@ -74,7 +86,7 @@ def fill_start_form(page: Any, results_dir: Path) -> None:
     page.fill('input[name="spawnRate"]', "4")
     if not page.locator('input[name="runTime"]').is_visible():
         page.get_by_text("Advanced options").click()
-    page.fill('input[name="runTime"]', "90s")             # the run stops by itself anyway
+    page.fill('input[name="runTime"]', "90s")  # the run stops by itself anyway
     if not page.locator('input[name="ndjsonBackendOptions"]').is_visible():
         page.get_by_text("Custom parameters").click()
     page.select_option('select[name="transport"]', "both")
@@ -100,8 +112,7 @@ def wait_for_verdicts(page: Any) -> tuple[str, dict[str, dict[str, str]]]:
             return "saturated", rows
         rows = streams_rows(page)
         verdicts = {name: row["verdict"] for name, row in rows.items()}
-        if (verdicts.get("ndjson · chat") == "buffered"
-                and verdicts.get("socketio · chat") == "clean"):
+        if verdicts.get("ndjson · chat") == "buffered" and verdicts.get("socketio · chat") == "clean":
             return "verdicts", rows
         page.wait_for_timeout(500)
     return "timeout", rows
@@ -127,8 +138,7 @@ def number(cell: str) -> float:
 
 
 def test_streams_tab_shows_the_buffered_transport_live(page: Any, tmp_path: Path) -> None:
-    with start_backend() as backend, \
-            start_web_ui(backend.url, log_path=tmp_path / "locust.log") as ui:
+    with start_backend() as backend, start_web_ui(backend.url, log_path=tmp_path / "locust.log") as ui:
         page.goto(ui.url)
         outcomes = []
         for attempt in range(1, ATTEMPTS + 1):
@@ -139,10 +149,9 @@ def test_streams_tab_shows_the_buffered_transport_live(page: Any, tmp_path: Path
             outcomes.append(outcome)
             if outcome != "saturated":
                 break
-            page.get_by_role("button", name="Stop").click()     # start afresh: a new run
+            page.get_by_role("button", name="Stop").click()  # start afresh: a new run
             page.get_by_role("button", name="New").click()
-        assert outcome == "verdicts", (
-            f"attempts: {outcomes}; last table: {rows}\n{ui.log_tail()}")
+        assert outcome == "verdicts", f"attempts: {outcomes}; last table: {rows}\n{ui.log_tail()}"
 
         ndjson, socketio = rows["ndjson · chat"], rows["socketio · chat"]
         for row in (ndjson, socketio):
@@ -157,13 +166,16 @@ def test_streams_tab_shows_the_buffered_transport_live(page: Any, tmp_path: Path
         # (the panel polls on its own 2 s clock, so give it a moment to catch up with the table)
         page.wait_for_function(
             "sel => (document.querySelector(sel)?.textContent || '').includes('buffered')",
-            arg='.stream-harness-reasons[data-transport="ndjson"]', timeout=10_000)
-        assert "buffer" in page.locator(
-            '.stream-harness-reasons[data-transport="ndjson"] ul').inner_text()
-        for transport in ("ndjson", "socketio"):     # a few complete 2 s bins drawn
+            arg='.stream-harness-reasons[data-transport="ndjson"]',
+            timeout=10_000,
+        )
+        assert "buffer" in page.locator('.stream-harness-reasons[data-transport="ndjson"] ul').inner_text()
+        for transport in ("ndjson", "socketio"):  # a few complete 2 s bins drawn
             page.wait_for_function(
                 "sel => (document.querySelector(sel)?.getAttribute('d') || '').split('L').length > 4",
-                arg=f'svg[data-transport="{transport}"] path.gap', timeout=30_000)
+                arg=f'svg[data-transport="{transport}"] path.gap',
+                timeout=30_000,
+            )
         banner = page.locator("#stream-harness-banner")
         assert "CPU" in banner.inner_text() and "lag" in banner.inner_text()
         saturated = banner.get_attribute("data-saturated") == "true"  # it may have tipped since
@@ -199,8 +211,7 @@ def test_streams_tab_shows_the_buffered_transport_live(page: Any, tmp_path: Path
         # what the tab said live is what the post-run analysis says (unless the
         # harness saturated in the seconds since: then both must say so)
         summary = wait_for_json(results_dir / "summary.json", timeout=60)
-        verdicts = {t: summary["transports"][t]["buffering"]["verdict"]
-                    for t in ("ndjson", "socketio")}
+        verdicts = {t: summary["transports"][t]["buffering"]["verdict"] for t in ("ndjson", "socketio")}
         if summary["run"]["harness"]["saturated"]:
             assert verdicts == {"ndjson": "inconclusive", "socketio": "inconclusive"}
         else:

@@ -17,157 +17,81 @@ this one does instead:
 Cost: ~one ``orjson.loads`` and one ``add_event`` per message, no per-message
 objects beyond that, no greenlet switches per message.
 """
+
 from __future__ import annotations
 
 import math
 import time
 from array import array
-from typing import Any, Mapping
-from urllib.parse import quote
+from collections.abc import Mapping
+from typing import Any
 
 import gevent
-import numpy as np
 import orjson
-from gevent.event import Event
 from gevent.lock import Semaphore
 from greenlet import GreenletExit
 
-from stream_harness.contract.schema import CHUNK, END, ERROR, KIND_CODE, OTHER
+from loadtests.clients.connection import (
+    RECV_SIZE,
+    make_ssl_context,
+    open_connection,
+    recv_head,
+)
+from loadtests.clients.errors import ClientError
+from loadtests.clients.socketio.emit_times import fill_emit_times
+from loadtests.clients.socketio.task import Task, error_detail
 from loadtests.protocol.engineio import (
-    EIO_CLOSE, EIO_MESSAGE, EIO_PING, PONG, SIO_ACK, SIO_CONNECT, SIO_CONNECT_ERROR,
-    SIO_DISCONNECT, SIO_EVENT, PacketError, encode_connect, encode_disconnect, encode_event,
-    engineio_path, event_prefix, parse_open, parse_sio,
+    EIO_CLOSE,
+    EIO_MESSAGE,
+    EIO_PING,
+    PONG,
+    SIO_ACK,
+    SIO_CONNECT,
+    SIO_CONNECT_ERROR,
+    SIO_DISCONNECT,
+    SIO_EVENT,
+    PacketError,
+    encode_connect,
+    encode_disconnect,
+    encode_event,
+    engineio_path,
+    event_prefix,
+    parse_open,
+    parse_sio,
 )
-from loadtests.protocol.http1 import (
-    RECV_SIZE, USER_AGENT, ProtocolError, encode_request, make_ssl_context, merge_headers,
-    open_connection, parse_base_url, recv_head, simple_request,
-)
+from loadtests.protocol.errors import ProtocolError
+from loadtests.protocol.http1 import USER_AGENT, encode_request, merge_headers, parse_base_url
 from loadtests.protocol.websocket import (
-    OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, WebSocketError, check_handshake,
-    encode_close, encode_frame, handshake_headers, new_key,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    WebSocketError,
+    check_handshake,
+    encode_close,
+    encode_frame,
+    handshake_headers,
+    new_key,
 )
 from loadtests.results.record import StreamRecord
+from stream_harness.contract.protocol import SOCKETIO_NAMESPACE
 
 NAN = math.nan
-_DATA = KIND_CODE["data"]
-_INFO = KIND_CODE["info"]
-_BROKER = KIND_CODE["broker"]
 #: Messages kept for a task whose ack has not been handled yet (bounded).
 MAX_EARLY_MESSAGES = 100_000
 #: Extra slack on top of the server's pingInterval + pingTimeout before a
 #: connection without any read counts as dead.
 PING_SLACK_S = 5.0
-EMIT_TIMES_PATH = "/api/_harness/emit-times/"
 
 
-class SessionError(Exception):
-    """A session-level failure; ``kind`` is one of stream_harness.contract.schema.ERROR_KINDS."""
+class SessionError(ClientError):
+    """A session-level failure; ``kind`` is one of stream_harness.contract.kinds.ErrorKind."""
 
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
-
-
-def _is_end(value: Any) -> bool:
-    return value is True or value == "true" or value == "True"
-
-
-class _Task:
-    """One emitted task: its record, listeners and progress (filled by the reader)."""
-
-    __slots__ = ("record", "t0", "read_base", "ack_id", "acked", "listeners", "counts",
-                 "open_listeners", "listener_of", "got_chunk", "n_chunks", "finished",
-                 "end_ms", "reads_at_end", "malformed", "cancelled", "wakeup")
-
-    def __init__(self, record: StreamRecord) -> None:
-        self.record = record
-        self.t0 = time.perf_counter()
-        self.read_base = 0
-        self.ack_id = -1
-        self.acked = False
-        self.listeners: list[str] = []
-        self.counts: list[int] = []
-        self.open_listeners = 0
-        self.listener_of: array | None = None     # listener index per event (only with >1 listener)
-        self.got_chunk = False
-        self.n_chunks = 0
-        self.finished = False
-        self.end_ms = NAN
-        self.reads_at_end = -1
-        self.malformed = 0
-        self.cancelled = False
-        self.wakeup = Event()
-
-    def deliver(self, li: int, message: Any, now: float, read: int) -> None:
-        """Record one message on listener ``li`` that read number ``read`` completed."""
-        seq = self.counts[li]
-        self.counts[li] = seq + 1
-        t_ms = (now - self.t0) * 1000.0
-        if type(message) is str:
-            self.record.add_event(CHUNK, t_ms, read, seq)
-            if self.listener_of is not None:
-                self.listener_of.append(li)
-            self.n_chunks += 1
-            if not self.got_chunk:
-                self.got_chunk = True
-                self.wakeup.set()
-        else:
-            self._deliver_object(li, message, t_ms, read, seq)
-
-    def _add(self, kind: int, t_ms: float, read: int, seq: int, li: int) -> None:
-        self.record.add_event(kind, t_ms, read, seq)
-        if self.listener_of is not None:
-            self.listener_of.append(li)
-
-    def _deliver_object(self, li: int, message: Any, t_ms: float, read: int, seq: int) -> None:
-        if type(message) is not dict:
-            self._add(OTHER, t_ms, read, seq, li)
-            return
-        ends = _is_end(message.get("end"))
-        error = message.get("error")
-        if error:
-            self._add(ERROR, t_ms, read, seq, li)
-            self.record.fail("stream_error_event", _error_detail(error))
-        elif "broker" in message:
-            self._add(_BROKER, t_ms, read, seq, li)
-        elif "data" in message:
-            self._add(_DATA, t_ms, read, seq, li)
-        elif "info" in message:
-            self._add(_INFO, t_ms, read, seq, li)
-        elif not ends:
-            self._add(OTHER, t_ms, read, seq, li)
-        if ends:
-            self._add(END, t_ms, read, seq, li)
-            reason = message.get("reason")
-            if type(reason) is str and reason.lower().startswith("cancel"):
-                self.cancelled = True
-            self.open_listeners -= 1
-            if self.open_listeners == 0:
-                self.end_ms = t_ms
-                self.finish(self.read_base + read + 1)
-
-    def finish(self, reads_at_end: int) -> None:
-        """Done (end, failure or timeout); ``reads_at_end`` = session read count by then."""
-        if not self.finished:
-            self.finished = True
-            self.reads_at_end = reads_at_end
-            self.wakeup.set()
-
-    def lose(self, detail: str, now: float, reads_at_end: int) -> None:
-        """The connection went away under this task."""
-        if not self.finished:
-            self.record.fail("disconnect", detail)
-            self.end_ms = (now - self.t0) * 1000.0
-            self.finish(reads_at_end)
-
-
-def _error_detail(error: Any) -> str:
-    if type(error) is dict:
-        text = f"{error.get('error_type', 'error')}: {error.get('message') or error.get('user_message') or ''}"
-    else:
-        text = str(error)
-    return text[:200]
 
 
 class SocketIOSession:
@@ -176,9 +100,16 @@ class SocketIOSession:
     Reused across tasks (``run_task`` reconnects first if the session was lost).
     """
 
-    def __init__(self, base_url: str, *, namespace: str = "/UserSession",
-                 auth_token: str | None = None, headers: Mapping[str, str] | None = None,
-                 connect_timeout: float = 10.0, verify_tls: bool = True) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        namespace: str = SOCKETIO_NAMESPACE,
+        auth_token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        connect_timeout: float = 10.0,
+        verify_tls: bool = True,
+    ) -> None:
         self._origin = parse_base_url(base_url)
         self._namespace = namespace
         self._auth = {"token": auth_token} if auth_token is not None else None
@@ -191,8 +122,8 @@ class SocketIOSession:
         self._connected = False
         self._send_lock = Semaphore()
         self._last_ack_id = -1
-        self._pending_acks: dict[int, _Task] = {}
-        self._routes: dict[str, tuple[_Task, int]] = {}
+        self._pending_acks: dict[int, Task] = {}
+        self._routes: dict[str, tuple[Task, int]] = {}
         self._early: list[tuple[str, Any, float, int]] = []
         self._reads = 0
         self._event_prefix = event_prefix(namespace)
@@ -223,13 +154,13 @@ class SocketIOSession:
         except SessionError:
             sock.close()
             raise
-        except (OSError, ProtocolError, WebSocketError, PacketError) as exc:
+        except (OSError, ProtocolError) as exc:
             sock.close()
             raise SessionError("connect", f"{type(exc).__name__}: {exc}") from None
         except BaseException:
             sock.close()
             raise
-        sock.settimeout(None)          # liveness is the watchdog's job, not a per-read timer's
+        sock.settimeout(None)  # liveness is the watchdog's job, not a per-read timer's
         self._sock = sock
         self._connected = True
         self._reader = gevent.spawn(self._read_loop, sock, parser, backlog)
@@ -239,8 +170,9 @@ class SocketIOSession:
         key = new_key()
         upgrade = handshake_headers(self._origin.host_header, key)
         reserved = {name.lower() for name, _ in upgrade}
-        extra = [(n, v) for n, v in merge_headers([("User-Agent", USER_AGENT)], self._headers)
-                 if n.lower() not in reserved]
+        extra = [
+            (n, v) for n, v in merge_headers([("User-Agent", USER_AGENT)], self._headers) if n.lower() not in reserved
+        ]
         sock.settimeout(max(deadline - time.monotonic(), 0.001))
         sock.sendall(encode_request("GET", engineio_path(self._origin.base_path), upgrade + extra))
         head, rest = recv_head(sock, deadline)
@@ -293,8 +225,7 @@ class SocketIOSession:
             try:
                 sock.settimeout(1.0)
                 with self._send_lock:
-                    sock.sendall(encode_frame(OP_TEXT, encode_disconnect(self._namespace))
-                                 + encode_close())
+                    sock.sendall(encode_frame(OP_TEXT, encode_disconnect(self._namespace)) + encode_close())
             except OSError:
                 pass
         self._teardown("session closed")
@@ -378,7 +309,7 @@ class SocketIOSession:
         except WebSocketError as exc:
             detail = f"websocket protocol error: {exc}"
         except GreenletExit:
-            killed = True                          # close(): the closer cleans up
+            killed = True  # close(): the closer cleans up
             raise
         except Exception as exc:
             detail = f"client error in the reader: {exc!r}"
@@ -397,7 +328,7 @@ class SocketIOSession:
         read = self._reads
         for opcode, payload in frames:
             if opcode == OP_TEXT:
-                if payload.startswith(prefix) and payload[plen:plen + 1] == b"[":
+                if payload.startswith(prefix) and payload[plen : plen + 1] == b"[":
                     try:
                         args = loads(payload[plen:])
                     except orjson.JSONDecodeError:
@@ -409,8 +340,7 @@ class SocketIOSession:
                     route = routes.get(args[0])
                     if route is not None:
                         task = route[0]
-                        task.deliver(route[1], args[1] if len(args) > 1 else None, now,
-                                     read - task.read_base - 1)
+                        task.deliver(route[1], args[1] if len(args) > 1 else None, now, read - task.read_base - 1)
                     elif self._pending_acks:
                         self._keep_early(args, now, read)
                     continue
@@ -442,7 +372,7 @@ class SocketIOSession:
         if packet.namespace != self._namespace:
             return False
         if packet.type == SIO_ACK:
-            task = self._pending_acks.pop(packet.ack_id, None)
+            task = self._pending_acks.pop(packet.ack_id, None) if packet.ack_id is not None else None
             if task is not None:
                 self._on_ack(task, packet.data, now, read)
         elif packet.type == SIO_EVENT:
@@ -452,24 +382,22 @@ class SocketIOSession:
                 return False
             route = self._routes.get(args[0])
             if route is not None:
-                route[0].deliver(route[1], args[1] if len(args) > 1 else None, now,
-                                 read - route[0].read_base - 1)
+                route[0].deliver(route[1], args[1] if len(args) > 1 else None, now, read - route[0].read_base - 1)
             elif self._pending_acks:
                 self._keep_early(args, now, read)
         elif packet.type == SIO_DISCONNECT:
             return True
         return False
 
-    def _on_ack(self, task: _Task, data: Any, now: float, read: int) -> None:
+    def _on_ack(self, task: Task, data: Any, now: float, read: int) -> None:
         record = task.record
         record.time_to_headers_ms = (now - task.t0) * 1000.0
         task.acked = True
         reply = data[0] if type(data) is list and data else None
         listeners = reply.get("response_listener_events") if type(reply) is dict else None
         if type(reply) is dict and reply.get("error"):
-            record.fail("ack", f"error reply: {_error_detail(reply['error'])}")
-        elif type(listeners) is not list or not listeners or \
-                not all(type(name) is str for name in listeners):
+            record.fail("ack", f"error reply: {error_detail(reply['error'])}")
+        elif type(listeners) is not list or not listeners or not all(type(name) is str for name in listeners):
             record.fail("ack", f"no response_listener_events in ack reply {str(reply)[:120]}")
         else:
             task.listeners = listeners
@@ -489,7 +417,7 @@ class SocketIOSession:
         if len(self._early) < MAX_EARLY_MESSAGES:
             self._early.append((args[0], args[1] if len(args) > 1 else None, now, read))
 
-    def _replay_early(self, task: _Task) -> None:
+    def _replay_early(self, task: Task) -> None:
         if not self._early:
             return
         keep = []
@@ -509,9 +437,18 @@ class SocketIOSession:
             next(iter(tasks.values())).malformed += 1
 
     # ------------------------------------------------------------------ tasks
-    def run_task(self, record: StreamRecord, service: str, task_name: str, task_data: dict, *,
-                 ack_timeout: float, first_chunk_timeout: float, stream_timeout: float,
-                 emit_times: bool = True) -> None:
+    def run_task(
+        self,
+        record: StreamRecord,
+        service: str,
+        task_name: str,
+        task_data: dict,
+        *,
+        ack_timeout: float,
+        first_chunk_timeout: float,
+        stream_timeout: float,
+        emit_times: bool = True,
+    ) -> None:
         """Emit ``service`` with an ack and record every message on the returned listeners.
 
         time_to_headers_ms = ack received.  Never raises for stream faults
@@ -520,7 +457,7 @@ class SocketIOSession:
         backend's emit times per listener and fills ``record.emit_ms`` (404 =
         real backend: left NaN); not counted in ``duration_ms``.
         """
-        task = _Task(record)
+        task = Task(record)
         record.t0 = task.t0
         record.started_at = time.time()
         record.http_status = 0
@@ -534,10 +471,11 @@ class SocketIOSession:
                     return
             self._last_ack_id += 1
             task.ack_id = self._last_ack_id
-            frame = encode_frame(OP_TEXT, encode_event(
-                self._namespace, [service, {"taskName": task_name, "taskData": task_data}],
-                task.ack_id))
-            self._pending_acks[task.ack_id] = task          # listen before emitting
+            frame = encode_frame(
+                OP_TEXT,
+                encode_event(self._namespace, [service, {"taskName": task_name, "taskData": task_data}], task.ack_id),
+            )
+            self._pending_acks[task.ack_id] = task  # listen before emitting
             task.read_base = self._reads
             try:
                 self._send(frame)
@@ -557,9 +495,10 @@ class SocketIOSession:
             self._forget(task)
             if math.isnan(record.duration_ms):
                 record.duration_ms = (time.perf_counter() - task.t0) * 1000.0
-            record.fail("stopped" if not isinstance(exc, Exception) else "disconnect",
-                        type(exc).__name__ if not isinstance(exc, Exception)
-                        else f"client error: {exc!r}"[:200])
+            record.fail(
+                "stopped" if not isinstance(exc, Exception) else "disconnect",
+                type(exc).__name__ if not isinstance(exc, Exception) else f"client error: {exc!r}"[:200],
+            )
             raise
         self._forget(task)
         reads_at_end = task.reads_at_end if task.reads_at_end >= 0 else self._reads
@@ -569,10 +508,9 @@ class SocketIOSession:
         if record.error is None:
             record.status = "cancelled" if task.cancelled else "completed"
         if emit_times and task.listeners:
-            self._fill_emit_times(task)
+            fill_emit_times(task, self._origin, self._headers, self._connect_timeout, self._ssl)
 
-    def _wait(self, task: _Task, ack_timeout: float, first_chunk_timeout: float,
-              stream_timeout: float) -> None:
+    def _wait(self, task: Task, ack_timeout: float, first_chunk_timeout: float, stream_timeout: float) -> None:
         """Sleep until the reader finishes the task or a deadline passes (no per-message wakeups)."""
         t0 = task.t0
         stream_deadline = t0 + stream_timeout
@@ -585,8 +523,10 @@ class SocketIOSession:
                 kind, why = "timeout", f"no chunk within first_chunk_timeout={first_chunk_timeout:g} s"
             else:
                 deadline = stream_deadline
-                kind, why = "timeout", (f"stream not done within stream_timeout={stream_timeout:g} s "
-                                        f"({task.n_chunks} chunks)")
+                kind, why = (
+                    "timeout",
+                    (f"stream not done within stream_timeout={stream_timeout:g} s ({task.n_chunks} chunks)"),
+                )
             if stream_deadline < deadline:
                 deadline = stream_deadline
                 kind, why = "timeout", f"stream not done within stream_timeout={stream_timeout:g} s"
@@ -599,7 +539,7 @@ class SocketIOSession:
             task.wakeup.clear()
             task.wakeup.wait(deadline - now)
 
-    def _forget(self, task: _Task) -> None:
+    def _forget(self, task: Task) -> None:
         """Stop routing to ``task``: later messages on its listeners are dropped."""
         if self._pending_acks.get(task.ack_id) is task:
             del self._pending_acks[task.ack_id]
@@ -609,37 +549,3 @@ class SocketIOSession:
                 del self._routes[name]
         if not self._pending_acks:
             self._early.clear()
-
-    def _fill_emit_times(self, task: _Task) -> None:
-        """Fake backend only: emit_ms[i] = (ts[seq] - started_at) * 1000 per listener."""
-        record = task.record
-        promised_total = 0
-        promised_known = False
-        for li, name in enumerate(task.listeners):
-            try:
-                response = simple_request(self._origin, "GET", EMIT_TIMES_PATH + quote(name, safe=""),
-                                          headers=self._headers, timeout=self._connect_timeout,
-                                          ssl_context=self._ssl)
-                if response.status != 200:
-                    continue
-                doc = orjson.loads(response.body)
-                ts = np.asarray(doc["ts"], dtype=np.float64)
-            except (OSError, ProtocolError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue
-            promised = doc.get("chunks")
-            if type(promised) is int and promised >= 0:
-                promised_total += promised
-                promised_known = True
-            if not len(record.seqs):
-                continue
-            seqs = np.frombuffer(record.seqs, dtype=np.int32)
-            emit = np.frombuffer(record.emit_ms, dtype=np.float64)
-            mask = (seqs >= 0) & (seqs < len(ts))
-            if task.listener_of is not None:
-                mask &= np.frombuffer(task.listener_of, dtype=np.int8) == li
-            emit[mask] = (ts[seqs[mask]] - record.started_at) * 1000.0
-            del seqs, emit, mask
-        if promised_known:
-            record.expected_chunks = promised_total
-            if record.error is None and not task.cancelled and task.n_chunks < promised_total:
-                record.fail("short_stream", f"{task.n_chunks} of {promised_total} chunks")

@@ -1,0 +1,136 @@
+"""Sockets for the protocol clients: connect (+ TLS), read a response head, one-shot requests.
+
+Sockets come from gevent explicitly: the clients run inside Locust's gevent
+hub, and explicit gevent sockets keep them cooperative even in a process that
+was not monkey-patched (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gevent import socket as gsocket
+from gevent import ssl as gssl
+
+from loadtests.protocol.errors import FramingError
+from loadtests.protocol.http1 import (
+    USER_AGENT,
+    HeadReader,
+    Origin,
+    ResponseHead,
+    encode_request,
+    framing_for,
+    merge_headers,
+)
+
+RECV_SIZE = 65536
+
+
+def make_ssl_context(verify: bool) -> gssl.SSLContext:
+    """A client TLS context speaking HTTP/1.1 only; ``verify=False`` for self-signed staging."""
+    ctx = gssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = gssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def open_connection(origin: Origin, timeout: float, ssl_context: gssl.SSLContext | None = None) -> gsocket.socket:
+    """TCP connect (+ TLS handshake) within ``timeout``; raises OSError on failure."""
+    sock = gsocket.create_connection((origin.host, origin.port), timeout=timeout)
+    try:
+        sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+        if origin.is_tls:
+            ctx = ssl_context if ssl_context is not None else make_ssl_context(True)
+            sock = ctx.wrap_socket(sock, server_hostname=origin.host)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass(slots=True)
+class SimpleResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def recv_head(
+    sock: gsocket.socket, deadline: float, buf: bytes = b"", skip_informational: bool = True
+) -> tuple[ResponseHead, bytes]:
+    """Read until a full response head is in; returns it and the bytes after it.
+
+    Raises ``socket.timeout`` past ``deadline`` (a ``time.monotonic()`` value),
+    FramingError on garbage, ConnectionError on EOF.
+    """
+    reader = HeadReader(keep_switching=skip_informational)
+    found = reader.feed(buf)
+    while found is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise gsocket.timeout("timed out waiting for the response head")
+        sock.settimeout(remaining)
+        data = sock.recv(RECV_SIZE)
+        if not data:
+            raise ConnectionError("connection closed before the response head")
+        found = reader.feed(data)
+    return found
+
+
+def simple_request(
+    origin: Origin,
+    method: str,
+    path: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = 10.0,
+    ssl_context: gssl.SSLContext | None = None,
+    max_body: int = 64 * 1024 * 1024,
+) -> SimpleResponse:
+    """One request on a fresh connection (``Connection: close``), body read whole.
+
+    For the small side requests (cancel, emit times), where timing does not
+    matter.  The whole exchange is bounded by ``timeout``.  Raises OSError,
+    FramingError.
+    """
+    deadline = time.monotonic() + timeout
+    defaults = [
+        ("Host", origin.host_header),
+        ("User-Agent", USER_AGENT),
+        ("Accept", "*/*"),
+        ("Accept-Encoding", "identity"),
+        ("Connection", "close"),
+    ]
+    if body is not None:
+        defaults += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    request = encode_request(method, origin.target(path), merge_headers(defaults, headers), body)
+    sock = open_connection(origin, timeout, ssl_context)
+    try:
+        sock.sendall(request)
+        head, rest = recv_head(sock, deadline)
+        framing = framing_for(head, method)
+        parts = [framing.feed(rest)] if rest else []
+        size = len(parts[0]) if parts else 0
+        while not framing.done:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise gsocket.timeout("timed out reading the response body")
+            sock.settimeout(remaining)
+            data = sock.recv(RECV_SIZE)
+            if not data:
+                if framing.clean_at_eof:
+                    break
+                raise ConnectionError("connection closed inside the response body")
+            chunk = framing.feed(data)
+            size += len(chunk)
+            if size > max_body:
+                raise FramingError("response body too large")
+            parts.append(chunk)
+        return SimpleResponse(head.status, head.headers, b"".join(parts))
+    finally:
+        sock.close()

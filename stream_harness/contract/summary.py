@@ -1,0 +1,129 @@
+"""The typed objects of ``summary.json`` (schema 1), shared by every reader and writer.
+
+The analysis builds them (``analysis.summary``), the Streams tab builds the
+same transport objects live (``loadtests.live.stats``), and the report, the
+regression gate, the PR comment, the tables and the benchmarks read them.
+``TypedDict`` s: the JSON is the object, and a type checker sees every key.
+
+Keys marked ``NotRequired`` are extensions a reader must not rely on (older
+files lack them); readers ignore keys they do not know.
+"""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict
+
+#: The contract's latency keys, in order, and the percentiles behind them.
+LATENCY_KEYS: tuple[str, ...] = ("p50", "p90", "p95", "p99", "p999", "max")
+LATENCY_PERCENTILES: tuple[float, ...] = (50.0, 90.0, 95.0, 99.0, 99.9, 100.0)
+
+
+class Latency(TypedDict):
+    """Milliseconds; ``None`` where there is no data."""
+
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+    p999: float | None
+    max: float | None
+
+
+class StreamCounts(TypedDict):
+    started: int
+    completed: int
+    failed: int
+    cancelled: int
+    errors: dict[str, int]  # ErrorKind -> streams
+    running: NotRequired[int]  # live only: streams in flight now
+    warmup: NotRequired[int]  # streams left out as warm-up
+
+
+class EventCounts(TypedDict):
+    total: int
+    chunks: int
+    malformed_lines: int
+
+
+class EventsPerRead(TypedDict):
+    mean: float | None
+    p99: float | None
+
+
+class ChunksPerStream(TypedDict):
+    mean: float | None
+    delivered_share: float | None  # of the chunks the backend promised (fake backend only)
+
+
+class Evidence(TypedDict):
+    """The numbers a buffering verdict rests on (``analysis.buffering.Evidence``)."""
+
+    streams: int
+    chunks: int
+    chunk_rate_per_s: float | None
+    coalesced_share: float | None
+    chunks_per_burst: float | None
+    burst_lead_ms: float | None
+    first_burst_chunks: float | None
+    headers_to_first_chunk_ms: float | None
+    staleness_p99_ms: float | None
+    staleness_max_ms: float | None
+    stale_share: float | None
+    encodings: list[str]
+    ttfc_ms: float | None
+
+
+class Buffering(TypedDict):
+    verdict: str  # Verdict
+    reasons: list[str]
+    evidence: NotRequired[Evidence]
+
+
+class TransportSummary(TypedDict):
+    """One transport (or one endpoint of it, or one kind of client)."""
+
+    streams: StreamCounts
+    events: EventCounts
+    time_to_headers_ms: Latency
+    ttfc_ms: Latency
+    first_event_ms: Latency
+    gap_ms: Latency
+    staleness_ms: Latency | None  # None without emit times, or when the clocks are unreliable
+    jitter_ms: Latency | None
+    events_per_read: EventsPerRead
+    events_per_s: float | None
+    chunks_per_stream: ChunksPerStream
+    buffering: Buffering
+    approximate: NotRequired[list[str]]  # latency keys read from 1% log buckets
+    staleness_note: NotRequired[str]  # why staleness is None although emit times exist
+    endpoints: NotRequired[dict[str, TransportSummary]]
+    by_client: NotRequired[dict[str, TransportSummary]]
+
+
+class Harness(TypedDict):
+    """The load generator's self-check (``loadtests.selfcheck``)."""
+
+    saturated: bool
+    cpu_percent_max: float | None
+    loop_lag_ms_p99: float | None
+    reasons: NotRequired[list[str]]
+
+
+class RunSummary(TypedDict):
+    id: str
+    started_at: str
+    duration_s: float
+    host: str
+    users: int
+    workers: int
+    harness: Harness
+    worker_problems: NotRequired[list[dict[str, object]]]
+    stopped_early: NotRequired[bool]
+    warmup_s: NotRequired[float]
+
+
+class Summary(TypedDict):
+    schema: int
+    run: RunSummary
+    transports: dict[str, TransportSummary]
+    parity: NotRequired[dict[str, object]]
