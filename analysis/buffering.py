@@ -48,15 +48,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
 import pandas as pd
 
-from analysis.chunks import BURST_GAP_MS, ChunkSeries, first_burst_lead
-from analysis.groups import GroupLevel
-from analysis.quantiles import grouped_percentiles
+from analysis.aggregate import Aggregate
+from analysis.chunks import BURST_GAP_MS
+from analysis.histogram import LogHistogram
+from stream_harness.contract.kinds import Verdict as VerdictKind
+from stream_harness.contract.summary import Buffering
+from stream_harness.contract.summary import Evidence as EvidenceJson
 
 HOLD_MS: Final = 20.0
 COALESCED_SHARE_MIN: Final = 0.5
@@ -67,8 +70,7 @@ MIN_CHUNKS: Final = 50
 #: Streams shorter than this are left out of the per-stream chunk-rate median.
 RATE_MIN_CHUNKS: Final = 10
 
-VERDICTS: Final = ("clean", "buffered", "inconclusive")
-_IDENTITY_ENCODINGS: Final = frozenset({"", "identity"})
+VERDICTS: Final = tuple(str(v) for v in VerdictKind)
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,12 @@ class Evidence:
     encodings: tuple[str, ...] = ()
     ttfc_ms: float = math.nan  # median time to first chunk
 
-    def as_json(self) -> dict[str, Any]:
-        return {
+    def without_staleness(self) -> Evidence:
+        """The same evidence with the staleness half unknown (emit times not to be trusted)."""
+        return replace(self, staleness_p99_ms=math.nan, staleness_max_ms=math.nan, stale_share=math.nan)
+
+    def as_json(self) -> EvidenceJson:
+        return {  # type: ignore[return-value]  # the keys are this dataclass's fields
             key: (
                 None
                 if isinstance(value, float) and not math.isfinite(value)
@@ -106,100 +112,64 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     evidence: Evidence | None = None
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> Buffering:
         """The summary's ``buffering`` object (plus the evidence numbers)."""
-        out: dict[str, Any] = {"verdict": self.verdict, "reasons": list(self.reasons)}
+        out: Buffering = {"verdict": str(self.verdict), "reasons": list(self.reasons)}
         if self.evidence is not None:
             out["evidence"] = self.evidence.as_json()
         return out
 
 
-def detect_buffering(
-    series: ChunkSeries,
-    streams: pd.DataFrame,
-    stream_group: np.ndarray,
-    n_groups: int,
-    harness: Mapping[str, Any] | None = None,
-    staleness_p99_max: np.ndarray | None = None,
-    level: GroupLevel | None = None,
-) -> list[Verdict]:
-    """A verdict for each group of streams (``stream_group[stream_key]``, -1 = none).
+def evidence(agg: Aggregate, streams: pd.DataFrame | None = None) -> Evidence:
+    """The evidence of one group: from its aggregate, per-stream medians exact from ``streams``.
 
-    ``staleness_p99_max`` (per-group ``[p99, max]`` staleness) and ``level``
-    (the groups' chunk layout) let a caller that has them skip recomputing.
+    Without ``streams`` (the live Streams tab) every number comes from the
+    aggregate's histograms, within their 1% precision.
     """
-    evidence = evidence_by_group(series, streams, stream_group, n_groups, staleness_p99_max, level=level)
-    saturated = bool((harness or {}).get("saturated", False))
-    return [classify(item, saturated=saturated, harness=harness) for item in evidence]
-
-
-def evidence_by_group(
-    series: ChunkSeries,
-    streams: pd.DataFrame,
-    stream_group: np.ndarray,
-    n_groups: int,
-    staleness_p99_max: np.ndarray | None = None,
-    *,
-    level: GroupLevel | None = None,
-) -> list[Evidence]:
-    """Every group's ``Evidence``: sums per stream segment, then per group of streams."""
-    stream_group = np.asarray(stream_group, dtype=np.int32)
-    if level is None:
-        level = GroupLevel.of(series, stream_group, n_groups)
-    segment_group = stream_group[series.stream_keys]
-    bins = np.where(segment_group >= 0, segment_group, n_groups)  # overflow bin: no group
-
-    def per_group(per_chunk: np.ndarray) -> np.ndarray:
-        return np.bincount(bins, weights=series.per_stream_sum(per_chunk), minlength=n_groups + 1)[:n_groups]
-
-    def share(flags: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return per_group(flags & eligible) / per_group(eligible)
-
-    has_previous = np.isfinite(series.gap_ms)
-    coalesced = share(series.coalesced, has_previous)
-    chunks = np.bincount(bins, weights=np.diff(series.stream_starts, append=series.n_chunks), minlength=n_groups + 1)[
-        :n_groups
-    ]
-    burst_size = level.chunk_percentiles(series.burst_size, (50.0,))[:, 0]
-    lead = level.chunk_percentiles(np.where(series.burst_size >= 2, series.burst_lead_ms, np.nan), (50.0,))[:, 0]
-    if staleness_p99_max is None:
-        staleness_p99_max = level.chunk_percentiles(series.staleness_ms, (99.0, 100.0))
-    stale = share(series.staleness_ms >= HOLD_MS, np.isfinite(series.staleness_ms))
-
-    per_stream = _per_stream(series, streams)
-    stream_codes = stream_group[: len(streams)]
-    rate = grouped_percentiles(
-        np.where(per_stream["n_chunks"] >= RATE_MIN_CHUNKS, per_stream["rate"], np.nan), stream_codes, n_groups, (50.0,)
-    )[:, 0]
-    first_burst = grouped_percentiles(per_stream["first_burst"], stream_codes, n_groups, (50.0,))[:, 0]
-    headers_gap = grouped_percentiles(
-        streams["ttfc_ms"].to_numpy(dtype=np.float64) - streams["time_to_headers_ms"].to_numpy(dtype=np.float64),
-        stream_codes,
-        n_groups,
-        (50.0,),
-    )[:, 0]
-    ttfc = grouped_percentiles(streams["ttfc_ms"].to_numpy(dtype=np.float64), stream_codes, n_groups, (50.0,))[:, 0]
-    n_streams = np.bincount(np.where(stream_codes >= 0, stream_codes, n_groups), minlength=n_groups + 1)[:n_groups]
-    encodings = _encodings_by_group(streams, stream_codes, n_groups)
-    return [
-        Evidence(
-            streams=int(n_streams[g]),
-            chunks=int(chunks[g]),
-            chunk_rate_per_s=float(rate[g]),
-            coalesced_share=float(coalesced[g]),
-            chunks_per_burst=float(burst_size[g]),
-            burst_lead_ms=float(lead[g]),
-            first_burst_chunks=float(first_burst[g]),
-            headers_to_first_chunk_ms=float(headers_gap[g]),
-            staleness_p99_ms=float(staleness_p99_max[g, 0]),
-            staleness_max_ms=float(staleness_p99_max[g, 1]),
-            stale_share=float(stale[g]) if np.isfinite(staleness_p99_max[g, 0]) else math.nan,
-            encodings=encodings[g],
-            ttfc_ms=float(ttfc[g]),
+    counts, hist = agg.counts, agg.hist
+    gaps = hist["gap"].count
+    staleness = hist["staleness"]
+    p99 = staleness.quantile(0.99)
+    if streams is not None:
+        n_chunks = streams["n_chunks"].to_numpy(dtype=np.float64)
+        ttfc = streams["ttfc_ms"].to_numpy(dtype=np.float64)
+        headers = streams["time_to_headers_ms"].to_numpy(dtype=np.float64)
+        rate = _median(
+            np.where(n_chunks >= RATE_MIN_CHUNKS, streams["chunk_rate_per_s"].to_numpy(dtype=np.float64), np.nan)
         )
-        for g in range(n_groups)
-    ]
+        first_burst = _median(np.where(n_chunks > 0, streams["first_burst_chunks"].to_numpy(dtype=np.float64), np.nan))
+        headers_to_first = _median(ttfc - headers)
+        ttfc_median = _median(ttfc)
+    else:
+        rate = _hist_median(hist["stream_rate"])
+        first_burst = _hist_median(hist["first_burst"])
+        headers_to_first = _hist_median(hist["headers_to_first"])
+        ttfc_median = _hist_median(hist["ttfc"])
+    return Evidence(
+        streams=counts["started"],
+        chunks=counts["chunks"],
+        chunk_rate_per_s=rate,
+        coalesced_share=counts["coalesced"] / gaps if gaps else math.nan,
+        chunks_per_burst=_hist_median(hist["burst_size"]),
+        burst_lead_ms=_hist_median(hist["burst_lead"]),
+        first_burst_chunks=first_burst,
+        headers_to_first_chunk_ms=headers_to_first,
+        staleness_p99_ms=math.nan if p99 is None else p99,
+        staleness_max_ms=staleness.max if staleness.count else math.nan,
+        stale_share=counts["stale"] / staleness.count if staleness.count else math.nan,
+        encodings=tuple(sorted(agg.encodings)),
+        ttfc_ms=ttfc_median,
+    )
+
+
+def _median(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else math.nan
+
+
+def _hist_median(histogram: LogHistogram) -> float:
+    value = histogram.quantile(0.5)
+    return math.nan if value is None else value
 
 
 def classify(evidence: Evidence, *, saturated: bool = False, harness: Mapping[str, Any] | None = None) -> Verdict:
@@ -207,7 +177,7 @@ def classify(evidence: Evidence, *, saturated: bool = False, harness: Mapping[st
     e = evidence
     if saturated:
         seen = _evidence_lines(e) if e.chunks >= MIN_CHUNKS else []
-        return Verdict("inconclusive", [_saturated_reason(harness or {}), *seen], e)
+        return Verdict(VerdictKind.INCONCLUSIVE, [_saturated_reason(harness or {}), *seen], e)
     if e.chunks < MIN_CHUNKS:
         return Verdict(
             "inconclusive", [f"only {e.chunks} chunks received: at least {MIN_CHUNKS} are needed to judge buffering"], e
@@ -215,7 +185,7 @@ def classify(evidence: Evidence, *, saturated: bool = False, harness: Mapping[st
     batching = e.coalesced_share >= COALESCED_SHARE_MIN and _ge(e.burst_lead_ms, BURST_LEAD_MIN_MS)
     stale = _ge(e.staleness_p99_ms, STALENESS_P99_MIN_MS) and _ge(e.stale_share, STALE_SHARE_MIN)
     if not (batching or stale):
-        return Verdict("clean", _clean_reasons(e), e)
+        return Verdict(VerdictKind.CLEAN, _clean_reasons(e), e)
     reasons: list[str] = []
     if batching:
         reasons.append(
@@ -254,7 +224,7 @@ def classify(evidence: Evidence, *, saturated: bool = False, harness: Mapping[st
             f"request, together with {e.first_burst_chunks - 1:.0f} more chunks: the "
             "response is held from its start"
         )
-    return Verdict("buffered", reasons, e)
+    return Verdict(VerdictKind.BUFFERED, reasons, e)
 
 
 def _clean_reasons(e: Evidence) -> list[str]:
@@ -303,39 +273,6 @@ def _saturated_reason(harness: Mapping[str, Any]) -> str:
         f"the load generator was saturated{suffix}: a client that cannot keep up reads "
         "many lines late, just like a buffer, so no verdict"
     )
-
-
-def _per_stream(series: ChunkSeries, streams: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Per stream: chunks, chunk rate while streaming, size of the first burst."""
-    n = len(streams)
-    rate = np.full(n, np.nan)
-    first_burst = np.full(n, np.nan)
-    n_chunks = np.zeros(n, dtype=np.int64)
-    if series.n_chunks:
-        starts = series.stream_starts
-        last = np.r_[starts[1:] - 1, series.n_chunks - 1]
-        keys = series.stream_keys
-        n_chunks[keys] = last - starts + 1
-        span_ms = series.t_ms[last] - series.t_ms[starts]
-        # all chunks in one burst (e.g. one gzip block): over the silence before it instead
-        silence = first_burst_lead(series.t_ms[last], streams["time_to_headers_ms"].to_numpy(dtype=np.float64)[keys])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rate[keys] = np.where(
-                span_ms > 0,
-                (n_chunks[keys] - 1) * 1000.0 / span_ms,
-                np.where(silence > 0, n_chunks[keys] * 1000.0 / silence, np.nan),
-            )
-        first_burst[keys] = series.burst_size[starts]
-    return {"n_chunks": n_chunks, "rate": rate, "first_burst": first_burst}
-
-
-def _encodings_by_group(streams: pd.DataFrame, stream_codes: np.ndarray, n_groups: int) -> list[tuple[str, ...]]:
-    frame = pd.DataFrame({"group": stream_codes, "encoding": streams["content_encoding"].fillna("").astype(str)})
-    frame = frame[(frame["group"] >= 0) & ~frame["encoding"].isin(_IDENTITY_ENCODINGS)]
-    found: list[tuple[str, ...]] = [() for _ in range(n_groups)]
-    for group, values in frame.groupby("group")["encoding"]:
-        found[int(group)] = tuple(sorted(set(values)))  # type: ignore[arg-type]
-    return found
 
 
 def _ge(value: float, threshold: float) -> bool:

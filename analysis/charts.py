@@ -1,9 +1,10 @@
 """PNG charts for report.md and the compare comment (matplotlib, Agg, no pyplot state).
 
-Charts are drawn from reduced data so that a 10-million-chunk run draws in
-about a second: CDFs from per-stream values, the gap distribution as a
-histogram computed with numpy, per-stream time series reduced to a max
-envelope of at most ``MAX_POINTS`` points, throughput as per-second counts.
+Charts are drawn from reduced data, never from all events at once: CDFs from
+per-stream values, the gap distribution from the aggregates' log histograms,
+the worst streams from their own events (read back by stream key) reduced to
+a max envelope of at most ``MAX_POINTS`` points, throughput from per-second
+arrival counts, drift from per-window histograms.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from analysis.chunks import BURST_GAP_MS
-from analysis.metrics import Analysis, ordered_transports
+from analysis.accumulate import merged
+from analysis.chunks import BURST_GAP_MS, chunk_series
+from analysis.histogram import ZERO_BELOW, LogHistogram
+from analysis.metrics import Analysis
 from analysis.results import write_atomic
+from analysis.summary import ordered_transports
 
 MAX_POINTS: Final = 2000
 WORST_STREAMS: Final = 5
@@ -32,6 +36,7 @@ CHART_FILES: Final[dict[str, str]] = {
     "gap_distribution": "gap_distribution.png",
     "staleness_worst": "staleness_worst_streams.png",
     "chunks_per_s": "chunks_per_s.png",
+    "drift": "drift.png",
 }
 COMPARE_FILE: Final = "compare_overlay.png"
 _COLORS: Final = {"ndjson": "tab:blue", "socketio": "tab:orange"}
@@ -45,6 +50,7 @@ def draw_report_charts(analysis: Analysis, directory: str | Path) -> dict[str, P
         "gap_distribution": _gap_distribution(analysis),
         "staleness_worst": _worst_streams(analysis),
         "chunks_per_s": _chunks_per_second(analysis),
+        "drift": _drift(analysis),
     }
     paths = {}
     for name, figure in drawn.items():
@@ -71,7 +77,7 @@ def draw_compare_chart(base: Analysis, current: Analysis, path: str | Path) -> P
         for column, (name, label) in enumerate(metrics):
             ax = axes[row][column]
             for analysis, tag, style in ((base, "baseline", "--"), (current, "current", "-")):
-                values = _stream_values(analysis.streams, transport, name)
+                values = _stream_values(_counted(analysis.streams), transport, name)
                 if values.size:
                     x, y = cdf_points(values)
                     ax.plot(x, y, style, label=f"{tag} (n={values.size})")
@@ -97,26 +103,10 @@ def cdf_points(values: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.nda
     return np.quantile(values, share), share
 
 
-def log_histogram(values: np.ndarray, bins_per_decade: int = 20) -> tuple[int, np.ndarray, np.ndarray]:
-    """(count of ~0 values, log-spaced bin edges, counts) without per-value Python work."""
-    values = values[np.isfinite(values)]
-    zero = values <= BURST_GAP_MS
-    positive = values[~zero]
-    if positive.size == 0:
-        return int(zero.sum()), np.array([BURST_GAP_MS, BURST_GAP_MS * 10]), np.zeros(1)
-    low = math.floor(math.log10(BURST_GAP_MS))
-    high = math.ceil(math.log10(positive.max()) + 1e-9)
-    n_bins = max(1, (high - low) * bins_per_decade)
-    index = ((np.log10(positive) - low) * bins_per_decade).astype(np.int64)
-    counts = np.bincount(np.clip(index, 0, n_bins - 1), minlength=n_bins)
-    edges = np.logspace(low, high, n_bins + 1)
-    return int(zero.sum()), edges, counts
-
-
 def _ttfc_cdf(analysis: Analysis) -> Figure:
     figure, ax = _figure(7, 4)
-    for transport in ordered_transports(analysis.streams["transport"]):
-        values = _stream_values(analysis.streams, transport, "ttfc_ms")
+    for transport in _transports(analysis):
+        values = _stream_values(_counted(analysis.streams), transport, "ttfc_ms")
         if values.size:
             x, y = cdf_points(values)
             ax.plot(x, y, label=f"{transport} (n={values.size})", color=_COLORS.get(transport))
@@ -128,12 +118,10 @@ def _ttfc_cdf(analysis: Analysis) -> Figure:
 
 def _gap_distribution(analysis: Analysis) -> Figure:
     figure, ax = _figure(7, 4)
-    series = analysis.series
-    transport_of_stream = analysis.streams["transport"].astype(object).to_numpy()
     notes = []
-    for transport in ordered_transports(analysis.streams["transport"]):
-        in_transport = (transport_of_stream == transport)[series.stream]
-        zero, edges, counts = log_histogram(series.gap_ms[in_transport])
+    for transport in _transports(analysis):
+        histogram = merged(analysis.aggregates, (transport, None, None)).hist["gap"]
+        zero, edges, counts = histogram_bins(histogram)
         total = zero + counts.sum()
         if total == 0:
             continue
@@ -160,23 +148,57 @@ def _gap_distribution(analysis: Analysis) -> Figure:
     return figure
 
 
+def histogram_bins(histogram: LogHistogram, bins_per_decade: int = 20) -> tuple[int, np.ndarray, np.ndarray]:
+    """(values ~0, log-spaced edges, counts per bin) from a 1% log histogram.
+
+    Values at or below ``BURST_GAP_MS`` count as ~0 (chunks of one read).
+    Without larger values the edges are just that bound (no bins).
+    """
+    floor = max(BURST_GAP_MS, ZERO_BELOW)
+    if not histogram.count:
+        return 0, np.array([floor]), np.empty(0, dtype=np.int64)
+    keys = np.fromiter(histogram.buckets, dtype=np.int64, count=len(histogram.buckets))
+    counts = np.fromiter(histogram.buckets.values(), dtype=np.int64, count=len(keys))
+    sums = np.fromiter((histogram.sums[k] for k in histogram.buckets), dtype=np.float64, count=len(keys))
+    means = sums / np.maximum(counts, 1)
+    zero = histogram.zeros + int(counts[means <= floor].sum())
+    keep = means > floor
+    if not keep.any():
+        return zero, np.array([floor]), np.empty(0, dtype=np.int64)
+    values, weights = means[keep], counts[keep]
+    low = math.floor(np.log10(values.min()))
+    high = math.ceil(np.log10(values.max()) + 1e-9)
+    n_bins = max(1, (high - low) * bins_per_decade)
+    index = ((np.log10(values) - low) * bins_per_decade).astype(np.int64)
+    binned = np.bincount(np.clip(index, 0, n_bins - 1), weights=weights, minlength=n_bins).astype(np.int64)
+    return zero, np.logspace(low, high, n_bins + 1), binned
+
+
 def _worst_streams(analysis: Analysis) -> Figure:
     """Staleness over time of the worst streams (gap over time without emit times)."""
-    streams = analysis.streams
-    series = analysis.series
+    streams = analysis.streams[~analysis.streams["warmup"].to_numpy(dtype=bool)]
     use_staleness = bool(np.isfinite(streams["staleness_p99_ms"]).any())
     column = "staleness_p99_ms" if use_staleness else "gap_p99_ms"
-    values = series.staleness_ms if use_staleness else series.gap_ms
     ranked = streams[np.isfinite(streams[column])].nlargest(WORST_STREAMS, column)
     figure, ax = _figure(8, 4)
-    segment_ends = np.r_[series.stream_starts[1:], series.n_chunks]
-    for key, stream_id, transport, worst in zip(
-        ranked["stream_key"], ranked["stream_id"], ranked["transport"], ranked[column]
-    ):
-        segment = int(np.searchsorted(series.stream_keys, key))
-        begin, end = series.stream_starts[segment], segment_ends[segment]
-        x, y = envelope(series.t_ms[begin:end] / 1000.0, values[begin:end])
-        ax.plot(x, y, linewidth=0.8, label=f"{stream_id} ({transport}, p99 {worst:.0f} ms)")
+    if len(ranked) and analysis.events_of is not None:
+        keys = ranked["stream_key"].to_numpy(dtype=np.int64)
+        events = analysis.events_of(keys.tolist())
+        subset = analysis.streams.iloc[np.sort(keys)].reset_index(drop=True)
+        local = np.searchsorted(subset["stream_key"].to_numpy(), events["stream_key"].to_numpy())
+        series = chunk_series(subset, events.assign(stream_key=local))
+        values = series.staleness_ms if use_staleness else series.gap_ms
+        segment_ends = np.r_[series.stream_starts[1:], series.n_chunks]
+        position = {int(k): i for i, k in enumerate(subset["stream_key"])}
+        for key, stream_id, transport, worst in zip(
+            ranked["stream_key"], ranked["stream_id"], ranked["transport"], ranked[column]
+        ):
+            segment = int(np.searchsorted(series.stream_keys, position[int(key)]))
+            if segment >= series.stream_keys.size:
+                continue
+            begin, end = series.stream_starts[segment], segment_ends[segment]
+            x, y = envelope(series.t_ms[begin:end] / 1000.0, values[begin:end])
+            ax.plot(x, y, linewidth=0.8, label=f"{stream_id} ({transport}, p99 {worst:.0f} ms)")
     what = "staleness" if use_staleness else "gap since previous chunk"
     ax.set(
         title=f"Worst {len(ranked)} streams: {what} over time", xlabel="time since request (s)", ylabel=f"{what} (ms)"
@@ -188,26 +210,69 @@ def _worst_streams(analysis: Analysis) -> Figure:
 
 
 def _chunks_per_second(analysis: Analysis) -> Figure:
-    streams = analysis.streams
-    series = analysis.series
     figure, ax = _figure(8, 3.5)
-    started = streams["started_at"].to_numpy(dtype=np.float64)
-    if series.n_chunks and np.isfinite(started).any():
-        origin = np.nanmin(started)
-        seconds = np.nan_to_num(started - origin)[series.stream] + series.t_ms / 1000.0
-        width = max(1.0, math.ceil(seconds.max() / MAX_POINTS))
-        bins = (seconds // width).astype(np.int64)
-        n_bins = int(bins.max()) + 1
-        transport_of_stream = streams["transport"].astype(object).to_numpy()
-        for transport in ordered_transports(streams["transport"]):
-            mask = (transport_of_stream == transport)[series.stream]
-            counts = np.bincount(bins[mask], minlength=n_bins) / width
+    seconds = [s for counts in analysis.arrivals.values() for s in counts]
+    if seconds:
+        origin = min(seconds)
+        span = max(seconds) - origin + 1
+        width = max(1, math.ceil(span / MAX_POINTS))
+        n_bins = math.ceil(span / width)
+        for transport in _transports(analysis):
+            counts = analysis.arrivals.get(transport)
+            if not counts:
+                continue
+            at = (np.fromiter(counts.keys(), dtype=np.int64, count=len(counts)) - origin) // width
+            per_bin = (
+                np.bincount(
+                    at, weights=np.fromiter(counts.values(), dtype=np.float64, count=len(counts)), minlength=n_bins
+                )
+                / width
+            )
             ax.plot(
-                np.arange(n_bins) * width, counts, label=transport, color=_COLORS.get(transport), drawstyle="steps-post"
+                np.arange(n_bins) * width,
+                per_bin,
+                label=transport,
+                color=_COLORS.get(transport),
+                drawstyle="steps-post",
             )
     ax.set(title="Chunks received per second, all streams", xlabel="time since run start (s)", ylabel="chunks/s")
     _finish(ax)
     return figure
+
+
+def _drift(analysis: Analysis) -> Figure:
+    """TTFC and gap p50/p99 per time window, per transport: a backend that degrades shows as a slope."""
+    figure = Figure(figsize=(8, 5))
+    ax_ttfc, ax_gap = figure.subplots(2, 1, sharex=True)
+    figure.subplots_adjust(left=0.1, right=0.97, bottom=0.1, top=0.92, hspace=0.15)
+    starts = [s for bins in analysis.drift.values() for s in bins]
+    origin = min(starts) if starts else 0
+    for transport in _transports(analysis):
+        bins = analysis.drift.get(transport) or {}
+        if not bins:
+            continue
+        order = sorted(bins)
+        x = (np.asarray(order, dtype=np.float64) - origin) / 1.0
+        for ax, name in ((ax_ttfc, "ttfc"), (ax_gap, "gap")):
+            for q, style in ((0.5, "-"), (0.99, "--")):
+                y = [getattr(bins[s], name).quantile(q) for s in order]
+                ax.plot(
+                    x,
+                    [np.nan if v is None else v for v in y],
+                    style,
+                    color=_COLORS.get(transport),
+                    label=f"{transport} p{int(q * 100)}",
+                    drawstyle="steps-post",
+                )
+    ax_ttfc.set(title=f"Drift: per {analysis.drift_window_s:g} s window", ylabel="TTFC (ms)")
+    ax_gap.set(xlabel="time since run start (s)", ylabel="chunk gap (ms)")
+    for ax in (ax_ttfc, ax_gap):
+        _finish(ax)
+    return figure
+
+
+def _transports(analysis: Analysis) -> list[str]:
+    return ordered_transports(key[0] for key in analysis.aggregates)
 
 
 def envelope(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -220,10 +285,15 @@ def envelope(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tupl
     return x[edges], np.maximum.reduceat(y, edges)
 
 
+def _counted(streams: pd.DataFrame) -> pd.DataFrame:
+    """Streams that count for statistics (not warm-up)."""
+    return streams[~streams["warmup"].to_numpy(dtype=bool)]
+
+
 def _stream_values(streams: pd.DataFrame, transport: str, column: str) -> np.ndarray:
     mask = (streams["transport"] == transport).fillna(False).to_numpy(dtype=bool)
     values = streams[column].to_numpy(dtype=np.float64)[mask]
-    return values[np.isfinite(values)]
+    return np.asarray(values[np.isfinite(values)])
 
 
 def _log_x_if_wide(ax: Axes) -> None:

@@ -61,7 +61,7 @@ class ChunkSeries:
     @property
     def stream_keys(self) -> np.ndarray:
         """Stream key of each segment that ``stream_starts`` opens."""
-        return self.stream[self.stream_starts]
+        return np.asarray(self.stream[self.stream_starts])
 
     def read_segments(self) -> tuple[np.ndarray, np.ndarray]:
         """(index of each stream's first read, that stream's key) over ``read_stream``."""

@@ -33,12 +33,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError
+from stream_harness.contract.kinds import ErrorKind
 
 if TYPE_CHECKING:
     from analysis.metrics import Analysis
 
 #: Error kinds that say nothing about the system under test.
-IGNORED_ERROR_KINDS: Final = ("stopped",)
+IGNORED_ERROR_KINDS: Final = (str(ErrorKind.STOPPED),)
 #: Bootstrap resamples for the confidence interval shown next to a change.
 BOOTSTRAP_RESAMPLES: Final = 2000
 
@@ -183,8 +184,9 @@ def compare_runs(base: Analysis, current: Analysis, thresholds: RegressionThresh
 
 
 def _comparable(streams: pd.DataFrame, transport: str) -> pd.DataFrame:
-    """The transport's streams, without those the test itself cut short."""
+    """The transport's streams, without those the test itself cut short and warm-up streams."""
     mask = (streams["transport"] == transport).fillna(False).to_numpy(dtype=bool)
+    mask &= ~streams["warmup"].to_numpy(dtype=bool)
     mask &= ~streams["error"].isin(IGNORED_ERROR_KINDS).fillna(False).to_numpy(dtype=bool)
     mask &= (streams["status"] != "cancelled").fillna(True).to_numpy(dtype=bool)
     return streams[mask]
@@ -353,7 +355,7 @@ def _metric(
 
 def _finite(column: pd.Series) -> np.ndarray:
     values = column.to_numpy(dtype=np.float64)
-    return values[np.isfinite(values)]
+    return np.asarray(values[np.isfinite(values)])
 
 
 def _bootstrap_ci(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:

@@ -18,8 +18,11 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.accumulate import RunAccumulator
 from analysis.errors import AnalysisError
-from analysis.results import ResultsError, load_results, write_results
+from analysis.metrics import fold_directory
+from analysis.results import ResultsError, ResultSetWriter, check_directory, read_run, read_streams, warmup_until
+from analysis.summary import build_summary
 
 
 class MergeError(AnalysisError):
@@ -59,35 +62,42 @@ def merge_meta(
 
 
 def merge_runs(run_dirs: Sequence[Path], out_dir: Path, *, run_id: str) -> Path:
-    """Write one results directory (raw files + summary.json) holding every run's streams.
+    """Write one result set holding every run's streams (raw files + summary.json).
 
-    Raises MergeError for a missing or unreadable run.
+    Reads each run one batch of streams at a time, so merging runs of any
+    length needs the memory of one batch.  Raises MergeError for a missing or
+    unreadable run.
     """
     if not run_dirs:
         raise MergeError("nothing to merge")
-    metas, all_streams, all_events, ids = [], [], [], []
+    try:
+        checked = [check_directory(run_dir) for run_dir in run_dirs]
+        metas = [read_run(run_dir) for run_dir in checked]
+        tables = [read_streams(run_dir) for run_dir in checked]
+    except ResultsError as exc:
+        raise MergeError(str(exc)) from None
+    ids = [Path(run_dir).resolve().name for run_dir in checked]
+    meta = merge_meta(metas, ids, run_id, [len(table) for table in tables])
+    writer = ResultSetWriter(out_dir, run_id)
+    accumulator = RunAccumulator()
+    filled: list[pd.DataFrame] = []
     offset = 0
-    for run_dir in run_dirs:
-        try:
-            results = load_results(run_dir)
-        except ResultsError as exc:
-            raise MergeError(str(exc)) from None
-        rid = Path(run_dir).resolve().name
-        all_streams.append(
-            results.streams.assign(
-                stream_key=results.streams["stream_key"] + offset,
-                stream_id=rid + "/" + results.streams["stream_id"].astype("string"),
+    try:
+        for run_dir, run, streams, rid in zip(checked, metas, tables, ids):
+            renamed = streams.assign(
+                stream_key=streams["stream_key"] + offset,
+                stream_id=rid + "/" + streams["stream_id"].astype("string"),
             )
-        )
-        all_events.append(results.events.assign(stream_key=results.events["stream_key"] + offset))
-        offset += len(results.streams)
-        metas.append(results.run)
-        ids.append(rid)
-    counts = [len(frame) for frame in all_streams]
-    write_results(
-        out_dir,
-        merge_meta(metas, ids, run_id, counts),
-        pd.concat(all_streams, ignore_index=True),
-        pd.concat(all_events, ignore_index=True),
-    )
+            accumulator.warmup_until = warmup_until(run)  # each run's warm-up from its own start
+            filled.append(fold_directory(run_dir, renamed, accumulator, key_offset=offset, on_batch=writer.append))
+            offset += len(streams)
+        merged_streams = pd.concat(filled, ignore_index=True)
+        summary = dict(build_summary(meta, merged_streams, accumulator.aggregates))
+        writer.commit(meta, summary, merged_streams)
+    except ResultsError as exc:
+        writer.abort()
+        raise MergeError(str(exc)) from None
+    except BaseException:
+        writer.abort()
+        raise
     return out_dir

@@ -65,5 +65,5 @@ def _nice_ceiling(value: float) -> float:
     power = 10 ** math.floor(math.log10(value))
     for step in (1.0, 2.0, 2.5, 5.0, 10.0):
         if value * 1.05 <= step * power:
-            return step * power
-    return 10.0 * power
+            return float(step * power)
+    return float(10.0 * power)

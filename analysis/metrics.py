@@ -1,299 +1,202 @@
-"""From raw frames to ``summary.json`` (schema 1) and the per-stream derived columns.
+"""A run's analysis: its summary, its filled streams table and what the charts need.
 
-``analyse`` is the single entry point: it derives the per-chunk series once
-(``analysis.chunks``), fills the stream columns the load users cannot know
-(gap and staleness percentiles, streams shorter than promised), then
-aggregates per transport and per transport x endpoint exactly as
-CONTRACTS.md defines, adding the buffering verdict of each group.
+Two entry points, one reduction (``analysis.accumulate.RunAccumulator``):
 
-Per-transport objects carry the contract's keys plus extras (``cancelled``,
-``first_event_ms``, ``chunks_per_stream``, ``buffering.evidence``,
-``endpoints``); readers ignore keys they do not know.
+- :func:`analyse_directory`: a result set on disk, read one batch of whole
+  streams at a time, so memory does not grow with the number of events
+  (``stream-harness report`` and ``compare``);
+- :func:`analyse`: frames already in memory (tests, tools, small runs).
+
+Per-transport objects carry the contract's keys plus extensions
+(``cancelled``, ``first_event_ms``, ``chunks_per_stream``,
+``buffering.evidence``, ``endpoints``, ``by_client``, ``approximate``);
+readers ignore keys they do not know.
 """
 
 from __future__ import annotations
 
-import copy
-import datetime as dt
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+import multiprocessing
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
 
-from analysis.buffering import detect_buffering
-from analysis.chunks import ChunkSeries, chunk_series
-from analysis.groups import GroupLevel
-from analysis.quantiles import (
-    LATENCY_KEYS,
-    LATENCY_PERCENTILES,
-    grouped_percentiles,
-    optional_float,
-    segment_percentiles,
-)
-from stream_harness.contract.schema import SCHEMA_VERSION
+from analysis.accumulate import GroupKey, RunAccumulator
+from analysis.aggregate import Aggregate, TimeBin
+from analysis.frames import coerce_events, coerce_streams
+from analysis.results import check_directory, iter_event_batches, read_run, read_streams, warmup_until
+from analysis.summary import build_summary, run_duration_s
+from stream_harness.contract.summary import Summary
 
-#: Preferred order of transports in the summary and the report.
-TRANSPORT_ORDER: tuple[str, ...] = ("ndjson", "socketio")
-#: Per-stream percentiles filled into streams.parquet.
-_STREAM_GAP_PERCENTILES = (50.0, 99.0, 100.0)
+#: Worker processes of an analysis at most (more cores sit idle: the work is I/O-bound by then).
+MAX_WORKERS: Final = 4
+#: Width of the drift chart's windows; widened for long runs to keep at most MAX_WINDOWS.
+DRIFT_WINDOW_S: Final = 10.0
+MAX_WINDOWS: Final = 360
+
+#: Fetches the events of some streams (by stream key), for the charts of the worst streams.
+EventSource = Callable[[Sequence[int]], pd.DataFrame]
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """Everything computed from one run: the summary and what the charts need."""
+    """Everything computed from one run."""
 
-    summary: dict[str, Any]
-    streams: pd.DataFrame  # with derived columns filled
-    series: ChunkSeries
+    summary: Summary
+    streams: pd.DataFrame  # with the derived columns filled
+    aggregates: dict[GroupKey, Aggregate] = field(default_factory=dict)
+    arrivals: dict[str, Counter[int]] = field(default_factory=dict)  # transport -> epoch s -> chunks
+    drift: dict[str, dict[int, TimeBin]] = field(default_factory=dict)  # transport -> window -> bin
+    drift_window_s: float = DRIFT_WINDOW_S
+    events_of: EventSource | None = None
 
 
 def analyse(run: Mapping[str, Any], streams: pd.DataFrame, events: pd.DataFrame) -> Analysis:
-    """Compute the summary (schema 1) and the filled streams frame of one run."""
-    return analyse_series(run, streams, chunk_series(streams, sorted_events(events)))
-
-
-def analyse_series(run: Mapping[str, Any], streams: pd.DataFrame, series: ChunkSeries) -> Analysis:
-    """``analyse`` once the per-chunk series exist (lets a caller free the events first)."""
-    streams = fill_stream_metrics(streams, series)
-    summary = {
-        "schema": SCHEMA_VERSION,
-        "run": run_summary(run, streams),
-        "transports": transport_summaries(run, streams, series),
-    }
-    return Analysis(summary=summary, streams=streams, series=series)
-
-
-def sorted_events(events: pd.DataFrame) -> pd.DataFrame:
-    """Events grouped by stream with arrival order kept (stable sort, only when needed)."""
+    """The analysis of a run held in memory."""
+    streams = coerce_streams(streams)
+    events = coerce_events(events)
     keys = events["stream_key"].to_numpy()
-    if keys.size < 2 or bool(np.all(keys[1:] >= keys[:-1])):
-        return events
-    return events.sort_values("stream_key", kind="stable", ignore_index=True)
+    if keys.size > 1 and np.any(keys[1:] < keys[:-1]):
+        events = events.sort_values("stream_key", kind="stable", ignore_index=True)
+    window = drift_window_s(run, streams)
+    accumulator = RunAccumulator(warmup_until=warmup_until(run), timeline=True, drift_window_s=window)
+    filled = accumulator.add_batch(streams, events)
+
+    def events_of(wanted: Sequence[int]) -> pd.DataFrame:
+        return events[np.isin(events["stream_key"].to_numpy(), np.asarray(wanted))].reset_index(drop=True)
+
+    return _finish(run, filled, accumulator, window, events_of)
 
 
-def fill_stream_metrics(streams: pd.DataFrame, series: ChunkSeries) -> pd.DataFrame:
-    """Fill gap/staleness percentiles per stream and flag streams shorter than promised.
+def analyse_directory(
+    directory: str | Path, *, on_batch: Callable[[pd.DataFrame, pd.DataFrame], None] | None = None
+) -> Analysis:
+    """The analysis of a result set on disk, in the memory of one batch.
 
-    A stream that ``completed`` but carried fewer chunks than the backend
-    promised (``expected_chunks``) becomes ``failed`` with ``short_stream``:
-    the stream ended cleanly yet the user lost text.
+    ``on_batch(filled_streams, events)`` sees every batch (e.g. to copy the set).
     """
-    n = len(streams)
-    keys = series.stream_keys
-    gap = np.full((n, len(_STREAM_GAP_PERCENTILES)), np.nan)
-    gap[keys] = segment_percentiles(series.gap_ms, series.stream_starts, _STREAM_GAP_PERCENTILES)
-    staleness = np.full((n, 1), np.nan)
-    staleness[keys] = segment_percentiles(series.staleness_ms, series.stream_starts, (99.0,))
-    out = streams.copy()
-    out["gap_p50_ms"] = gap[:, 0]
-    out["gap_p99_ms"] = gap[:, 1]
-    out["gap_max_ms"] = gap[:, 2]
-    out["staleness_p99_ms"] = staleness[:, 0]
-    expected = out["expected_chunks"].to_numpy()
-    delivered = out["n_chunks"].to_numpy()
-    short = (out["status"] == "completed").to_numpy(dtype=bool) & (expected >= 0) & (delivered < expected)
-    if short.any():
-        out.loc[short, "status"] = "failed"
-        out.loc[short, "error"] = "short_stream"
-        out.loc[short, "error_detail"] = [
-            f"received {got} of {want} promised chunks" for got, want in zip(delivered[short], expected[short])
-        ]
-    return out
+    directory = check_directory(directory)
+    run = read_run(directory)
+    streams = read_streams(directory)
+    window = drift_window_s(run, streams)
+    accumulator = RunAccumulator(warmup_until=warmup_until(run), timeline=True, drift_window_s=window)
+    filled = fold_directory(directory, streams, accumulator, on_batch=on_batch)
+
+    def events_of(wanted: Sequence[int]) -> pd.DataFrame:
+        parts = list(iter_event_batches(directory, keys=wanted))
+        return pd.concat(parts, ignore_index=True) if parts else coerce_events(_no_events())
+
+    return _finish(run, filled, accumulator, window, events_of)
 
 
-def run_summary(run: Mapping[str, Any], streams: pd.DataFrame) -> dict[str, Any]:
-    """The summary's ``run`` object; what run.json lacks is derived from the streams."""
-    harness = dict(run.get("harness") or {})
-    started = run.get("started_at")
-    if not started and len(streams) and np.isfinite(streams["started_at"].min()):
-        started = dt.datetime.fromtimestamp(float(streams["started_at"].min()), tz=dt.UTC).isoformat()
-    return {
-        "id": str(run.get("id") or ""),
-        "started_at": str(started or ""),
-        "duration_s": float(run_duration_s(run, streams)),
-        "host": str(run.get("host") or ""),
-        "users": int(run.get("users") or 0),
-        "workers": int(run.get("workers") or 0),
-        "harness": {
-            **harness,  # extra self-check keys (e.g. reasons) pass through
-            "saturated": bool(harness.get("saturated", False)),
-            "cpu_percent_max": _number_or_none(harness.get("cpu_percent_max")),
-            "loop_lag_ms_p99": _number_or_none(harness.get("loop_lag_ms_p99")),
-        },
-        # extensions: a run that lost a worker or was cut short says so in its summary
-        "worker_problems": list(run.get("worker_problems") or []),
-        "stopped_early": bool(run.get("stopped_early", False)),
-    }
+def fold_directory(
+    directory: Path,
+    streams: pd.DataFrame,
+    accumulator: RunAccumulator,
+    *,
+    key_offset: int = 0,
+    on_batch: Callable[[pd.DataFrame, pd.DataFrame], None] | None = None,
+) -> pd.DataFrame:
+    """Fold every stream of a result set into ``accumulator``; returns the filled streams table.
+
+    ``streams`` is the set's table (row i = the set's stream i), whose stream
+    keys may be shifted by ``key_offset`` (merging); events are shifted alike.
+    """
+    parts: list[pd.DataFrame] = []
+    seen = np.zeros(len(streams), dtype=bool)
+    for events in iter_event_batches(directory):
+        all_keys = events["stream_key"].to_numpy()
+        keys = all_keys[np.r_[True, all_keys[1:] != all_keys[:-1]]] if all_keys.size else all_keys  # grouped
+        if keys.size and (keys[0] < 0 or keys[-1] >= len(streams)):
+            from analysis.results import ResultsError
+
+            raise ResultsError(
+                f"{directory}: events refer to streams that streams.parquet does not have (partial write?)"
+            )
+        if key_offset:
+            events = events.assign(stream_key=events["stream_key"] + key_offset)
+        batch = accumulator.add_batch(streams.iloc[keys], events)
+        seen[keys] = True
+        parts.append(batch)
+        if on_batch is not None:
+            on_batch(batch, events)
+    rest = streams[~seen]
+    if len(rest):
+        batch = accumulator.add_batch(rest, coerce_events(_no_events()))
+        parts.append(batch)
+        if on_batch is not None:
+            on_batch(batch, coerce_events(_no_events()))
+    if not parts:
+        return accumulator.add_batch(streams, coerce_events(_no_events()))
+    return pd.concat(parts, ignore_index=True).sort_values("stream_key", kind="stable", ignore_index=True)
 
 
-def run_duration_s(run: Mapping[str, Any], streams: pd.DataFrame) -> float:
-    """run.json's ``duration_s`` when set, else first request sent -> last stream ended."""
-    value = run.get("duration_s")
-    if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
-        return float(value)
-    if len(streams) == 0:
-        return 0.0
-    start = streams["started_at"].to_numpy(dtype=np.float64)
-    end = start + np.nan_to_num(streams["duration_ms"].to_numpy(dtype=np.float64)) / 1000.0
-    if not np.isfinite(start).any():
-        return 0.0
-    return float(np.nanmax(end) - np.nanmin(start))
-
-
-def transport_summaries(run: Mapping[str, Any], streams: pd.DataFrame, series: ChunkSeries) -> dict[str, Any]:
-    """``{transport: object}`` with an ``endpoints`` sub-object per transport."""
-    transports = ordered_transports(streams["transport"])
-    rank = {transport: index for index, transport in enumerate(transports)}
-    pair_list = sorted(
-        (tuple(label.split("\x00", 1)) for label in _pair_labels(streams).unique()),
-        key=lambda pair: (rank.get(pair[0], len(rank)), pair[1]),
-    )
-    pair_list = [pair for pair in pair_list if pair[0] in rank]
-    duration_s = run_duration_s(run, streams)
-    harness = run.get("harness") or {}
-
-    pairs = GroupLevel.of(series, _pair_codes(streams, pair_list), len(pair_list))
-    by_pair = _group_objects(streams, series, pairs, duration_s, harness)
-    endpoints_of = {
-        transport: {endpoint: by_pair[index] for index, (t, endpoint) in enumerate(pair_list) if t == transport}
-        for transport in transports
-    }
-    # a transport with a single endpoint is that endpoint's object: computed once
-    several = [len(endpoints_of[t]) > 1 for t in transports]
-    parent = np.array([rank[t] if several[rank[t]] else -1 for t, _ in pair_list], dtype=np.int32)
-    by_transport = (
-        _group_objects(streams, series, pairs.coarser(parent, len(transports)), duration_s, harness)
-        if any(several)
-        else []
-    )
-    out: dict[str, Any] = {}
-    for index, transport in enumerate(transports):
-        endpoints = endpoints_of[transport]
-        item = by_transport[index] if several[index] else copy.deepcopy(next(iter(endpoints.values())))
-        item["endpoints"] = endpoints
-        out[transport] = item
-    return out
-
-
-def ordered_transports(column: pd.Series) -> list[str]:
-    """Transports present, known ones first in ``TRANSPORT_ORDER``."""
-    present = {str(value) for value in column.dropna().unique()}
-    return [t for t in TRANSPORT_ORDER if t in present] + sorted(present.difference(TRANSPORT_ORDER))
-
-
-def _codes(labels: pd.Series, names: list[str]) -> np.ndarray:
-    """Index of each label in ``names`` (-1 when absent), vectorised."""
-    return pd.Categorical(labels, categories=names).codes.astype(np.int32)
-
-
-def _pair_labels(streams: pd.DataFrame) -> pd.Series:
-    frame = streams[["transport", "endpoint"]].astype(object).fillna("").astype(str)
-    return frame["transport"] + "\x00" + frame["endpoint"]
-
-
-def _pair_codes(streams: pd.DataFrame, pairs: list[tuple[str, str]]) -> np.ndarray:
-    return _codes(_pair_labels(streams), [f"{t}\x00{e}" for t, e in pairs])
-
-
-def _group_objects(
-    streams: pd.DataFrame, series: ChunkSeries, level: GroupLevel, duration_s: float, harness: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    """One transport-shaped object per group of streams of ``level``."""
-    stream_group, n_groups = level.stream_group, level.n_groups
-    gap = level.chunk_percentiles(series.gap_ms, LATENCY_PERCENTILES)
-    staleness = level.chunk_percentiles(series.staleness_ms, LATENCY_PERCENTILES)
-    jitter = level.chunk_percentiles(series.jitter_ms, LATENCY_PERCENTILES)
-    headers = _latency_table(streams["time_to_headers_ms"].to_numpy(dtype=np.float64), stream_group, n_groups)
-    ttfc = _latency_table(streams["ttfc_ms"].to_numpy(dtype=np.float64), stream_group, n_groups)
-    first_event = _latency_table(streams["first_event_ms"].to_numpy(dtype=np.float64), stream_group, n_groups)
-    reads_p99 = level.read_percentiles(series.read_events, (99.0,))[:, 0]
-    read_group = _bins(stream_group[series.read_stream], n_groups)
-    n_reads = np.bincount(read_group, minlength=n_groups + 1)[:n_groups]
-    read_events = np.bincount(read_group, weights=series.read_events, minlength=n_groups + 1)[:n_groups]
-    p99_index = LATENCY_PERCENTILES.index(99.0)
-    verdicts = detect_buffering(
-        series, streams, stream_group, n_groups, harness, staleness_p99_max=staleness[:, [p99_index, -1]], level=level
-    )
-    objects = []
-    for group in range(n_groups):
-        subset = streams[stream_group == group]
-        chunks = int(subset["n_chunks"].sum())
-        objects.append(
-            {
-                "streams": _stream_counts(subset),
-                "events": {
-                    "total": int(subset["n_events"].sum()),
-                    "chunks": chunks,
-                    "malformed_lines": int(subset["malformed_lines"].sum()),
-                },
-                "time_to_headers_ms": _latency_row(headers[group]),
-                "ttfc_ms": _latency_row(ttfc[group]),
-                "first_event_ms": _latency_row(first_event[group]),
-                "gap_ms": _latency_row(gap[group]),
-                "staleness_ms": _latency_row(staleness[group], null_when_empty=True),
-                "jitter_ms": _latency_row(jitter[group], null_when_empty=True),
-                "events_per_read": {
-                    "mean": float(read_events[group] / n_reads[group]) if n_reads[group] else None,
-                    "p99": optional_float(reads_p99[group]),
-                },
-                "events_per_s": (chunks / duration_s) if duration_s > 0 else None,
-                "chunks_per_stream": _chunks_per_stream(subset),
-                "buffering": verdicts[group].as_json(),
-            }
+def _fold_in_parallel(
+    directory: Path, streams: pd.DataFrame, accumulator: RunAccumulator, parts: list[Path], n_workers: int
+) -> pd.DataFrame:
+    """``fold_directory`` with the part files shared out over worker processes."""
+    shares = [parts[i::n_workers] for i in range(n_workers)]
+    settings = (accumulator.warmup_until, accumulator.timeline, accumulator.drift_window_s)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited gevent or sockets
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+        results = list(
+            pool.map(_fold_share, [directory] * n_workers, [streams] * n_workers, shares, [settings] * n_workers)
         )
-    return objects
+    filled: list[pd.DataFrame] = []
+    seen = np.zeros(len(streams), dtype=bool)
+    for part_streams, part in results:
+        accumulator.merge(part)
+        filled.append(part_streams)
+        seen[part_streams["stream_key"].to_numpy()] = True
+    rest = streams[~seen]
+    if len(rest):
+        filled.append(accumulator.add_batch(rest, coerce_events(_no_events())))
+    return pd.concat(filled, ignore_index=True).sort_values("stream_key", kind="stable", ignore_index=True)
 
 
-def _bins(codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """Codes for ``np.bincount``: "no group" (-1) goes to an overflow bin ``n_groups``."""
-    return np.where(codes >= 0, codes, n_groups)
+def _fold_share(
+    directory: Path, streams: pd.DataFrame, parts: list[Path], settings: tuple[float, bool, float | None]
+) -> tuple[pd.DataFrame, RunAccumulator]:
+    """One worker's share: its part files folded into an accumulator of its own."""
+    warmup, timeline, window = settings
+    accumulator = RunAccumulator(warmup_until=warmup, timeline=timeline, drift_window_s=window)
+    filled = []
+    for events in iter_event_batches(directory, parts=parts):
+        all_keys = events["stream_key"].to_numpy()
+        keys = all_keys[np.r_[True, all_keys[1:] != all_keys[:-1]]]
+        filled.append(accumulator.add_batch(streams.iloc[keys], events))
+    table = pd.concat(filled, ignore_index=True) if filled else streams.iloc[:0]
+    return table, accumulator
 
 
-def _latency_table(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    return grouped_percentiles(values, codes, n_groups, LATENCY_PERCENTILES)
+def drift_window_s(run: Mapping[str, Any], streams: pd.DataFrame) -> float:
+    """DRIFT_WINDOW_S, widened so that a long run has at most MAX_WINDOWS windows."""
+    duration = run_duration_s(run, streams)
+    return max(DRIFT_WINDOW_S, float(math.ceil(duration / MAX_WINDOWS))) if duration > 0 else DRIFT_WINDOW_S
 
 
-def _latency_row(row: np.ndarray, *, null_when_empty: bool = False) -> dict[str, float | None] | None:
-    if null_when_empty and not np.isfinite(row).any():
-        return None
-    return {key: optional_float(value) for key, value in zip(LATENCY_KEYS, row)}
+def _finish(
+    run: Mapping[str, Any], streams: pd.DataFrame, accumulator: RunAccumulator, window: float, events_of: EventSource
+) -> Analysis:
+    summary = build_summary(run, streams, accumulator.aggregates)
+    return Analysis(
+        summary=summary,
+        streams=streams,
+        aggregates=accumulator.aggregates,
+        arrivals=accumulator.arrivals,
+        drift=accumulator.drift,
+        drift_window_s=window,
+        events_of=events_of,
+    )
 
 
-def _stream_counts(subset: pd.DataFrame) -> dict[str, Any]:
-    status = subset["status"].astype(object)
-    errors = subset["error"].dropna().astype(str).value_counts()
-    return {
-        "started": int(len(subset)),
-        "completed": int((status == "completed").sum()),
-        "failed": int((status == "failed").sum()),
-        "cancelled": int((status == "cancelled").sum()),
-        "errors": {str(kind): int(count) for kind, count in sorted(errors.items())},
-    }
+def _no_events() -> pd.DataFrame:
+    from stream_harness.contract.schema import EVENT_DTYPES
 
-
-def _chunks_per_stream(subset: pd.DataFrame) -> dict[str, float | None]:
-    """Mean chunks delivered per stream and, where the backend said, the share delivered.
-
-    Cancelled streams and streams cut because the test stopped are left out:
-    they end early by design.
-    """
-    subset = subset[
-        (subset["status"] != "cancelled").to_numpy(dtype=bool)
-        & (subset["error"] != "stopped").fillna(True).to_numpy(dtype=bool)
-    ]
-    delivered = subset["n_chunks"].to_numpy(dtype=np.float64)
-    expected = subset["expected_chunks"].to_numpy(dtype=np.float64)
-    known = expected > 0
-    return {
-        "mean": float(delivered.mean()) if delivered.size else None,
-        "delivered_share": (float(delivered[known].sum() / expected[known].sum()) if known.any() else None),
-    }
-
-
-def _number_or_none(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return optional_float(float(value))
+    return pd.DataFrame({name: np.empty(0, dtype=dtype) for name, dtype in EVENT_DTYPES.items()})

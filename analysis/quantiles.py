@@ -1,11 +1,9 @@
-"""Percentiles from raw samples: the contract's latency objects and per-group quantiles.
+"""Exact percentiles of raw samples: per stream, and of per-stream values per group.
 
-Why raw samples and no HDR histogram: every Locust worker ships its raw
-per-event columns to the master (``events.parquet`` holds one row per event),
-so a distributed run is merged by concatenating samples, which is exact.  A
-10-million-chunk run is ~300 MB of raw columns, well inside the memory a
-report may use; mergeable histograms would only trade exactness for memory we
-do not need to save.
+A stream's own chunks (its gap p50/p99/max, its staleness p99) and per-stream
+values pooled over a group (TTFC, time to headers) are few enough to keep as
+raw samples; chunk-level quantities pooled over a whole run go into log
+histograms instead (``analysis.histogram``).
 
 Quantiles use numpy's default ("linear") interpolation everywhere, so a
 reviewer can check any number with ``numpy.percentile``.
@@ -17,10 +15,6 @@ import math
 from typing import Final
 
 import numpy as np
-
-#: The contract's latency keys and the percentiles behind them.
-LATENCY_KEYS: Final[tuple[str, ...]] = ("p50", "p90", "p95", "p99", "p999", "max")
-LATENCY_PERCENTILES: Final[tuple[float, ...]] = (50.0, 90.0, 95.0, 99.0, 99.9, 100.0)
 
 
 def optional_float(value: float) -> float | None:
@@ -55,7 +49,7 @@ def _lerp(low: np.ndarray, high: np.ndarray, fraction: np.ndarray) -> np.ndarray
     """numpy's interpolation formula, so results match ``np.percentile`` to the last bit."""
     diff = high - low
     out = low + diff * fraction
-    return np.where(fraction >= 0.5, high - diff * (1.0 - fraction), out)
+    return np.asarray(np.where(fraction >= 0.5, high - diff * (1.0 - fraction), out))
 
 
 def sort_by_group(values: np.ndarray, codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ backend does not have them, and a load user treats their 404 as "no data")."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import orjson
@@ -17,6 +18,7 @@ from fake_backend.ndjson import read_json_object
 from fake_backend.registry import StreamRegistry
 from stream_harness.contract.protocol import (
     CANCEL_PATH,
+    CLOCK_PATH,
     EMIT_TIMES_PATH,
     HEALTH_PATH,
     STATS_PATH,
@@ -62,6 +64,11 @@ def api_router(
         if record is None:
             return JSONResponse({"detail": f"no emit times for listener {listener!r}"}, status_code=404)
         return Response(orjson.dumps(record.to_json()), media_type="application/json")
+
+    @router.get(CLOCK_PATH)
+    async def clock() -> dict:
+        """This server's wall clock (epoch s), for the load processes' clock-offset estimates."""
+        return {"ts": time.time()}
 
     @router.get(STATS_PATH)
     async def stats() -> dict:

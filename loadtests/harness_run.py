@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from locust.env import Environment
+from locust.runners import MasterRunner
 
+from loadtests.clock import ClockKeeper
 from loadtests.hooks import stream_finished_hook
 from loadtests.live.webui import LiveFeed
 from loadtests.live.webui import register as register_live_feed
@@ -36,6 +38,7 @@ class HarnessRun:
 
     environment: Environment
     selfcheck: SelfCheck
+    clock: ClockKeeper | None  # None on a master (it runs no users)
     collector: StreamCollector | None  # None without a runner (nothing to collect)
     live: LiveFeed | None  # None when nobody watches (headless local run or master)
 
@@ -52,12 +55,13 @@ class HarnessRun:
         stream_finished_hook(environment.events).add_listener(lambda record, **_kw: report_stream(environment, record))
         let_csv_catch_up(environment)
         selfcheck = SelfCheck()
-        collector = StreamCollector(environment, runner, selfcheck) if runner is not None else None
+        clock = None if isinstance(runner, MasterRunner) else ClockKeeper(environment)
+        collector = StreamCollector(environment, runner, selfcheck, clock) if runner is not None else None
         # quitting listeners run in reverse order of registration: registered after
         # the collector, the SIGINT policy marks the shutdown before the results are written
         hold_interrupts_while_stopping(environment)
         live = register_live_feed(environment, selfcheck)
-        run = cls(environment, selfcheck, collector, live)
+        run = cls(environment, selfcheck, clock, collector, live)
         _RUNS[environment] = run
         return run
 

@@ -10,6 +10,9 @@ environments in one process (tests) never see each other's streams.
   request is sent.  The record is then being filled by its user: a listener
   may read its append-only columns while it runs (that is how the Streams tab
   shows in-flight streams) but must never write to it.
+- ``stream_ending(record=StreamRecord)``: once per stream, when its client has
+  filled the record and before ``stream_finished``.  The one hook whose
+  listeners may complete the record (the clock keeper corrects emit times).
 - ``stream_finished(record=StreamRecord)``: once per stream when its record is
   final (status, error, duration and, for Socket.io, emit times filled in).
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from locust.event import EventHook, Events
 
-__all__ = ["stream_started_hook", "stream_finished_hook"]
+__all__ = ["stream_ending_hook", "stream_finished_hook", "stream_started_hook"]
 
 
 def _hook(events: Events, name: str) -> EventHook:
@@ -32,6 +35,11 @@ def _hook(events: Events, name: str) -> EventHook:
 def stream_started_hook(events: Events) -> EventHook:
     """The ``stream_started(record=StreamRecord)`` hook of ``events``."""
     return _hook(events, "stream_started")
+
+
+def stream_ending_hook(events: Events) -> EventHook:
+    """The ``stream_ending(record=StreamRecord)`` hook of ``events``."""
+    return _hook(events, "stream_ending")
 
 
 def stream_finished_hook(events: Events) -> EventHook:

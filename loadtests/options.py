@@ -112,6 +112,11 @@ def add_arguments(parser: Any) -> None:
         help="Socket.io event (service) tasks are emitted on (default: chat_service, tool_service for --endpoint tool)",
     )
     parser.add_argument(
+        "--warmup",
+        default="0",
+        help="seconds at the start of the run whose streams are kept in the raw data but left out of every statistic",
+    )
+    parser.add_argument(
         "--no-emit-times",
         action="store_true",
         default=False,
@@ -140,6 +145,7 @@ class RunOptions:
     socketio_backend_options: Mapping[str, Any] = field(default_factory=dict)
     sio_service: str | None = None  # None: by endpoint (stream_harness.contract.protocol.SOCKETIO_TASKS)
     emit_times: bool = True
+    warmup_s: float = 0.0
 
     @classmethod
     def from_namespace(cls, ns: Namespace | None) -> RunOptions:
@@ -179,6 +185,7 @@ class RunOptions:
             socketio_backend_options=_backend_options("socketio-backend-options", get("socketio_backend_options", "")),
             sio_service=sio_service,
             emit_times=not _bool(get("no_emit_times", False)),
+            warmup_s=_float("warmup", get("warmup", "0"), minimum=0.0, maximum=86400.0),
         )
 
     @property
@@ -196,6 +203,12 @@ class RunOptions:
         if self.transport != "both":
             return 1
         return self.ndjson_weight if transport == "ndjson" else self.socketio_weight
+
+    def auth_headers(self, fallback_fingerprint: str) -> dict[str, str]:
+        """A signed-in user's bearer token, or a guest's fingerprint (``fallback_fingerprint`` if none given)."""
+        if self.auth_token:
+            return {"Authorization": f"Bearer {self.auth_token}"}
+        return {"X-Fingerprint-ID": self.fingerprint_id or fallback_fingerprint}
 
     def harness_fields(self, transport: str) -> dict[str, Any]:
         """The fake backend's ``harness`` field for one request of ``transport``.
@@ -230,6 +243,7 @@ class RunOptions:
             "socketio_backend_options": dict(self.socketio_backend_options),
             "sio_service": self.sio_service,
             "emit_times": self.emit_times,
+            "warmup_s": self.warmup_s,
         }
 
 

@@ -35,10 +35,11 @@ from locust.runners import WorkerRunner
 
 from loadtests.clients.ndjson import NdjsonClient
 from loadtests.clients.socketio import SessionError, SocketIOSession
-from loadtests.hooks import stream_finished_hook, stream_started_hook
+from loadtests.hooks import stream_ending_hook, stream_finished_hook, stream_started_hook
 from loadtests.options import OptionError, RunOptions, check_host, check_results_dir
 from loadtests.redaction import redact_record
 from loadtests.results.record import StreamRecord
+from stream_harness.contract.kinds import ErrorKind, StreamStatus
 from stream_harness.contract.protocol import NDJSON_PATHS, SOCKETIO_TASKS
 
 logger = logging.getLogger("stream_harness")
@@ -63,13 +64,6 @@ def request_payload(endpoint: str, harness: dict[str, Any]) -> dict[str, Any]:
     if harness:
         payload["harness"] = harness
     return payload
-
-
-def auth_headers(options: RunOptions, fallback_fingerprint: str) -> dict[str, str]:
-    """A signed-in user's bearer token, or a guest's fingerprint (generated per user if not given)."""
-    if options.auth_token:
-        return {"Authorization": f"Bearer {options.auth_token}"}
-    return {"X-Fingerprint-ID": options.fingerprint_id or fallback_fingerprint}
 
 
 class StreamUser(User):
@@ -97,7 +91,7 @@ class StreamUser(User):
 
     def on_start(self) -> None:
         self.options = RunOptions.from_namespace(self.environment.parsed_options)
-        self.headers = auth_headers(self.options, self.fingerprint)
+        self.headers = self.options.auth_headers(self.fingerprint)
         self.secrets = tuple(s for s in (self.options.auth_token, self.options.fingerprint_id) if s)
 
     def new_record(self) -> StreamRecord:
@@ -119,17 +113,22 @@ class StreamUser(User):
         except BaseException as exc:
             # GreenletExit: Locust stops this user mid-stream; anything else is
             # a harness bug (Locust reports it).  Either way the stream counts.
-            if record.status != "completed" and record.error is None:
+            if record.status != StreamStatus.COMPLETED and record.error is None:
                 if isinstance(exc, GreenletExit):
-                    record.fail("stopped", "the test stopped while the stream ran")
+                    record.fail(ErrorKind.STOPPED, "the test stopped while the stream ran")
                 else:
-                    record.fail("disconnect", f"client error: {exc!r}"[:200])
-            redact_record(record, self.secrets)
-            stream_finished_hook(self.environment.events).fire(record=record)
+                    record.fail(ErrorKind.DISCONNECT, f"client error: {exc!r}"[:200])
+            self.hand_on(record)
             raise
-        redact_record(record, self.secrets)
-        stream_finished_hook(self.environment.events).fire(record=record)
+        self.hand_on(record)
         self.after_stream(record)
+
+    def hand_on(self, record: StreamRecord) -> None:
+        """The record is final: scrub it, let it be completed, announce it."""
+        redact_record(record, self.secrets)
+        events = self.environment.events
+        stream_ending_hook(events).fire(record=record)
+        stream_finished_hook(events).fire(record=record)
 
     def run_stream(self, record: StreamRecord) -> None:
         """Fill ``record`` with one stream (never raises for network or stream faults)."""
@@ -138,7 +137,7 @@ class StreamUser(User):
     def after_stream(self, record: StreamRecord) -> None:
         """Back off after a failed connect, so a dead backend is not hammered
         (and the results not flooded with thousands of instant failures)."""
-        if record.error == "connect":
+        if record.error == ErrorKind.CONNECT:
             gevent.sleep(self._backoff)
             self._backoff = min(self._backoff * 2, RECONNECT_BACKOFF_S[1])
         else:

@@ -17,6 +17,10 @@ process keeps a small delta instead of raw events:
   histograms of their gaps and staleness: chunks/s over a sliding window and
   the live chart's p99-over-time come from these.
 
+The aggregate is the analysis's own (``analysis.aggregate.Aggregate``) and a
+row is built by the same ``analysis.summary.transport_object`` as the post-run
+summary, so the tab and ``summary.json`` agree by construction.
+
 A :class:`~loadtests.live.tracker.StreamTracker` (on every process that runs
 users) fills the deltas; :class:`LiveStats` (local runner or master) absorbs
 them: directly in a local run, from Locust's worker reports in a distributed
@@ -31,14 +35,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any, Final
 
 import numpy as np
 
-from analysis.buffering import Evidence, Verdict, classify
-from analysis.histogram import LogHistogram
+from analysis.aggregate import Aggregate, TimeBin
+from analysis.buffering import Evidence, Verdict, classify, evidence
+from analysis.summary import transport_object
 from loadtests.selfcheck import SelfCheck, worst
+from stream_harness.contract.kinds import Verdict as VerdictKind
 
 #: Width of a time bin of the live series (s of wall clock, by chunk arrival).
 BIN_S: Final = 2
@@ -49,139 +55,22 @@ SERIES_KEEP_S: Final = 900
 
 Key = tuple[str, str]  # (transport, endpoint)
 
-_HISTS: Final = (
-    "ttfc",
-    "headers",
-    "gap",
-    "staleness",
-    "events_per_read",
-    "burst_size",
-    "burst_lead",
-    "first_burst",
-    "headers_to_first",
-    "stream_rate",
-)
-_COUNTERS: Final = (
-    "started",
-    "completed",
-    "failed",
-    "cancelled",
-    "events",
-    "chunks",
-    "reads",
-    "malformed_lines",
-    "coalesced",
-    "stale",
-)
-
 
 def bin_of(epoch_s: float) -> int:
     """Start (epoch s) of the time bin ``epoch_s`` falls in."""
     return int(epoch_s // BIN_S) * BIN_S
 
 
-@dataclass(slots=True)
-class TimeBin:
-    """What arrived during one ``BIN_S`` slice of wall-clock time."""
-
-    chunks: int = 0
-    gap: LogHistogram = field(default_factory=LogHistogram)
-    staleness: LogHistogram = field(default_factory=LogHistogram)
-
-    def merge(self, other: TimeBin) -> None:
-        self.chunks += other.chunks
-        self.gap.merge(other.gap)
-        self.staleness.merge(other.staleness)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"chunks": self.chunks, "gap": self.gap.to_dict(), "staleness": self.staleness.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TimeBin:
-        return cls(int(data["chunks"]), LogHistogram.from_dict(data["gap"]), LogHistogram.from_dict(data["staleness"]))
-
-
-@dataclass(slots=True)
-class StreamAggregate:
-    """Mergeable statistics of one transport x endpoint (a delta or a running total)."""
-
-    started: int = 0
-    completed: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    events: int = 0
-    chunks: int = 0
-    reads: int = 0  # socket reads (record.n_reads of finished streams)
-    malformed_lines: int = 0
-    coalesced: int = 0  # chunks <= BURST_GAP_MS after the previous one
-    stale: int = 0  # chunks with staleness >= HOLD_MS
-    errors: dict[str, int] = field(default_factory=dict)
-    encodings: set[str] = field(default_factory=set)  # non-identity Content-Encodings seen
-    ttfc: LogHistogram = field(default_factory=LogHistogram)
-    headers: LogHistogram = field(default_factory=LogHistogram)
-    gap: LogHistogram = field(default_factory=LogHistogram)
-    staleness: LogHistogram = field(default_factory=LogHistogram)
-    events_per_read: LogHistogram = field(default_factory=LogHistogram)
-    burst_size: LogHistogram = field(default_factory=LogHistogram)  # weighted by chunks
-    burst_lead: LogHistogram = field(default_factory=LogHistogram)  # bursts >= 2, by chunks
-    first_burst: LogHistogram = field(default_factory=LogHistogram)  # one per stream
-    headers_to_first: LogHistogram = field(default_factory=LogHistogram)  # ttfc - headers
-    stream_rate: LogHistogram = field(default_factory=LogHistogram)  # chunks/s per stream
-    bins: dict[int, TimeBin] = field(default_factory=dict)
-
-    def bin(self, start: int) -> TimeBin:
-        found = self.bins.get(start)
-        if found is None:
-            found = self.bins[start] = TimeBin()
-        return found
-
-    def merge(self, other: StreamAggregate) -> None:
-        for name in _COUNTERS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for kind, n in other.errors.items():
-            self.errors[kind] = self.errors.get(kind, 0) + n
-        self.encodings.update(other.encodings)
-        for name in _HISTS:
-            getattr(self, name).merge(getattr(other, name))
-        for start, other_bin in other.bins.items():
-            self.bin(start).merge(other_bin)
-
-    def prune_bins(self, before: int) -> None:
-        """Forget time bins older than ``before`` (epoch s); totals are unaffected."""
-        for start in [s for s in self.bins if s < before]:
-            del self.bins[start]
-
-    def chunks_per_s(self, now: float) -> float | None:
-        """Chunk arrival rate over the last ``RATE_WINDOW_S`` of complete bins."""
-        current = bin_of(now)
-        window = [s for s in self.bins if current - RATE_WINDOW_S <= s < current]
-        if not self.bins:
-            return None
-        if not window:
-            return 0.0
-        span = min(RATE_WINDOW_S, current - min(self.bins)) or BIN_S
-        return sum(self.bins[s].chunks for s in window) / span
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: getattr(self, name) for name in _COUNTERS}
-        out["errors"] = dict(self.errors)
-        out["encodings"] = sorted(self.encodings)
-        for name in _HISTS:
-            out[name] = getattr(self, name).to_dict()
-        out["bins"] = [[start, b.to_dict()] for start, b in sorted(self.bins.items())]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StreamAggregate:
-        agg = cls()
-        for name in _COUNTERS:
-            setattr(agg, name, int(data[name]))
-        agg.errors = {str(k): int(v) for k, v in data["errors"].items()}
-        agg.encodings = {str(e) for e in data["encodings"]}
-        for name in _HISTS:
-            setattr(agg, name, LogHistogram.from_dict(data[name]))
-        agg.bins = {int(start): TimeBin.from_dict(b) for start, b in data["bins"]}
-        return agg
+def chunks_per_s(agg: Aggregate, now: float) -> float | None:
+    """Chunk arrival rate over the last ``RATE_WINDOW_S`` of complete bins."""
+    current = bin_of(now)
+    window = [s for s in agg.bins if current - RATE_WINDOW_S <= s < current]
+    if not agg.bins:
+        return None
+    if not window:
+        return 0.0
+    span = min(RATE_WINDOW_S, current - min(agg.bins)) or BIN_S
+    return sum(agg.bins[s].chunks for s in window) / span
 
 
 class Snapshot:
@@ -189,13 +78,13 @@ class Snapshot:
 
     __slots__ = ("rows",)
 
-    def __init__(self, rows: dict[Key, StreamAggregate] | None = None) -> None:
-        self.rows: dict[Key, StreamAggregate] = rows if rows is not None else {}
+    def __init__(self, rows: dict[Key, Aggregate] | None = None) -> None:
+        self.rows: dict[Key, Aggregate] = rows if rows is not None else {}
 
-    def row(self, key: Key) -> StreamAggregate:
+    def row(self, key: Key) -> Aggregate:
         found = self.rows.get(key)
         if found is None:
-            found = self.rows[key] = StreamAggregate()
+            found = self.rows[key] = Aggregate()
         return found
 
     def merge(self, other: Snapshot) -> None:
@@ -211,45 +100,24 @@ class Snapshot:
 
     @classmethod
     def from_list(cls, items: Iterable[Iterable[Any]]) -> Snapshot:
-        return cls({(str(t), str(e)): StreamAggregate.from_dict(d) for t, e, d in items})
+        return cls({(str(t), str(e)): Aggregate.from_dict(d) for t, e, d in items})
 
 
 # --------------------------------------------------------------------------- verdict
 
 
-def _median(h: LogHistogram) -> float:
-    q = h.quantile(0.5)
-    return math.nan if q is None else q
+def live_evidence(agg: Aggregate, *, streams_running: int = 0) -> Evidence:
+    """The buffering detector's evidence from an aggregate (``analysis.buffering.evidence``).
 
-
-def evidence(agg: StreamAggregate, *, streams_running: int = 0) -> Evidence:
-    """The buffering detector's :class:`~analysis.buffering.Evidence` from an aggregate.
-
-    Same quantities as ``analysis.buffering.evidence_by_group`` computes from
-    raw chunks, read from histograms (medians within the 1% bucket precision).
     Until a stream has finished, the per-stream chunk rate is estimated from
     the recent arrival rate shared by the running streams.
     """
-    rate = _median(agg.stream_rate)
-    if math.isnan(rate) and streams_running:
-        live_rate = agg.chunks_per_s(time.time())
-        rate = live_rate / streams_running if live_rate else math.nan
-    p99 = agg.staleness.quantile(0.99)
-    return Evidence(
-        streams=agg.started,
-        chunks=agg.chunks,
-        chunk_rate_per_s=rate,
-        coalesced_share=agg.coalesced / agg.gap.count if agg.gap.count else math.nan,
-        chunks_per_burst=_median(agg.burst_size),
-        burst_lead_ms=_median(agg.burst_lead),
-        first_burst_chunks=_median(agg.first_burst),
-        headers_to_first_chunk_ms=_median(agg.headers_to_first),
-        staleness_p99_ms=math.nan if p99 is None else p99,
-        staleness_max_ms=agg.staleness.max if agg.staleness.count else math.nan,
-        stale_share=agg.stale / agg.staleness.count if agg.staleness.count else math.nan,
-        encodings=tuple(sorted(agg.encodings)),
-        ttfc_ms=_median(agg.ttfc),
-    )
+    found = evidence(agg)
+    if math.isnan(found.chunk_rate_per_s) and streams_running:
+        live_rate = chunks_per_s(agg, time.time())
+        if live_rate:
+            found = replace(found, chunk_rate_per_s=live_rate / streams_running)
+    return found
 
 
 #: Why a row with chunks but no finished stream has no verdict yet.
@@ -258,7 +126,7 @@ WAITING_FOR_A_STREAM: Final = (
 )
 
 
-def verdict(agg: StreamAggregate, harness: dict[str, Any] | None = None, *, streams_running: int = 0) -> Verdict:
+def verdict(agg: Aggregate, harness: dict[str, Any] | None = None, *, streams_running: int = 0) -> Verdict:
     """The live buffering verdict: ``analysis.buffering.classify`` on the aggregate's evidence.
 
     Until one stream of the row has finished, the staleness half of the
@@ -266,10 +134,10 @@ def verdict(agg: StreamAggregate, harness: dict[str, Any] | None = None, *, stre
     stays ``inconclusive`` rather than judge from read batching alone.
     """
     harness = harness or {}
-    found = evidence(agg, streams_running=streams_running)
+    found = live_evidence(agg, streams_running=streams_running)
     judged = classify(found, saturated=bool(harness.get("saturated")), harness=harness)
-    if judged.verdict != "inconclusive" and agg.completed + agg.failed + agg.cancelled == 0:
-        return Verdict("inconclusive", [WAITING_FOR_A_STREAM], found)
+    if judged.verdict != VerdictKind.INCONCLUSIVE and agg.finished == 0:
+        return Verdict(VerdictKind.INCONCLUSIVE, [WAITING_FOR_A_STREAM], found)
     return judged
 
 
@@ -370,31 +238,15 @@ class LiveStats:
         return out
 
     def row_report(self, key: Key, harness: dict[str, Any]) -> dict[str, Any]:
-        """One transport x endpoint in ``summary.json``'s transport-object shape (plus live keys)."""
-        agg = self.total.rows.get(key) or StreamAggregate()
+        """One transport x endpoint: ``summary.json``'s transport object plus the live keys."""
+        agg = self.total.rows.get(key) or Aggregate()
         running = self.running_streams(key)
-        now = self._clock()
-        judged = verdict(agg, harness, streams_running=running)
-        return {
-            "transport": key[0],
-            "endpoint": key[1],
-            "streams": {
-                "running": running,
-                "started": agg.started,
-                "completed": agg.completed,
-                "failed": agg.failed,
-                "cancelled": agg.cancelled,
-                "errors": dict(sorted(agg.errors.items())),
-            },
-            "events": {"total": agg.events, "chunks": agg.chunks, "malformed_lines": agg.malformed_lines},
-            "time_to_headers_ms": agg.headers.summary(),
-            "ttfc_ms": agg.ttfc.summary(),
-            "gap_ms": agg.gap.summary(),
-            "staleness_ms": agg.staleness.summary() if agg.staleness.count else None,
-            "events_per_read": {"mean": agg.events_per_read.mean, "p99": agg.events_per_read.quantile(0.99)},
-            "chunks_per_s": agg.chunks_per_s(now),
-            "buffering": judged.as_json(),
-        }
+        row: dict[str, Any] = dict(transport_object(agg, harness=harness))
+        row["streams"] = {"running": running, **row["streams"]}
+        row["buffering"] = verdict(agg, harness, streams_running=running).as_json()
+        row["chunks_per_s"] = chunks_per_s(agg, self._clock())
+        row["transport"], row["endpoint"] = key
+        return row
 
     def report(self) -> dict[str, Any]:
         """Everything the Streams tab shows, JSON-ready."""

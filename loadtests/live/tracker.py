@@ -24,10 +24,11 @@ from typing import Any, Final
 
 import numpy as np
 
+from analysis.aggregate import Aggregate
 from analysis.buffering import HOLD_MS, RATE_MIN_CHUNKS
 from analysis.chunks import BURST_GAP_MS
 from analysis.histogram import prepare
-from loadtests.live.stats import BIN_S, Key, Snapshot, StreamAggregate, bin_of
+from loadtests.live.stats import BIN_S, Key, Snapshot, bin_of
 from loadtests.results.record import StreamRecord
 from stream_harness.contract.schema import CHUNK
 
@@ -53,7 +54,7 @@ class _Cursor:
 
 
 def _add_timed(
-    agg: StreamAggregate,
+    agg: Aggregate,
     name: str,
     started_at: float,
     t_ms: np.ndarray,
@@ -66,13 +67,13 @@ def _add_timed(
     first_bin = bin_of(started_at + float(t_ms.min()) / 1000.0)
     if first_bin == bin_of(started_at + float(t_ms.max()) / 1000.0):  # the usual case
         prepared = prepare(values)
-        getattr(agg, name).add_prepared(prepared)
+        agg.hist[name].add_prepared(prepared)
         target = agg.bin(first_bin)
         getattr(target, name).add_prepared(prepared)
         if count_chunks:
             target.chunks += int(t_ms.size)
         return
-    getattr(agg, name).add_array(values)
+    agg.hist[name].add_array(values)
     starts = (np.floor((started_at + t_ms / 1000.0) / BIN_S) * BIN_S).astype(np.int64)
     for start in np.unique(starts).tolist():
         sel = starts == start
@@ -99,14 +100,14 @@ class StreamTracker:
         """A stream is about to send its request (``stream_started``)."""
         key = (record.transport, record.endpoint)
         self._open[id(record)] = _Cursor(record, key)
-        self.delta.row(key).started += 1
+        self.delta.row(key).add("started", 1)
 
     def finished(self, record: StreamRecord) -> None:
         """A stream's record is final (``stream_finished``)."""
         cursor = self._open.pop(id(record), None)
         if cursor is None:  # never announced: count its start now
             cursor = _Cursor(record, (record.transport, record.endpoint))
-            self.delta.row(cursor.key).started += 1
+            self.delta.row(cursor.key).add("started", 1)
         self._ingest(cursor)
         self._close(cursor)
 
@@ -142,7 +143,7 @@ class StreamTracker:
         record = c.record
         agg = self.delta.row(c.key)
         if not c.headers_done and record.time_to_headers_ms == record.time_to_headers_ms:
-            agg.headers.add(record.time_to_headers_ms)
+            agg.hist["headers"].add(record.time_to_headers_ms)
             c.headers_done = True
         stop = len(record.kinds)
         if stop <= c.seen:
@@ -151,27 +152,27 @@ class StreamTracker:
         kinds = _np(record.kinds, start, stop, np.int8)
         t_ms = _np(record.t_ms, start, stop, np.float64)
         reads = _np(record.reads, start, stop, np.intc)
-        agg.events += kinds.size
+        agg.add("events", kinds.size)
         self._reads(c, agg, reads)
 
         chunk_t = t_ms[kinds == CHUNK]
         if chunk_t.size == 0:
             return
-        agg.chunks += chunk_t.size
+        agg.add("chunks", chunk_t.size)
         # gap[i]: since the previous chunk of the stream (NaN for the stream's first)
         gaps = np.diff(chunk_t, prepend=c.last_chunk_ms)
         if math.isnan(c.first_chunk_ms):
             c.first_chunk_ms = float(chunk_t[0])
-            agg.ttfc.add(c.first_chunk_ms)
+            agg.hist["ttfc"].add(c.first_chunk_ms)
         c.last_chunk_ms = float(chunk_t[-1])
         has_gap = ~np.isnan(gaps)
-        agg.coalesced += int((gaps[has_gap] <= BURST_GAP_MS).sum())
+        agg.add("coalesced", int((gaps[has_gap] <= BURST_GAP_MS).sum()))
         self._bursts(c, agg, gaps)
         started_at = record.started_at if record.started_at == record.started_at else time.time()
         _add_timed(agg, "gap", started_at, chunk_t, gaps, count_chunks=True)
 
     @staticmethod
-    def _reads(c: _Cursor, agg: StreamAggregate, reads: np.ndarray) -> None:
+    def _reads(c: _Cursor, agg: Aggregate, reads: np.ndarray) -> None:
         """Events per socket read: runs of equal read index; the last run may continue."""
         boundaries = np.flatnonzero(np.diff(reads)) + 1
         run_starts = np.concatenate(([0], boundaries))
@@ -179,12 +180,12 @@ class StreamTracker:
         if int(reads[0]) == c.read:
             lengths[0] += c.read_events
         elif c.read_events:
-            agg.events_per_read.add(c.read_events)
-        agg.events_per_read.add_integers(lengths[:-1])
+            agg.hist["events_per_read"].add(c.read_events)
+        agg.hist["events_per_read"].add_integers(lengths[:-1])
         c.read = int(reads[run_starts[-1]])
         c.read_events = int(lengths[-1])
 
-    def _bursts(self, c: _Cursor, agg: StreamAggregate, gaps: np.ndarray) -> None:
+    def _bursts(self, c: _Cursor, agg: Aggregate, gaps: np.ndarray) -> None:
         """Bursts (analysis/chunks.py): runs of chunks <= BURST_GAP_MS apart; the last stays open."""
         new_burst = ~(gaps <= BURST_GAP_MS)  # NaN (first chunk) starts one too
         starts = np.flatnonzero(new_burst)
@@ -202,53 +203,53 @@ class StreamTracker:
                 c.burst_size, c.burst_lead_ms = int(done_sizes[0]), math.nan
                 self._close_burst(c, agg)
                 done_sizes, done_leads = done_sizes[1:], done_leads[1:]
-            agg.burst_size.add_integers(done_sizes, weights=done_sizes)
+            agg.hist["burst_size"].add_integers(done_sizes, weights=done_sizes)
             multi = done_sizes >= 2
             if multi.any():
-                agg.burst_lead.add_array(done_leads[multi], weights=done_sizes[multi])
+                agg.hist["burst_lead"].add_array(done_leads[multi], weights=done_sizes[multi])
         c.burst_size, c.burst_lead_ms = int(sizes[-1]), float(leads[-1])
 
     @staticmethod
-    def _close_burst(c: _Cursor, agg: StreamAggregate) -> None:
+    def _close_burst(c: _Cursor, agg: Aggregate) -> None:
         size = c.burst_size
         lead = c.burst_lead_ms
         if math.isnan(lead):  # the stream's first burst: its lead is headers -> first chunk
             headers = c.record.time_to_headers_ms
             lead = c.first_chunk_ms - (headers if headers == headers else 0.0)
-            agg.first_burst.add(size)
-        agg.burst_size.add(size, size)
+            agg.hist["first_burst"].add(size)
+        agg.hist["burst_size"].add(size, size)
         if size >= 2:
-            agg.burst_lead.add(lead, size)
+            agg.hist["burst_lead"].add(lead, size)
         c.burst_size = 0
 
     def _close(self, c: _Cursor) -> None:
         record = c.record
         agg = self.delta.row(c.key)
         if c.read_events:
-            agg.events_per_read.add(c.read_events)
+            agg.hist["events_per_read"].add(c.read_events)
             c.read_events = 0
         if c.burst_size:
             self._close_burst(c, agg)
-        agg.reads += record.n_reads
-        agg.malformed_lines += record.malformed_lines
+        agg.add("reads", record.n_reads)
+        agg.add("malformed_lines", record.malformed_lines)
         if record.content_encoding not in _IDENTITY_ENCODINGS:
             agg.encodings.add(record.content_encoding)
         if record.status == "completed":
-            agg.completed += 1
+            agg.add("completed", 1)
         elif record.status == "cancelled":
-            agg.cancelled += 1
+            agg.add("cancelled", 1)
         else:
-            agg.failed += 1
+            agg.add("failed", 1)
             kind = record.error or "unknown"
             agg.errors[kind] = agg.errors.get(kind, 0) + 1
         if c.first_chunk_ms == c.first_chunk_ms:
             headers = record.time_to_headers_ms
             if headers == headers:
-                agg.headers_to_first.add(max(0.0, c.first_chunk_ms - headers))
+                agg.hist["headers_to_first"].add(max(0.0, c.first_chunk_ms - headers))
             n_chunks = self._chunk_count(record)
             span_ms = c.last_chunk_ms - c.first_chunk_ms
             if n_chunks >= RATE_MIN_CHUNKS and span_ms > 0:
-                agg.stream_rate.add((n_chunks - 1) * 1000.0 / span_ms)
+                agg.hist["stream_rate"].add((n_chunks - 1) * 1000.0 / span_ms)
         self._staleness(record, agg)
 
     @staticmethod
@@ -256,7 +257,7 @@ class StreamTracker:
         return int((_np(record.kinds, 0, len(record.kinds), np.int8) == CHUNK).sum())
 
     @staticmethod
-    def _staleness(record: StreamRecord, agg: StreamAggregate) -> None:
+    def _staleness(record: StreamRecord, agg: Aggregate) -> None:
         """Transit minus the stream's smallest transit, per chunk (analysis/chunks.py)."""
         n = len(record.kinds)
         if n == 0:
@@ -268,6 +269,6 @@ class StreamTracker:
         if not known.any():
             return
         staleness = transit[known] - transit[known].min()
-        agg.stale += int((staleness >= HOLD_MS).sum())
+        agg.add("stale", int((staleness >= HOLD_MS).sum()))
         started_at = record.started_at if record.started_at == record.started_at else time.time()
         _add_timed(agg, "staleness", started_at, t_ms[known], staleness)

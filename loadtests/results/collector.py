@@ -1,6 +1,8 @@
 """Finished streams -> one result set per run (run.json, parquet, summary.json).
 
-Local run: records are kept in memory and written at ``test_stop``.
+Local run: every finished record goes to the run's result writer
+(``loadtests.results.sink``) within half a second; at ``test_stop`` the writer
+completes the result set.  Nothing here holds events for longer than that.
 
 Distributed run (``--master`` + ``--worker`` / ``--processes``):
 
@@ -12,6 +14,8 @@ Distributed run (``--master`` + ``--worker`` / ``--processes``):
 - At its ``test_stop`` (which Locust fires after the users are stopped, so
   streams cut short are in as "stopped") a worker sends what is left and a
   ``done`` message.
+- The master forwards each batch to its result writer as it arrives, without
+  decoding the events: the master never holds a worker's events.
 - At the master's ``test_stop`` the master asks every worker that has not said
   ``done`` to stop its users and flush (headless ``-t`` and signals reach the
   master's ``test_stop`` *before* the workers are told to stop), waits for the
@@ -44,10 +48,12 @@ from locust import __version__ as locust_version
 from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner, Runner, WorkerRunner
 
+from loadtests.clock import ClockKeeper
 from loadtests.hooks import stream_finished_hook
 from loadtests.options import OptionError, RunOptions
 from loadtests.results.record import StreamRecord
-from loadtests.results.wire import decode_records, encode_records
+from loadtests.results.sink import ResultsSink, SinkError
+from loadtests.results.wire import encode_records
 from loadtests.selfcheck import SelfCheck, worst
 from stream_harness.contract.kinds import TRANSPORTS
 
@@ -76,6 +82,7 @@ class WorkerState:
     harness: dict[str, Any] = field(default_factory=dict)
     last_report: float | None = None  # epoch s of its last batch
     problem: str | None = None
+    clock: dict[str, Any] | None = None  # its clock estimate against the backend
 
 
 @dataclass(slots=True)
@@ -84,7 +91,8 @@ class RunState:
     started_at: float  # epoch s
     started_monotonic: float
     options: RunOptions | None  # None: invalid options, nothing ran
-    records: list[StreamRecord] = field(default_factory=list)
+    sink: ResultsSink | None = None  # None: invalid options, nothing is written
+    transports: set[str] = field(default_factory=set)  # transports of the streams received
     workers: dict[str, WorkerState] = field(default_factory=dict)
     max_users: int = 0
     quitting: bool = False  # a signal / quit arrived before test_stop
@@ -106,10 +114,13 @@ def _iso(epoch: float) -> str:
 class StreamCollector:
     """Gathers finished records of a run and writes (or ships) them at test stop."""
 
-    def __init__(self, environment: Environment, runner: Runner, monitor: SelfCheck) -> None:
+    def __init__(
+        self, environment: Environment, runner: Runner, monitor: SelfCheck, clock: ClockKeeper | None = None
+    ) -> None:
         self.environment = environment
         self.runner = runner
         self.monitor = monitor
+        self.clock = clock
         self.run: RunState | None = None
         self.last_results_dir: Path | None = None
         self.last_summary: dict[str, Any] | None = None
@@ -157,6 +168,8 @@ class StreamCollector:
             return
         run_id = new_run_id()
         self.run = RunState(id=run_id, started_at=time.time(), started_monotonic=time.monotonic(), options=options)
+        if options is not None:
+            self.run.sink = self._open_sink(self.run)
         if self.is_master:
             if environment.parsed_options is not None:
                 setattr(environment.parsed_options, RUN_ID_OPTION, run_id)
@@ -176,8 +189,9 @@ class StreamCollector:
             self._pending_events += record.n_events
             if self._pending_events >= BATCH_MAX_EVENTS:
                 self._wake.set()
-        elif self.run is not None and not self.run.finished:
-            self.run.records.append(record)
+        elif self.run is not None and not self.run.finished and self.run.sink is not None:
+            self.run.transports.add(record.transport)
+            self.run.sink.add(record)
 
     def _on_quitting(self, environment: Environment, **_: Any) -> None:
         if self.run is not None:
@@ -253,14 +267,18 @@ class StreamCollector:
         harness = self.monitor.stop()
         try:
             self._send_pending()
-            self.runner.send_message(MSG_DONE, {"run_id": self._worker_run_id, "harness": harness})
+            self.runner.send_message(
+                MSG_DONE, {"run_id": self._worker_run_id, "harness": harness, "clock": self._clock()}
+            )
         except Exception as exc:
             logger.error("stream harness: could not send final records to the master: %s", exc)
 
     def _on_flush_message(self, environment: Environment, msg: Any, **_: Any) -> None:
         if self._flusher is None:
             # Finished already; the master did not see our "done" (yet): say it again.
-            self.runner.send_message(MSG_DONE, {"run_id": self._worker_run_id, "harness": self.monitor.summary()})
+            self.runner.send_message(
+                MSG_DONE, {"run_id": self._worker_run_id, "harness": self.monitor.summary(), "clock": self._clock()}
+            )
             return
         self.runner.stop()  # fires test_stop -> _finish_worker, after the users stopped
         self._finish_worker()
@@ -290,8 +308,13 @@ class StreamCollector:
                 else "not part of the current run",
             )
             return
-        records = decode_records(data.get("records", []), data.get("byteorder", sys.byteorder))
-        run.records.extend(records)
+        records = data.get("records") or []
+        run.transports.update(str(item.get("transport")) for item in records)
+        if run.sink is not None:
+            try:
+                run.sink.forward(records, data.get("byteorder", sys.byteorder))
+            except SinkError:
+                pass  # logged by the sink; the run's results report it at the end
         state = self._worker(msg.node_id)
         if state is not None:
             state.streams += len(records)
@@ -306,6 +329,7 @@ class StreamCollector:
         if state is not None:
             state.done = True
             state.harness = data.get("harness") or state.harness
+            state.clock = data.get("clock")
 
     def _missing(self, client_id: str) -> bool:
         """Gone: disconnected, or no heartbeat (Locust's "missing")."""
@@ -370,7 +394,7 @@ class StreamCollector:
             harness = worst({w: s.harness for w, s in run.workers.items() if s.harness})
         else:
             harness = worst({"local": harness or {}})
-        driven = {r.transport for r in run.records}
+        driven = run.transports
         lost_all_workers = (
             self.is_master and bool(run.workers) and all(s.problem is not None for s in run.workers.values())
         )
@@ -392,6 +416,7 @@ class StreamCollector:
             "workers": len(run.workers) if self.is_master else 0,
             "worker_ids": sorted(run.workers) if self.is_master else [],
             "harness": harness,
+            "clock": self._clocks(run),
             "transports": [t for t in TRANSPORTS if t in driven] or list(run.options.transports),
             "options": run.options.public(),
             "worker_problems": [
@@ -415,17 +440,36 @@ class StreamCollector:
         assert run.options is not None
         return Path(run.options.results_dir) if run.options.results_dir else Path("results") / run.id
 
-    def _write(self, run: RunState, harness: dict[str, Any] | None) -> None:
-        from analysis.frames import frames_from_records
-        from analysis.results import write_results
+    def _clock(self) -> dict[str, Any] | None:
+        return self.clock.summary if self.clock is not None else None
 
+    def _clocks(self, run: RunState) -> dict[str, Any] | None:
+        """run.json's ``clock``: each load process's estimate (None: the backend has no clock)."""
+        if self.is_master:
+            clocks = {w: s.clock for w, s in sorted(run.workers.items()) if s.clock}
+        else:
+            mine = self._clock()
+            clocks = {"local": mine} if mine else {}
+        return clocks or None
+
+    def _open_sink(self, run: RunState) -> ResultsSink | None:
+        assert run.options is not None
+        warmup = run.options.warmup_s
+        try:
+            return ResultsSink(self.results_dir(run), run.id, warmup_until=run.started_at + warmup if warmup else None)
+        except OSError as exc:
+            logger.error("stream harness: cannot start the result writer: %s", exc)
+            self.environment.process_exit_code = 2
+            return None
+
+    def _write(self, run: RunState, harness: dict[str, Any] | None) -> None:
         directory = self.results_dir(run)
+        if run.sink is None:
+            return
         try:
             info = self.run_info(run, harness)
-            streams, events = frames_from_records(run.records)
-            self.last_summary = write_results(directory, info, streams, events)
-            self.last_results_dir = directory
-        except Exception as exc:
+            reply = run.sink.finish(info)
+        except Exception as exc:  # never take Locust's own shutdown down with us
             logger.error(
                 "stream harness: could not write results to %s: %s",
                 directory,
@@ -434,9 +478,13 @@ class StreamCollector:
             logger.debug("stream harness: write failure", exc_info=True)
             self.environment.process_exit_code = 2
             return
-        failed = sum(1 for r in run.records if r.status == "failed")
+        self.last_summary = reply["summary"]
+        self.last_results_dir = directory
         logger.info(
-            "stream harness: %d streams (%d failed) written to %s", len(run.records), failed, os.fspath(directory)
+            "stream harness: %d streams (%d failed) written to %s",
+            reply["streams"],
+            reply["failed"],
+            os.fspath(directory),
         )
         if info["harness"].get("saturated"):
             logger.warning(

@@ -34,9 +34,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace) -> int:
     from analysis.compare import compare_runs, load_thresholds
     from analysis.errors import AnalysisError
-    from analysis.metrics import analyse
+    from analysis.metrics import analyse_directory
     from analysis.report import write_compare_outputs
-    from analysis.results import load_results
 
     if args.config is not None and not args.config.is_file():
         raise CommandError(f"{args.config}: no such config file")
@@ -44,8 +43,7 @@ def execute(args: argparse.Namespace) -> int:
         thresholds = load_thresholds(args.config)
         analyses = []
         for directory in (args.base, args.current):
-            results = load_results(directory)
-            analysis = analyse(results.run, results.streams, results.events)
+            analysis = analyse_directory(directory)
             if not analysis.summary["transports"]:
                 raise CommandError(f"{directory}: the run has no streams")
             analyses.append(analysis)

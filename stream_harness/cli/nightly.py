@@ -24,19 +24,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.merge import MergeError, merge_runs
-from analysis.results import RAW_FILES
+from analysis.results import SUMMARY_FILE, copy_raw, is_result_set
 from stream_harness.cli.compare_refs import EXIT_OK, EXIT_UNUSABLE, REPO, VERDICTS, Unusable, judge
 from stream_harness.cli.errors import CommandError
 
-#: Files of a night kept in the baseline (raw data is what the gate compares).
-KEPT_FILES = (*RAW_FILES, "summary.json", "benchmark.json")
+#: Files of a night kept in the baseline beside its raw data (what the gate compares).
+KEPT_FILES = (SUMMARY_FILE, "benchmark.json")
 
 
 def baseline_runs(baseline: Path) -> list[Path]:
     """Past nights in the baseline, oldest first (run ids sort by start time)."""
     if not baseline.is_dir():
         return []
-    return sorted(p for p in baseline.iterdir() if p.is_dir() and all((p / name).is_file() for name in RAW_FILES))
+    return sorted(p for p in baseline.iterdir() if p.is_dir() and is_result_set(p))
 
 
 def add_to_baseline(baseline: Path, run_dir: Path, keep: int) -> list[Path]:
@@ -45,7 +45,7 @@ def add_to_baseline(baseline: Path, run_dir: Path, keep: int) -> list[Path]:
     target = baseline / run_dir.resolve().name
     if target.exists():
         shutil.rmtree(target)
-    target.mkdir()
+    copy_raw(run_dir, target)
     for name in KEPT_FILES:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, target / name)
@@ -88,8 +88,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 def check(args: argparse.Namespace) -> None:
     if args.keep < 1:
         raise CommandError("--keep must be at least 1")
-    if not all((args.run / name).is_file() for name in RAW_FILES):
-        raise CommandError(f"--run {args.run} is not a results directory ({', '.join(RAW_FILES)} needed)")
+    if not is_result_set(args.run):
+        raise CommandError(f"--run {args.run} is not a results directory (run.json, streams.parquet and events needed)")
 
 
 def execute(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.results import EVENTS_FILE, RUN_FILE, STREAMS_FILE
+from analysis.results import EVENTS_DIR, RUN_FILE, STREAMS_FILE, event_parts
 from tests.support import REPO
 from tests.support.synthetic import SyntheticSpec, write_synthetic_run
 
@@ -40,7 +40,7 @@ def test_report_writes_summary_report_and_charts(good: Path):
     assert process.returncode == 0, process.stderr
     assert process.stdout.splitlines()[0].startswith("ndjson: clean")
     assert (good / "summary.json").is_file() and (good / "report.md").is_file()
-    assert len(list(good.glob("*.png"))) == 4
+    assert len(list(good.glob("*.png"))) == 5
 
 
 def test_report_of_a_missing_directory(tmp_path: Path):
@@ -52,15 +52,17 @@ def test_compare_with_a_corrupt_parquet(good: Path, tmp_path: Path):
     broken.mkdir()
     for name in (RUN_FILE, STREAMS_FILE):
         (broken / name).write_bytes((good / name).read_bytes())
-    (broken / EVENTS_FILE).write_bytes((good / EVENTS_FILE).read_bytes()[:300])
-    assert_unusable(analysis_cli("compare", good, broken), "events.parquet", "unreadable")
+    part = event_parts(good)[0]
+    (broken / EVENTS_DIR).mkdir()
+    (broken / EVENTS_DIR / part.name).write_bytes(part.read_bytes()[:300])
+    assert_unusable(analysis_cli("compare", good, broken), part.name, "unreadable")
 
 
 def test_compare_with_partial_files(good: Path, tmp_path: Path):
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / RUN_FILE).write_bytes((good / RUN_FILE).read_bytes())
-    assert_unusable(analysis_cli("compare", partial, good), "missing streams.parquet", "events.parquet")
+    assert_unusable(analysis_cli("compare", partial, good), "missing streams.parquet", "events/")
 
 
 @pytest.mark.parametrize(

@@ -10,21 +10,25 @@ against the clean one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fake_backend.process import start_backend
+from analysis.buffering import Evidence, classify
+from analysis.histogram import GAMMA
+from analysis.metrics import analyse
+from analysis.results import load_results
+from stream_harness.paths import LOCUSTFILE
 from tests.support import REPO
-
-LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
+from tests.support.exact_reference import exact_evidence
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -102,12 +106,6 @@ class BufferingProxy:
     def close(self) -> None:
         self.closed.set()
         self.listener.close()
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[object]:
-    with start_backend() as process:
-        yield process
 
 
 def run_and_report(url: str, results: Path, options: dict, attempts: int = 2) -> dict:
@@ -222,3 +220,25 @@ def test_compare_fails_the_buffered_run_against_the_clean_one(summaries):
     )
     assert process.returncode == 1, process.stdout + process.stderr
     assert "ndjson: buffering verdict clean -> buffered" in process.stdout
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_the_bounded_memory_verdict_is_the_exact_detector_verdict_on_every_recorded_run(summaries, scenario):
+    """On each run recorded above: the verdict from 1% histograms equals the exact detector's,
+    and every number of its evidence is within one bucket of the exact one."""
+    directory, summary = summaries[scenario]
+    results = load_results(directory)
+    filled = analyse(results.run, results.streams, results.events).streams
+    for transport, item in summary["transports"].items():
+        want = exact_evidence(filled, results.events, (filled["transport"] == transport).to_numpy(dtype=bool))
+        expected_verdict = classify(want, saturated=summary["run"]["harness"]["saturated"]).verdict
+        assert item["buffering"]["verdict"] == expected_verdict, (scenario, transport)
+        got = item["buffering"]["evidence"]
+        for field in dataclasses.fields(Evidence):
+            exact, bucketed = getattr(want, field.name), got[field.name]
+            if isinstance(exact, tuple):
+                assert tuple(bucketed) == exact, field.name
+            elif isinstance(exact, float) and math.isnan(exact):
+                assert bucketed is None, field.name
+            else:
+                assert bucketed == pytest.approx(exact, rel=GAMMA - 1.0, abs=1e-6), (scenario, transport, field.name)

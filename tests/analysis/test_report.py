@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.charts import CHART_FILES, cdf_points, envelope, log_histogram
+from analysis.charts import CHART_FILES, cdf_points, envelope, histogram_bins
+from analysis.histogram import LogHistogram
 from analysis.mermaid import xychart
 from analysis.report import build_report
 from tests.support.synthetic import SyntheticSpec, write_synthetic_run
@@ -65,10 +66,17 @@ def test_cdf_points_and_envelope_bound_the_points_drawn():
     assert ex.size == 100 and ey[0] == 99_999  # peaks survive downsampling
 
 
-def test_log_histogram_counts_zero_gaps_apart():
-    zero, edges, counts = log_histogram(np.array([0.0, 0.0, 1.0, 10.0, 100.0, np.nan]))
-    assert zero == 2 and counts.sum() == 3
-    assert edges[0] == pytest.approx(0.1) and edges[-1] >= 100
+def test_histogram_bins_count_zero_gaps_apart():
+    histogram = LogHistogram()
+    histogram.add_array(np.array([0.0, 0.0, 0.05, 1.0, 10.0, 100.0, np.nan]))
+    zero, edges, counts = histogram_bins(histogram)
+    assert zero == 3 and counts.sum() == 3  # 0.05 ms: within one read (BURST_GAP_MS)
+    assert edges[0] == pytest.approx(1.0) and edges[-1] >= 100
+
+
+def test_the_report_says_which_percentiles_are_approximate(report):
+    text = report.report_path.read_text()
+    assert "1% log buckets (within 1% of the exact value)" in text
 
 
 def test_xychart_quotes_text_and_writes_plain_numbers():

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis.results import SUMMARY_FILE, copy_raw
 from bench.false_alarms import COPY_IGNORE
 from stream_harness.cli.compare_refs import tree_env
 from tests.support import REPO
@@ -241,9 +242,8 @@ def test_mermaid_checker_rejects_a_broken_chart(tmp_path: Path, mermaid_check: P
 def _night(source: Path, baseline_root: Path, name: str) -> Path:
     """A past night in the baseline layout (raw files of one round)."""
     night = baseline_root / name
-    night.mkdir(parents=True)
-    for item in ("run.json", "streams.parquet", "events.parquet", "summary.json"):
-        shutil.copy2(source / item, night / item)
+    copy_raw(source, night)
+    shutil.copy2(source / SUMMARY_FILE, night / SUMMARY_FILE)
     return night
 
 

@@ -67,7 +67,7 @@ def test_make_bench_writes_a_complete_results_directory(bench_run) -> None:
     for name in (
         "run.json",
         "streams.parquet",
-        "events.parquet",
+        "events",
         "summary.json",
         "report.md",
         "benchmark.json",

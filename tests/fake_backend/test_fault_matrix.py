@@ -43,6 +43,7 @@ RSS_GROWTH_LIMIT_MB = 60
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[BackendProcess]:
+    """This module's backend gives up on a silent client after SEND_TIMEOUT_S (conftest's: 30 s)."""
     with start_backend("--send-timeout", str(SEND_TIMEOUT_S)) as process:
         yield process
 

@@ -15,17 +15,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from fake_backend.process import start_backend
 from tests.support.rawstream import RawStream
 
 CHAT = "/api/ai/chat/unified"
 BODY = {"messages": [{"role": "user", "content": "Hello"}]}
-
-
-@pytest.fixture(scope="module")
-def backend():
-    with start_backend() as b:
-        yield b
 
 
 @dataclass

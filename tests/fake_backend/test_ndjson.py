@@ -27,12 +27,6 @@ OPTIONAL_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def backend():
-    with start_backend() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
 def auth_backend():
     with start_backend("--require-auth") as b:
         yield b

@@ -15,12 +15,6 @@ NS = "/UserSession"
 MESSAGE_KEYS = {"info", "data", "broker", "error", "end", "reason"}
 
 
-@pytest.fixture(scope="module")
-def backend():
-    with start_backend() as b:
-        yield b
-
-
 class Session:
     """One real Socket.io client that records every message per listener."""
 

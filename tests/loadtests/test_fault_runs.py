@@ -16,11 +16,11 @@ of short streams, every process killed in a ``finally``.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,16 @@ import pandas as pd
 import pytest
 
 from analysis import __main__ as analysis_cli
-from analysis.results import EVENTS_FILE, RUN_FILE, STREAMS_FILE, SUMMARY_FILE, load_results, write_results
+from analysis.results import (
+    EVENTS_DIR,
+    RUN_FILE,
+    STREAMS_FILE,
+    SUMMARY_FILE,
+    copy_raw,
+    event_parts,
+    load_results,
+    write_results,
+)
 from fake_backend.process import BackendProcess, start_backend
 from loadtests.redaction import REDACTED, redact
 from tests.support import REPO
@@ -46,15 +55,9 @@ from tests.support.synthetic import SyntheticSpec, synthetic_run, write_syntheti
 
 pytestmark = pytest.mark.timeout(120)
 
-RESULT_FILES = (RUN_FILE, STREAMS_FILE, EVENTS_FILE, SUMMARY_FILE)
+RESULT_FILES = (RUN_FILE, STREAMS_FILE, SUMMARY_FILE)  # beside the events/ directory
 TOKEN = "jwt-TOKEN-3f9a1c"
 FINGERPRINT = "fp-FINGERPRINT-77b2"
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[BackendProcess]:
-    with start_backend() as process:
-        yield process
 
 
 # --------------------------------------------------------------------------- helpers
@@ -78,7 +81,8 @@ def assert_whole_result_set(directory: Path, output: str) -> pd.DataFrame:
     """Every file there, readable, no temp file left behind, counts that agree."""
     missing = [name for name in RESULT_FILES if not (directory / name).is_file()]
     assert not missing, f"missing {missing}:\n{output[-3000:]}"
-    assert not list(directory.glob(".*.tmp")), "a temporary file was left behind"
+    assert event_parts(directory), f"no events:\n{output[-3000:]}"
+    assert not list(directory.glob(".*")), "a staging directory or temporary file was left behind"
     results = load_results(directory)  # raises on any half-written file
     summary = json.loads((directory / SUMMARY_FILE).read_text())
     streams = results.streams
@@ -318,12 +322,16 @@ def _reachable(web: httpx.Client) -> bool:
         return False
 
 
+def every_file(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
 def test_result_files_are_replaced_atomically_never_half_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import analysis.results as results_module
 
     run, streams, events = synthetic_run(SyntheticSpec(streams=4, chunks=(50, 60), seed=1))
     write_results(tmp_path, run, streams, events)
-    before = {name: (tmp_path / name).read_bytes() for name in RESULT_FILES}
+    before = every_file(tmp_path)
     real_write_table = results_module.pq.write_table
 
     def interrupted_write(table, where, **kwargs):  # Ctrl-C lands half-way through a parquet file
@@ -336,10 +344,10 @@ def test_result_files_are_replaced_atomically_never_half_written(tmp_path: Path,
     with pytest.raises(KeyboardInterrupt):
         write_results(tmp_path, run2, streams2, events2)
     monkeypatch.undo()
-    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name not in RESULT_FILES)
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name not in (*RESULT_FILES, EVENTS_DIR))
     assert leftovers == [], "temporary files left behind"
     # the old set is untouched: no torn file, and no new run.json beside old parquet files
-    assert {name: (tmp_path / name).read_bytes() for name in RESULT_FILES} == before
+    assert every_file(tmp_path) == before
     assert load_results(tmp_path).run["id"] == run["id"]
 
 
@@ -467,7 +475,7 @@ def test_results_dir_that_becomes_unwritable_fails_with_one_line_and_exit_2(back
     try:
         wait_for_output(log, "All users spawned")
         time.sleep(1.0)
-        out.rmdir()
+        shutil.rmtree(out)  # the run's staged parts with it
         out.write_text("someone put a file here")  # the write at the end must fail
         process.send_signal(signal.SIGTERM)
         output = finish(process, timeout=60, log=log)
@@ -482,28 +490,26 @@ def test_results_dir_that_becomes_unwritable_fails_with_one_line_and_exit_2(back
 
 
 def _corrupt(good: Path, target: Path, how: str) -> Path:
-    target.mkdir()
-    for name in (RUN_FILE, STREAMS_FILE, EVENTS_FILE):
-        (target / name).write_bytes((good / name).read_bytes())
+    copy_raw(good, target)
+    part = event_parts(target)[0]
     if how == "truncated streams.parquet":
         (target / STREAMS_FILE).write_bytes((good / STREAMS_FILE).read_bytes()[:200])
-    elif how == "empty events.parquet":
-        (target / EVENTS_FILE).write_bytes(b"")
+    elif how == "empty events part":
+        part.write_bytes(b"")
     elif how == "run.json not JSON":
         (target / RUN_FILE).write_text('{"id": "half-writ')
     elif how == "run.json not an object":
         (target / RUN_FILE).write_text("[1, 2]")
-    elif how == "events.parquet missing":
-        (target / EVENTS_FILE).unlink()
+    elif how == "events missing":
+        part.unlink()
+        part.parent.rmdir()
     elif how == "streams.parquet without its columns":
         pd.DataFrame({"x": [1, 2]}).to_parquet(target / STREAMS_FILE)
     elif how == "events of streams that are not there":
         frame = pd.read_parquet(good / STREAMS_FILE).iloc[:1]
         frame.to_parquet(target / STREAMS_FILE)
     elif how == "a file instead of a directory":
-        for child in target.iterdir():
-            child.unlink()
-        target.rmdir()
+        shutil.rmtree(target)
         target.write_text("not a results directory")
     return target
 
@@ -517,10 +523,10 @@ def good_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 CORRUPTIONS = [
     "truncated streams.parquet",
-    "empty events.parquet",
+    "empty events part",
     "run.json not JSON",
     "run.json not an object",
-    "events.parquet missing",
+    "events missing",
     "streams.parquet without its columns",
     "events of streams that are not there",
     "a file instead of a directory",

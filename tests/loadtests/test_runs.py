@@ -338,6 +338,44 @@ def test_master_and_two_workers_merge_all_streams_into_one_result(backend: Backe
     assert set(streams.loc[streams["status"] != "completed", "error"]) <= {"stopped"}
 
 
+def test_processes_2_writes_one_result_set_with_streams_of_both_worker_processes(
+    backend: BackendProcess, tmp_path: Path
+):
+    process = popen_locust(
+        "--headless",
+        "--processes",
+        "2",
+        "-u",
+        "4",
+        "-r",
+        "4",
+        "-t",
+        "4s",
+        "--host",
+        backend.url,
+        "--transport",
+        "both",
+        "--chunks",
+        "30",
+        "--stream-seconds",
+        "0.3",
+        "--stop-timeout",
+        "3",
+        "--results-dir",
+        str(tmp_path),
+        "--only-summary",
+    )
+    output = finish(process)
+    run = LocustRun(process.returncode, output, tmp_path)
+    assert (tmp_path / "summary.json").is_file(), output[-3000:]
+    info = run.run
+    assert info["workers"] == 2 and info["worker_problems"] == [], info
+    streams = run.streams
+    assert set(streams["worker"]) == set(info["worker_ids"]) and len(info["worker_ids"]) == 2
+    assert streams["stream_id"].is_unique and list(streams["stream_key"]) == list(range(len(streams)))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
+
+
 def test_a_worker_that_dies_is_named_and_its_streams_so_far_are_kept(backend: BackendProcess, tmp_path: Path):
     port = free_port()
     workers = start_workers(port, 2)

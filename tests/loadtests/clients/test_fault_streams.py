@@ -20,7 +20,7 @@ import gevent
 import httpx
 import pytest
 
-from fake_backend.process import BackendProcess, start_backend
+from fake_backend.process import BackendProcess
 from loadtests.clients.ndjson import NdjsonClient
 from loadtests.clients.socketio import SocketIOSession
 from loadtests.results.record import StreamRecord
@@ -38,12 +38,6 @@ HEALTHY = {"chunks": 60, "duration_s": 0.6, "events": False}
 #: fault that could block lasts well over it (>= 1 s).
 BLOCKED_GAP_MS = 500.0
 STATUS = EventKind.STATUS_UPDATE
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[BackendProcess]:
-    with start_backend() as process:
-        yield process
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ import gevent
 import orjson
 import pytest
 
-from fake_backend.process import start_backend
 from loadtests.clients.ndjson import NdjsonClient
 from loadtests.protocol.content import ContentDecodingError, make_content_decoder
 from loadtests.protocol.errors import FramingError
@@ -601,12 +600,6 @@ CHAT = "/api/ai/chat/unified"
 
 def chat_body(**harness) -> dict:
     return {"messages": [{"role": "user", "content": "hi"}], "harness": harness}
-
-
-@pytest.fixture(scope="module")
-def backend():
-    with start_backend() as proc:
-        yield proc
 
 
 def test_fake_backend_counts_match_chunk_for_chunk(backend):

@@ -16,7 +16,6 @@ import gevent
 import orjson
 import pytest
 
-from fake_backend.process import start_backend
 from loadtests.clients.socketio import SessionError, SocketIOSession
 from loadtests.protocol.engineio import (
     SIO_ACK,
@@ -529,12 +528,6 @@ def test_idle_session_answers_pings():
 
 
 # =========================================================================== part 3: fake backend
-
-
-@pytest.fixture(scope="module")
-def backend():
-    with start_backend() as proc:
-        yield proc
 
 
 def test_fake_backend_counts_match_chunk_for_chunk_with_emit_times(backend):

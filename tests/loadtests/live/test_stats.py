@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.buffering import Evidence, classify, evidence_by_group
-from analysis.chunks import chunk_series
+from analysis.buffering import Evidence, classify
 from analysis.histogram import GAMMA, LogHistogram
-from loadtests.live.stats import BIN_S, LiveStats, Snapshot, evidence, verdict
+from loadtests.live.stats import BIN_S, LiveStats, Snapshot, live_evidence, verdict
 from loadtests.live.tracker import StreamTracker
 from loadtests.results.record import StreamRecord
 from stream_harness.contract.kinds import EventKind
 from stream_harness.contract.schema import CHUNK
+from tests.support.exact_reference import exact_evidence
 from tests.support.synthetic import SyntheticSpec, synthetic_run
 
 REL = GAMMA - 1.0  # one bucket
@@ -135,8 +135,10 @@ def synthetic() -> tuple[pd.DataFrame, pd.DataFrame, list]:
     """A run with a 100 ms buffer on NDJSON only, plus the analysis's own evidence."""
     spec = SyntheticSpec(streams=8, chunks=(300, 400), transport_overrides={"ndjson": {"buffer_ms": 100.0}}, seed=3)
     _run, streams, events = synthetic_run(spec)
-    groups = (streams["transport"] == "socketio").to_numpy().astype(np.int64)
-    expected = evidence_by_group(chunk_series(streams, events), streams, groups, 2)
+    expected = [
+        exact_evidence(streams, events, (streams["transport"] == transport).to_numpy(dtype=bool))
+        for transport in ("ndjson", "socketio")
+    ]
     return streams, events, expected
 
 
@@ -187,7 +189,7 @@ def test_live_evidence_matches_the_post_run_detector(synthetic) -> None:
     live = LiveStats()
     live.absorb("local", tracker.take())
     for group, transport in enumerate(("ndjson", "socketio")):
-        mine = evidence(live.total.rows[(transport, "chat")])
+        mine = live_evidence(live.total.rows[(transport, "chat")])
         want = expected[group]
         counted = {"coalesced_share", "stale_share", "staleness_max_ms"}  # exact, not bucketed
         for field in dataclasses.fields(Evidence):  # every piece of evidence, new ones too
@@ -225,16 +227,16 @@ def test_counts_follow_the_stream_lifecycle() -> None:
     record.add_event(CHUNK, 15.0, 2)
     tracker.poll()
     agg = tracker.delta.rows[("ndjson", "chat")]
-    assert (agg.started, agg.completed, agg.failed, agg.events, agg.chunks) == (1, 0, 0, 4, 3)
-    assert agg.ttfc.quantile(0.5) == 10.0
-    assert agg.gap.count == 2 and agg.coalesced == 1
+    assert [agg.counts[n] for n in ("started", "completed", "failed", "events", "chunks")] == [1, 0, 0, 4, 3]
+    assert agg.hist["ttfc"].quantile(0.5) == 10.0
+    assert agg.hist["gap"].count == 2 and agg.counts["coalesced"] == 1
     record.add_event(CHUNK, 15.0, 2)  # same read as the previous poll's last event
     tracker.finished(record)
     assert tracker.running() == {}
-    assert (agg.failed, agg.errors, agg.reads) == (1, {"disconnect": 1}, 5)
+    assert (agg.counts["failed"], agg.errors, agg.counts["reads"]) == (1, {"disconnect": 1}, 5)
     # reads 0, 1, 2 completed 2, 1 and 2 events: the open read spanned the poll
-    assert sorted(agg.events_per_read.quantile(q) for q in (0.0, 0.5, 1.0)) == [1.0, 2.0, 2.0]
-    assert agg.events_per_read.count == 3
+    assert sorted(agg.hist["events_per_read"].quantile(q) for q in (0.0, 0.5, 1.0)) == [1.0, 2.0, 2.0]
+    assert agg.hist["events_per_read"].count == 3
     assert sum(b.chunks for b in agg.bins.values()) == 4
 
 
@@ -243,7 +245,7 @@ def test_a_stream_never_announced_still_counts() -> None:
     tracker = StreamTracker()
     tracker.finished(record)
     agg = tracker.take().rows[("socketio", "chat")]
-    assert (agg.started, agg.completed) == (1, 1)
+    assert (agg.counts["started"], agg.counts["completed"]) == (1, 1)
 
 
 def test_worker_deltas_over_the_wire_merge_to_the_single_process_result(synthetic) -> None:
@@ -281,9 +283,9 @@ def test_worker_deltas_over_the_wire_merge_to_the_single_process_result(syntheti
     for key in alone.keys():  # noqa: SIM118 - LiveStats.keys(), not a dict
         a, b = master.total.rows[key].to_dict(), alone.total.rows[key].to_dict()
         for name in ("ttfc", "gap", "staleness", "events_per_read", "burst_size", "burst_lead"):
-            assert a[name]["k"] == b[name]["k"] and a[name]["c"] == b[name]["c"], name
+            assert a["hist"][name]["k"] == b["hist"][name]["k"] and a["hist"][name]["c"] == b["hist"][name]["c"], name
         for name in ("started", "completed", "events", "chunks", "coalesced", "stale"):
-            assert a[name] == b[name], name
+            assert a["counts"][name] == b["counts"][name], name
 
 
 def test_reset_starts_totals_afresh_but_keeps_running_gauges(synthetic) -> None:
@@ -342,7 +344,7 @@ def test_no_verdict_before_a_stream_has_finished(synthetic) -> None:
         record.add_event(int(row.kind), float(row.t_ms), int(row.read), int(row.seq), float(row.emit_ms))
     tracker.poll()
     agg = tracker.delta.rows[("ndjson", "chat")]
-    assert agg.chunks >= 50
+    assert agg.counts["chunks"] >= 50
     judged = verdict(agg, {"saturated": False})
     assert judged.verdict == "inconclusive" and "finished" in judged.reasons[0]
     tracker.finished(record)

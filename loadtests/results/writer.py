@@ -1,0 +1,138 @@
+"""The result-set writer: a child process of the load process (or master) that owns the disk.
+
+Why a process of its own: folding a batch of streams (per-stream percentiles,
+1% log histograms) and encoding it as parquet costs about a microsecond per
+event.  Done in the load process, that work would block its gevent loop for
+tens of milliseconds at a time at full load, delaying the very timestamps it
+measures.  So the load process only hands finished records over a pipe
+(raw ``array`` bytes, no per-event objects: ``loadtests.results.wire``), and
+this process folds and writes them; the load process's memory does not grow
+with the events, nor does this one's (one batch at a time).
+
+Protocol on stdin: frames of a 4-byte big-endian length and a msgpack map:
+
+- ``{"op": "records", "records": [...], "byteorder": "little"}``: a batch of
+  finished streams in the wire format;
+- ``{"op": "finish", "run": {...}}``: write ``streams.parquet``, ``run.json``
+  and ``summary.json``, install the set, answer one frame
+  ``{"summary": {...}, "streams": n, "failed": n}`` (or ``{"error": "..."}``)
+  on stdout, exit;
+- ``{"op": "abort"}``: remove the staging directory and exit.
+
+End of input without ``finish`` (the load process died) keeps the staging
+directory with every batch written so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import struct
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Final
+
+import msgpack
+
+HEADER: Final = struct.Struct(">I")
+#: A batch is folded once it holds this many events (or when input pauses).
+FOLD_EVENTS: Final = 250_000
+
+
+def read_frames(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
+    while True:
+        header = stream.read(HEADER.size)
+        if len(header) < HEADER.size:
+            return
+        (size,) = HEADER.unpack(header)
+        body = stream.read(size)
+        if len(body) < size:
+            return
+        yield msgpack.unpackb(body, raw=False)
+
+
+def write_frame(stream: IO[bytes], message: dict[str, Any]) -> None:
+    body = msgpack.packb(message, use_bin_type=True)
+    stream.write(HEADER.pack(len(body)) + body)
+    stream.flush()
+
+
+class Writer:
+    """Folds batches of records into a staged result set (``analysis.results.ResultSetWriter``)."""
+
+    def __init__(self, directory: Path, run_id: str, warmup_until: float) -> None:
+        from analysis.accumulate import RunAccumulator
+        from analysis.results import ResultSetWriter
+
+        self.accumulator = RunAccumulator(warmup_until=warmup_until)
+        self.files = ResultSetWriter(directory, run_id)
+        self.next_key = 0
+        self.pending: list[Any] = []
+        self.pending_events = 0
+
+    def add(self, items: list[dict[str, Any]], byteorder: str) -> None:
+        from loadtests.results.wire import decode_records
+
+        records = decode_records(items, byteorder)
+        self.pending.extend(records)
+        self.pending_events += sum(record.n_events for record in records)
+        if self.pending_events >= FOLD_EVENTS:
+            self.fold()
+
+    def fold(self) -> None:
+        from analysis.frames import frames_from_records
+
+        if not self.pending:
+            return
+        streams, events = frames_from_records(self.pending, first_key=self.next_key)
+        self.next_key += len(self.pending)
+        self.pending, self.pending_events = [], 0
+        filled = self.accumulator.add_batch(streams, events)
+        self.files.append(filled, events)
+
+    def finish(self, run: dict[str, Any]) -> dict[str, Any]:
+        from analysis.results import json_safe
+        from analysis.summary import build_summary
+
+        self.fold()
+        streams = self.files.streams()
+        summary = dict(build_summary(run, streams, self.accumulator.aggregates))
+        self.files.commit(run, summary, streams)
+        failed = int((streams["status"] == "failed").sum()) if len(streams) else 0
+        return {"summary": json_safe(summary), "streams": len(streams), "failed": failed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.results.writer")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("run_id")
+    parser.add_argument("--warmup-until", type=float, default=float("-inf"))
+    args = parser.parse_args(argv)
+    # The load process decides when to stop; a Ctrl-C sent to the whole
+    # process group must not kill the writer before it has written the set.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    writer = Writer(args.directory, args.run_id, args.warmup_until)
+    for message in read_frames(stdin):
+        op = message.get("op")
+        if op == "records":
+            writer.add(message["records"], message.get("byteorder", sys.byteorder))
+        elif op == "finish":
+            try:
+                reply = writer.finish(message["run"])
+            except Exception as error:  # one line back to the load process, which reports it
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                reply = {"error": f"{type(error).__name__}: {first}"}
+            write_frame(stdout, reply)
+            return 0 if "error" not in reply else 2
+        elif op == "abort":
+            writer.files.abort()
+            return 0
+    writer.fold()
+    writer.files.close_parts()
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
