@@ -17,7 +17,7 @@ SOAK_ARGS ?=
 COMPARE_ARGS ?=
 NIGHTLY_ARGS ?=
 
-.PHONY: install browser lint test bench bench-backend bench-client bench-analysis bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+.PHONY: install browser lint test bench bench-backend bench-client bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
 
 install: $(STAMP)
 
@@ -61,8 +61,19 @@ bench-client: $(STAMP)
 	$(PY) -m bench.client
 	$(PY) -m bench.client_capacity
 
+# the analysis against DuckDB and Polars (installed for the benchmark only: the [bench] extra)
 bench-analysis: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m bench.analysis_speed
+
+# RSS of every harness process over 150 s, local and master + 2 workers
+bench-memory: $(STAMP)
+	$(PY) -m bench.memory
+
+# 60 minutes at the load process's capacity (100 NDJSON + 30 Socket.io streams at 333 chunks/s)
+soak-capacity: $(STAMP)
+	$(PY) -m bench.memory --seconds 3600 --users 130 --modes local --from-s 60 \
+	  --section "## Soak at capacity (make soak-capacity)" --name soak-capacity
 
 bench-compare: $(STAMP)
 	$(HARNESS) compare-refs --base $(BASE) --rounds $(ROUNDS) $(COMPARE_ARGS)

@@ -36,6 +36,8 @@ from stream_harness.contract.summary import Summary
 
 #: Worker processes of an analysis at most (more cores sit idle: the work is I/O-bound by then).
 MAX_WORKERS: Final = 4
+#: Environment variable that sets the number of worker processes (1: fold in this process).
+WORKERS_ENV: Final = "STREAM_HARNESS_ANALYSIS_WORKERS"
 #: Width of the drift chart's windows; widened for long runs to keep at most MAX_WINDOWS.
 DRIFT_WINDOW_S: Final = 10.0
 MAX_WINDOWS: Final = 360

@@ -48,8 +48,9 @@ STREAMS_FILE: Final = "streams.parquet"
 EVENTS_DIR: Final = "events"
 LEGACY_EVENTS_FILE: Final = "events.parquet"
 SUMMARY_FILE: Final = "summary.json"
-#: A part file is closed and a new one started after this many events.
-PART_MAX_EVENTS: Final = 8_000_000
+#: A part file is closed and a new one started after this many events (parts are
+#: what the analysis shares out over worker processes: small enough to balance).
+PART_MAX_EVENTS: Final = 2_000_000
 #: Events per batch a reader yields (whole streams: a batch may be a little larger).
 READ_BATCH_EVENTS: Final = 1_000_000
 STAGING_PREFIX: Final = ".partial-"
@@ -311,7 +312,8 @@ def iter_event_batches(
             missing = [name for name in EVENT_DTYPES if name not in parquet.schema_arrow.names]
             if missing:
                 raise ResultsError(f"{path}: missing column {missing[0]!r}")
-            batches = parquet.iter_batches(batch_size=batch_events, columns=list(EVENT_DTYPES))
+            groups = _row_groups_with(parquet, wanted)
+            batches = parquet.iter_batches(batch_size=batch_events, row_groups=groups, columns=list(EVENT_DTYPES))
             for batch in batches:
                 frame = _events_frame(batch)
                 if wanted is not None:
@@ -332,6 +334,20 @@ def iter_event_batches(
             raise ResultsError(f"{path}: unreadable parquet ({_first_line(error)})") from None
         if carry is not None and len(carry):
             yield carry
+
+
+def _row_groups_with(parquet: pq.ParquetFile, keys: np.ndarray | None) -> list[int]:
+    """Row groups that may hold any of ``keys`` (all of them without keys), by their stream_key statistics."""
+    every = list(range(parquet.num_row_groups))
+    if keys is None:
+        return every
+    column = parquet.schema_arrow.get_field_index("stream_key")
+    chosen = []
+    for group in every:
+        stats = parquet.metadata.row_group(group).column(column).statistics
+        if stats is None or not stats.has_min_max or bool(np.any((keys >= stats.min) & (keys <= stats.max))):
+            chosen.append(group)
+    return chosen
 
 
 def load_results(directory: str | Path) -> Results:

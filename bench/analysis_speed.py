@@ -1,87 +1,153 @@
-"""How long `python -m analysis report` takes on 10 million chunks, and how much memory.
+"""How fast and in how much memory the analysis reads a run, against the alternatives.
 
-Simulates a run (tests.support.synthetic: both transports, ~6,700 chunks per
-stream), writes its raw files, then times the real command as a subprocess
-and reads that child's peak RSS (``os.wait4``).  Side by side in the same
-run: the same report on a 10x smaller run (does the cost scale linearly?)
-and a plain ``pandas.read_parquet`` of the events file (the floor any
-analysis pays).  Also replays the buffering detector's calibration on
-simulated series and prints its margins.  Results replace the "Analysis"
-section of docs/PERFORMANCE.md.
+``make bench-analysis``:
 
-    python -m bench.analysis_speed [--chunks 10000000] [--streams 1500] [--keep DIR]
+1. writes synthetic runs (``bench.analysis_data``: both transports, 3
+   endpoints, ~6,700 chunks per stream) of about 10 million chunks, in the
+   shard layout and in the single-file layout of the previous release, and
+   one of about 150 million chunks (kept in ``--data`` for the next time);
+2. on the 10-million-chunk run, side by side: ``stream-harness report``
+   (pyarrow batches + numpy + 1% log histograms, parts over worker
+   processes; with 1 and with 2 workers), the previous release's report (whole
+   run in one pandas frame, exact percentiles; its code from git), and the
+   core of the computation (chunk gaps per stream and pooled per transport,
+   exact quantiles) in DuckDB and in Polars' streaming engine, plus a bare
+   pyarrow read of the events (the I/O floor);
+3. ``stream-harness report`` on the 150-million-chunk run.
+
+Each command is a subprocess; its wall time and the peak of the summed RSS of
+its process tree (sampled every 50 ms) are measured.  The table replaces the
+"Analysis" section of docs/PERFORMANCE.md.  Also replays the buffering
+detector's calibration on simulated series and prints its margins.
+
+    python -m bench.analysis_speed [--chunks 10000000] [--big-chunks 150000000] [--data DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.perfdoc import PERFORMANCE_DOC as DOC
-from bench.perfdoc import write_section
+import psutil
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.analysis_data import disk_bytes, write_run
+from bench.perfdoc import write_section
+from stream_harness.paths import PACKAGES_ROOT
+
 SECTION = "## Analysis (make bench-analysis)"
-TARGET_S = 15.0
-TARGET_MB = 2048.0
+BIG_TARGET_S = 60.0
+BIG_TARGET_MB = 2048.0
+
+DUCKDB_CORE = """
+import sys, duckdb
+d = sys.argv[1]
+con = duckdb.connect()
+con.execute("SET memory_limit='1GB'")
+con.execute("SET temp_directory='" + d + "/.duckdb-tmp'")
+con.execute(f"CREATE VIEW e AS SELECT stream_key, t_ms FROM read_parquet('{d}/events/*.parquet') WHERE kind = 0")
+con.execute(f"CREATE VIEW s AS SELECT stream_key, transport FROM read_parquet('{d}/streams.parquet')")
+con.execute("CREATE VIEW g AS SELECT stream_key, "
+            "t_ms - lag(t_ms) OVER (PARTITION BY stream_key ORDER BY t_ms) AS gap FROM e")
+con.execute("SELECT stream_key, quantile_cont(gap, [0.5, 0.99]), max(gap) FROM g GROUP BY stream_key").fetchall()
+con.execute("SELECT transport, quantile_cont(gap, [0.5, 0.9, 0.95, 0.99, 0.999]), max(gap) "
+            "FROM g JOIN s USING (stream_key) GROUP BY transport").fetchall()
+"""
+
+POLARS_CORE = """
+import sys, polars as pl
+d = sys.argv[1]
+gaps = (pl.scan_parquet(d + "/events/*.parquet").filter(pl.col("kind") == 0)
+        .with_columns((pl.col("t_ms") - pl.col("t_ms").shift(1).over("stream_key")).alias("gap")))
+qs = [0.5, 0.9, 0.95, 0.99, 0.999]
+streams = pl.scan_parquet(d + "/streams.parquet").select("stream_key", "transport")
+per_stream = gaps.group_by("stream_key").agg(
+    pl.col("gap").quantile(0.5, "linear"),
+    pl.col("gap").quantile(0.99, "linear").alias("p99"),
+    pl.col("gap").max().alias("mx"),
+)
+per_transport = gaps.join(streams, on="stream_key").group_by("transport").agg(
+    *[pl.col("gap").quantile(q, "linear").alias(str(q)) for q in qs], pl.col("gap").max().alias("mx"))
+pl.collect_all([per_stream, per_transport], engine="streaming")
+"""
+
+PYARROW_SCAN = """
+import sys, pathlib, pyarrow.parquet as pq
+for part in sorted(pathlib.Path(sys.argv[1], "events").glob("*.parquet")):
+    for batch in pq.ParquetFile(part).iter_batches(batch_size=1_000_000):
+        pass
+"""
 
 
 @dataclass(frozen=True)
 class Timed:
     seconds: float
     peak_mb: float
-    stages: str = ""
 
 
-def run_child(args: Sequence[str]) -> Timed:
-    """Run ``python args...`` and return its wall time and its own peak RSS."""
+def run_tree(args: Sequence[str], env: dict[str, str] | None = None) -> Timed:
+    """Run ``python args...``; its wall time and the peak summed RSS of its process tree."""
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    assert process.stderr is not None
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
+    process = subprocess.Popen([sys.executable, *args], cwd=PACKAGES_ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    peak = [0.0]
+    done = threading.Event()
+
+    def watch() -> None:
+        root = psutil.Process(process.pid)
+        while not done.is_set():
+            try:
+                family = [root, *root.children(recursive=True)]
+                total = 0.0
+                for member in family:
+                    try:
+                        total += member.memory_info().rss
+                    except psutil.Error:
+                        pass
+                peak[0] = max(peak[0], total / 2**20)
+            except psutil.Error:
+                pass
+            done.wait(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    _, stderr = process.communicate()
+    done.set()
+    watcher.join()
     seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        raise SystemExit(f"bench-analysis: {' '.join(args)} failed: {stderr.strip()}")
-    stages = next((line.removeprefix("timings: ") for line in stderr.splitlines() if line.startswith("timings: ")), "")
-    return Timed(seconds, usage.ru_maxrss / 1024.0, stages)
+        raise SystemExit(f"bench-analysis: {' '.join(args[:3])} failed: {stderr.strip()[-500:]}")
+    return Timed(seconds, peak[0])
 
 
-def make_run(directory: Path, chunks: int, streams: int, seed: int) -> int:
-    """Write a synthetic run of about ``chunks`` chunks; returns the exact count."""
-    from analysis.results import write_raw_results
-    from tests.support.synthetic import SyntheticSpec, synthetic_run
-
-    per_transport = max(1, streams // 2)
-    mean = chunks / (2 * per_transport)
-    spec = SyntheticSpec(
-        streams=per_transport,
-        chunks=(int(mean * 0.9), int(mean * 1.1)),
-        endpoints=("chat", "agent", "tool"),
-        users=100,
-        seed=seed,
-    )
-    run, frame_streams, events = synthetic_run(spec)
-    write_raw_results(directory, run, frame_streams, events)
-    return int(frame_streams["n_chunks"].sum())
+def previous_release() -> str:
+    """The last commit whose analysis held the whole run in one pandas frame."""
+    removed = subprocess.run(["git", "log", "-1", "--format=%H", "--diff-filter=D", "--", "analysis/groups.py"],
+                             cwd=PACKAGES_ROOT, capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    if not removed:
+        raise SystemExit("bench-analysis: cannot find the previous release's analysis in git history")
+    return removed + "^"
 
 
-def measure(directory: Path) -> tuple[Timed, Timed]:
-    report = run_child(["-m", "analysis", "report", str(directory), "--timings"])
-    read = run_child(["-c", "import sys, pandas; pandas.read_parquet(sys.argv[1])", str(directory / "events.parquet")])
-    return report, read
+def ensure_run(directory: Path, chunks: int, layout: str) -> int:
+    from bench.analysis_data import chunk_count
+
+    if (directory / "streams.parquet").is_file():
+        return chunk_count(directory)
+    if directory.exists():
+        shutil.rmtree(directory)
+    started = time.perf_counter()
+    made = write_run(directory, chunks, layout=layout)
+    print(f"wrote {made:,} chunks ({layout}) in {time.perf_counter() - started:.0f} s to {directory}", flush=True)
+    return made
 
 
 def calibration_rows() -> list[tuple[str, str, str]]:
@@ -95,7 +161,7 @@ def calibration_rows() -> list[tuple[str, str, str]]:
     def evidence(spec: SyntheticSpec) -> list[dict]:
         run, streams, events = synthetic_run(spec)
         summary = analyse(run, streams, events).summary
-        return [item["buffering"] for item in summary["transports"].values()]
+        return [dict(item["buffering"]) for item in summary["transports"].values()]
 
     rows = []
     clean = [
@@ -117,15 +183,14 @@ def calibration_rows() -> list[tuple[str, str, str]]:
         )
     )
     modes = {
-        "window 50 ms, emit times": dict(buffer_ms=50),
-        "window 50 ms, no emit times, bursty, heavy noise": dict(
-            buffer_ms=50, emit_times=False, pacing="llm", noise="heavy"
-        ),
-        "window 50 ms at 67 chunks/s, no emit times": dict(buffer_ms=50, rate=67.0, emit_times=False),
-        "every 10 chunks (30 ms), no emit times": dict(buffer_chunks=10, emit_times=False),
-        "gzip 32 KB blocks, no emit times": dict(gzip_block_bytes=32768, emit_times=False),
-        "proxy 8 KB buffer, no emit times": dict(proxy_buffer_bytes=8192, emit_times=False),
-    }
+        "window 50 ms, emit times": {"buffer_ms": 50},
+        "window 50 ms, no emit times, bursty, heavy noise": {
+            "buffer_ms": 50, "emit_times": False, "pacing": "llm", "noise": "heavy"},
+        "window 50 ms at 67 chunks/s, no emit times": {"buffer_ms": 50, "rate": 67.0, "emit_times": False},
+        "every 10 chunks (30 ms), no emit times": {"buffer_chunks": 10, "emit_times": False},
+        "gzip 32 KB blocks, no emit times": {"gzip_block_bytes": 32768, "emit_times": False},
+        "proxy 8 KB buffer, no emit times": {"proxy_buffer_bytes": 8192, "emit_times": False},
+    }  # fmt: skip
     for name, extra in modes.items():
         found = [
             b for seed in range(5) for b in evidence(replace(base, seed=100 + seed, transports=("ndjson",), **extra))
@@ -144,41 +209,90 @@ def calibration_rows() -> list[tuple[str, str, str]]:
     return rows
 
 
-def section(rows: list[tuple[str, int, int, Timed, Timed]], calibration: list[tuple[str, str, str]]) -> str:
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make bench-analysis", description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, default=10_000_000)
+    parser.add_argument("--big-chunks", type=int, default=150_000_000, help="0 to skip the big run")
+    parser.add_argument("--data", type=Path, default=Path("results") / ".bench-analysis",
+                        help="where the synthetic runs are kept between benchmarks")  # fmt: skip
+    parser.add_argument("--no-doc", action="store_true", help="do not touch PERFORMANCE.md")
+    args = parser.parse_args(argv)
+    args.data.mkdir(parents=True, exist_ok=True)
+    small = args.data / f"shards-{args.chunks}"
+    legacy = args.data / f"legacy-{args.chunks}"
+    n_small = ensure_run(small, args.chunks, "shards")
+    ensure_run(legacy, args.chunks, "legacy")
+    env_one = {**os.environ, "STREAM_HARNESS_ANALYSIS_WORKERS": "1"}
+    rows: list[tuple[str, str, Timed]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-analysis-") as tmp:
+        old = Path(tmp) / "previous"
+        subprocess.run(["git", "worktree", "add", "--detach", str(old), previous_release()], cwd=PACKAGES_ROOT,
+                       check=True, capture_output=True)  # fmt: skip
+        try:
+            old_env = {**os.environ, "PYTHONPATH": str(old)}
+            rows.append(("stream-harness report (2 worker processes)", "full analysis, no charts",
+                         run_tree(["-m", "stream_harness", "report", str(small), "--no-charts"])))  # fmt: skip
+            rows.append(("stream-harness report (1 process)", "full analysis, no charts",
+                         run_tree(["-m", "stream_harness", "report", str(small), "--no-charts"], env_one)))  # fmt: skip
+            rows.append(("previous release (one pandas frame, exact)", "full analysis, no charts",
+                         run_tree(["-m", "analysis", "report", str(legacy), "--no-charts"], old_env)))  # fmt: skip
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=PACKAGES_ROOT, capture_output=True)
+    rows.append(("DuckDB (out of core, 1 GB limit)", "gaps only: per stream + per transport, exact",
+                 run_tree(["-c", DUCKDB_CORE, str(small)])))  # fmt: skip
+    shutil.rmtree(small / ".duckdb-tmp", ignore_errors=True)
+    rows.append(("Polars (streaming engine)", "gaps only: per stream + per transport, exact",
+                 run_tree(["-c", POLARS_CORE, str(small)])))  # fmt: skip
+    rows.append(("pyarrow batch scan", "reading the events, nothing else", run_tree(["-c", PYARROW_SCAN, str(small)])))
+    big = None
+    if args.big_chunks:
+        big_dir = args.data / f"shards-{args.big_chunks}"
+        n_big = ensure_run(big_dir, args.big_chunks, "shards")
+        big = (n_big, run_tree(["-m", "stream_harness", "report", str(big_dir), "--no-charts"]),
+               disk_bytes(big_dir) / n_big)  # fmt: skip
+    text = section(n_small, rows, big, disk_bytes(small) / n_small, disk_bytes(legacy) / n_small, calibration_rows())
+    print(text)
+    if not args.no_doc:
+        write_section(SECTION, text)
+    return 0
+
+
+def section(
+    n_small: int,
+    rows: list[tuple[str, str, Timed]],
+    big: tuple[int, Timed, float] | None,
+    bytes_shards: float,
+    bytes_legacy: float,
+    calibration: list[tuple[str, str, str]],
+) -> str:
     lines = [
         SECTION,
         "",
-        "`python -m analysis report DIR` (summary.json + report.md + 4 PNG charts) as a "
-        "subprocess on a synthetic run (both transports, 3 endpoints, ~6,700 chunks per "
-        "stream); peak RSS is that process's own (`os.wait4`). Reference in the same run: "
-        "`pandas.read_parquet(events.parquet)` alone.",
+        f"Side by side on one synthetic run of {n_small:,} chunks (both transports, 3 endpoints, ~6,700 chunks per "
+        "stream), each a subprocess on this 2-core machine; peak RSS is the sum over the command's process tree "
+        "(sampled every 50 ms). `python -m bench.analysis_speed`.",
         "",
-        "| run | chunks | streams | report wall | stages | peak RSS | read_parquet wall, RSS | report / read |",
-        "|---|---|---|---|---|---|---|---|",
+        "| engine | computes | wall | peak RSS |",
+        "|---|---|---|---|",
     ]
-    for label, chunks, streams, report, read in rows:
-        lines.append(
-            f"| {label} | {chunks:,} | {streams:,} | {report.seconds:.1f} s | {report.stages} "
-            f"| {report.peak_mb:,.0f} MB | {read.seconds:.1f} s, {read.peak_mb:,.0f} MB "
-            f"| {report.seconds / read.seconds:.1f}x |"
-        )
-    if len(rows) == 2:
-        small, big = rows[0], rows[1]
-        scale = big[1] / small[1]
-        lines += [
-            "",
-            f"10x the chunks costs {big[3].seconds / small[3].seconds:.1f}x the time "
-            f"and {big[3].peak_mb / small[3].peak_mb:.1f}x the memory "
-            f"(chunks ratio {scale:.1f}).",
-        ]
-    big = rows[-1][3]
-    verdict = "meets" if big.seconds < TARGET_S and big.peak_mb < TARGET_MB else "MISSES"
+    lines += [f"| {name} | {what} | {t.seconds:.1f} s | {t.peak_mb:,.0f} MB |" for name, what, t in rows]
     lines += [
         "",
-        f"Target: < {TARGET_S:.0f} s and < {TARGET_MB / 1024:.0f} GB for 10 million "
-        f"chunks: **{verdict}** ({big.seconds:.1f} s, {big.peak_mb:,.0f} MB).",
+        f"On disk: {bytes_shards:.1f} bytes per chunk in the shard layout (zstd, byte-stream-split times), "
+        f"{bytes_legacy:.1f} in the previous release's single file.",
+    ]
+    if big is not None:
+        n_big, timed, per_chunk = big
+        verdict = "meets" if timed.seconds <= BIG_TARGET_S and timed.peak_mb <= BIG_TARGET_MB else "MISSES"
+        lines += [
+            "",
+            f"`stream-harness report` on {n_big:,} chunks ({per_chunk:.1f} bytes per chunk on disk): "
+            f"**{timed.seconds:.0f} s, {timed.peak_mb:,.0f} MB peak** (all processes). Target <= "
+            f"{BIG_TARGET_S:.0f} s and <= {BIG_TARGET_MB / 1024:.0f} GB: **{verdict}**.",
+        ]
+    lines += [
         "",
-        "Buffering detector on simulated series (analysis/synthetic.py; thresholds in analysis/buffering.py):",
+        "Buffering detector on simulated series (tests/support/synthetic.py; thresholds in analysis/buffering.py):",
         "",
         "| series | verdicts | margin to the thresholds |",
         "|---|---|---|",
@@ -187,46 +301,5 @@ def section(rows: list[tuple[str, int, int, Timed, Timed]], calibration: list[tu
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make bench-analysis", description=__doc__.splitlines()[0])
-    parser.add_argument("--chunks", type=int, default=10_000_000)
-    parser.add_argument("--streams", type=int, default=1500)
-    parser.add_argument("--keep", type=Path, help="write the runs here and keep them")
-    parser.add_argument("--no-doc", action="store_true", help="do not touch PERFORMANCE.md")
-    args = parser.parse_args(argv)
-    if args.chunks < 10_000 or args.streams < 2:
-        parser.error("--chunks must be >= 10000 and --streams >= 2")
-    root = args.keep or Path(tempfile.mkdtemp(prefix="bench-analysis-"))
-    rows = []
-    try:
-        for label, factor in (("1/10 size", 10), ("full size", 1)):
-            chunks = args.chunks // factor
-            streams = max(2, args.streams // factor)
-            directory = root / f"run-{chunks}"
-            print(f"simulating {chunks:,} chunks in {streams:,} streams ...", flush=True)
-            exact = make_run(directory, chunks, streams, seed=factor)
-            report, read = measure(directory)
-            print(
-                f"  report {report.seconds:.1f} s, peak {report.peak_mb:,.0f} MB "
-                f"({report.stages}); read_parquet {read.seconds:.1f} s",
-                flush=True,
-            )
-            rows.append((label, exact, streams, report, read))
-            if args.keep is None:
-                shutil.rmtree(directory, ignore_errors=True)
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
-    print("replaying the detector calibration ...", flush=True)
-    calibration = calibration_rows()
-    text = section(rows, calibration)
-    print(text)
-    if not args.no_doc:
-        write_section(SECTION, text)
-        print(f"wrote {DOC.relative_to(REPO)}")
-    big = rows[-1][3]
-    return 0 if big.seconds < TARGET_S and big.peak_mb < TARGET_MB and not math.isnan(big.seconds) else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,12 +1,18 @@
-"""Fixtures every test folder shares: one fake backend per test module."""
+"""Fixtures every test folder shares: the fake backend, the Mermaid checker."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from fake_backend.process import BackendProcess, start_backend
+from tests.support import REPO
+
+MERMAID_CHECK = REPO / "tools" / "mermaid-check"
 
 
 @pytest.fixture(scope="module")
@@ -14,3 +20,23 @@ def backend() -> Iterator[BackendProcess]:
     """The fake backend as a subprocess on a free loopback port, for one test module."""
     with start_backend() as process:
         yield process
+
+
+@pytest.fixture(scope="session")
+def mermaid_check() -> Path:
+    """tools/mermaid-check (mermaid's own parser) with its locked node_modules; the script's path."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.fail("node and npm are needed to parse the Mermaid charts (apt-get install nodejs npm)")
+    installed = MERMAID_CHECK / "node_modules" / ".package-lock.json"
+    lock = MERMAID_CHECK / "package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=MERMAID_CHECK,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, f"npm ci in {MERMAID_CHECK} failed: {done.stderr[-2000:]}"
+    return MERMAID_CHECK / "check.mjs"

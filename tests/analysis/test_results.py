@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,13 @@ def test_error_messages_are_one_line(run_dir: Path):
     with pytest.raises(ResultsError) as caught:
         load_results(run_dir)
     assert "\n" not in str(caught.value)
+
+
+def test_the_results_document_lists_every_column_with_its_type():
+    from stream_harness.contract.schema import EVENT_COLUMNS, STREAM_COLUMNS
+    from tests.support import REPO
+
+    text = (REPO / "docs" / "RESULTS.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(\w+)` \| (\w+) \|", text, flags=re.MULTILINE))
+    for column in (*STREAM_COLUMNS, *EVENT_COLUMNS):
+        assert rows.get(column.name) == column.dtype, column.name

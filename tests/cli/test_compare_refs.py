@@ -31,7 +31,6 @@ from bench.false_alarms import COPY_IGNORE
 from stream_harness.cli.compare_refs import tree_env
 from tests.support import REPO
 
-MERMAID_CHECK = REPO / "tools" / "mermaid-check"
 PROFILE = ("--rounds", "2", "--seconds", "8", "--users", "4", "--chunks", "300", "--stream-seconds", "2")
 #: What the buffering regression changes in the copy's fake backend: the
 #: built-in default of the buffering fault (normally off).
@@ -106,26 +105,6 @@ def buffered_compare(tmp_path_factory: pytest.TempPathFactory) -> CompareRun:
     assert text.count(BUFFER_DEFAULT_OFF) == 1, "the fake backend's buffering default moved"
     control.write_text(text.replace(BUFFER_DEFAULT_OFF, BUFFER_DEFAULT_ON))
     return run_compare(tree, str(REPO), tree.parent / "out")
-
-
-@pytest.fixture(scope="module")
-def mermaid_check() -> Path:
-    """tools/mermaid-check with its locked node_modules (mermaid + jsdom from npm)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        pytest.fail("node and npm are needed to parse the Mermaid charts (apt-get install nodejs npm)")
-    installed = MERMAID_CHECK / "node_modules" / ".package-lock.json"
-    lock = MERMAID_CHECK / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=MERMAID_CHECK,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, f"npm ci in {MERMAID_CHECK} failed: {done.stderr[-2000:]}"
-    return MERMAID_CHECK / "check.mjs"
 
 
 def parse_mermaid(check: Path, markdown: Path) -> subprocess.CompletedProcess[str]:
