@@ -232,10 +232,6 @@ def merged(aggregates: dict[GroupKey, Aggregate], keep: tuple[str | None, str | 
     return out
 
 
-def empty_histogram() -> LogHistogram:
-    return LogHistogram()
-
-
 # --------------------------------------------------------------------------- per stream
 
 
@@ -358,12 +354,3 @@ def _group_labels(streams: pd.DataFrame) -> np.ndarray:
 def _bincount(codes: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
     bins = np.where(codes >= 0, codes, n_groups)
     return np.bincount(bins, weights=np.asarray(values, dtype=np.float64), minlength=n_groups + 1)[:n_groups]
-
-
-def iter_groups(aggregates: dict[GroupKey, Aggregate]) -> Iterator[tuple[GroupKey, Aggregate]]:
-    """Groups in the summary's order: known transports first, then by endpoint and client."""
-    from stream_harness.contract.kinds import TRANSPORTS
-
-    rank = {str(t): i for i, t in enumerate(TRANSPORTS)}
-    for key in sorted(aggregates, key=lambda k: (rank.get(k[0], len(rank)), k)):
-        yield key, aggregates[key]

@@ -63,20 +63,6 @@ class ChunkSeries:
         """Stream key of each segment that ``stream_starts`` opens."""
         return np.asarray(self.stream[self.stream_starts])
 
-    def read_segments(self) -> tuple[np.ndarray, np.ndarray]:
-        """(index of each stream's first read, that stream's key) over ``read_stream``."""
-        keys = self.read_stream
-        first = np.ones(keys.size, dtype=bool)
-        first[1:] = keys[1:] != keys[:-1]
-        starts = np.flatnonzero(first)
-        return starts, keys[starts]
-
-    def per_stream_sum(self, values: np.ndarray) -> np.ndarray:
-        """Sum of a per-chunk array over each stream segment (aligned with ``stream_keys``)."""
-        if self.n_chunks == 0:
-            return np.empty(0)
-        return np.add.reduceat(values, self.stream_starts, dtype=np.float64)
-
 
 def chunk_series(streams: pd.DataFrame, events: pd.DataFrame) -> ChunkSeries:
     """Derive every per-chunk series from ``events`` (sorted by stream, arrival order)."""

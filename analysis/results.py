@@ -98,8 +98,6 @@ class ResultSetWriter:
         self._part_events = 0
         self._parts = 0
         self._streams: pq.ParquetWriter | None = None
-        self.events_written = 0
-        self.streams_written = 0
 
     def append(self, streams: pd.DataFrame, events: pd.DataFrame) -> None:
         """Write stream rows and events (events grouped by stream, whole streams only)."""
@@ -109,13 +107,11 @@ class ResultSetWriter:
             assert self._part is not None
             self._part.write_table(events_table(events), row_group_size=max(len(events), 1))
             self._part_events += len(events)
-            self.events_written += len(events)
         if len(streams):
             table = pa.Table.from_pandas(coerce_streams(streams), preserve_index=False)
             if self._streams is None:
                 self._streams = pq.ParquetWriter(self.staging / STREAMS_FILE, table.schema, compression="zstd")
             self._streams.write_table(table.cast(self._streams.schema))
-            self.streams_written += len(streams)
 
     def _next_part(self) -> None:
         if self._part is not None:

@@ -14,7 +14,7 @@ and the result writer.  Afterwards:
   (median over the last 30 s of load);
 - a chart of RSS over time per process (``docs/memory-<name>.png``).
 
-Targets (issue: hours at capacity): growth <= 1 byte per event (<= 2 in the
+Targets: growth <= 1 byte per event (<= 2 in the
 150 s check), peak while writing <= 1.2 x steady.
 """
 

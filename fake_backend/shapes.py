@@ -38,7 +38,6 @@ ERROR: Final = "error"
 BROKER: Final = "broker"
 HEARTBEAT: Final = "heartbeat"
 END: Final = "end"
-KINDS: Final = (CHUNK, STATUS_UPDATE, TOOL_EVENT, COMPLETION, DATA, ERROR, BROKER, HEARTBEAT, END)
 
 #: Which event mix each endpoint gets; Socket.io services map onto these.
 ENDPOINTS: Final = ("chat", "agent", "tool")

@@ -1,6 +1,6 @@
 """Keeping the run's credentials out of everything it writes or shows.
 
-Two ways a secret escaped before this module (issue 7, row 6):
+Two ways a secret could escape:
 
 - a careless backend echoes credentials back ("401: invalid token eyJ...",
   a Socket.io connect refusal naming the token), and the harness keeps that

@@ -286,7 +286,8 @@ class StreamCollector:
     # ------------------------------------------------------------------ master side
 
     def _connected_workers(self) -> list[str]:
-        clients = self.runner.clients  # type: ignore[attr-defined]
+        assert isinstance(self.runner, MasterRunner)
+        clients = self.runner.clients
         return [c.id for c in clients.ready + clients.spawning + clients.running]
 
     def _worker(self, client_id: str) -> WorkerState | None:
@@ -333,11 +334,13 @@ class StreamCollector:
 
     def _missing(self, client_id: str) -> bool:
         """Gone: disconnected, or no heartbeat (Locust's "missing")."""
-        client = self.runner.clients.get(client_id)  # type: ignore[attr-defined]
+        assert isinstance(self.runner, MasterRunner)
+        client = self.runner.clients.get(client_id)
         return client is None or client.state == STATE_MISSING
 
     def _gone_reason(self, client_id: str) -> str:
-        client = self.runner.clients.get(client_id)  # type: ignore[attr-defined]
+        assert isinstance(self.runner, MasterRunner)
+        client = self.runner.clients.get(client_id)
         return "disconnected" if client is None else "went missing (no heartbeat)"
 
     def _watch_workers(self) -> None:

@@ -29,6 +29,7 @@ import argparse
 import signal
 import struct
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Final
@@ -36,8 +37,10 @@ from typing import IO, Any, Final
 import msgpack
 
 HEADER: Final = struct.Struct(">I")
-#: A batch is folded once it holds this many events (or when input pauses).
+#: A batch is folded and written once it holds this many events, or once its
+#: oldest stream has waited this long (so a crash loses at most that much).
 FOLD_EVENTS: Final = 250_000
+FOLD_AFTER_S: Final = 5.0
 
 
 def read_frames(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
@@ -70,14 +73,17 @@ class Writer:
         self.next_key = 0
         self.pending: list[Any] = []
         self.pending_events = 0
+        self.pending_since = 0.0
 
     def add(self, items: list[dict[str, Any]], byteorder: str) -> None:
         from loadtests.results.wire import decode_records
 
         records = decode_records(items, byteorder)
+        if not self.pending:
+            self.pending_since = time.monotonic()
         self.pending.extend(records)
         self.pending_events += sum(record.n_events for record in records)
-        if self.pending_events >= FOLD_EVENTS:
+        if self.pending_events >= FOLD_EVENTS or time.monotonic() - self.pending_since >= FOLD_AFTER_S:
             self.fold()
 
     def fold(self) -> None:

@@ -1,4 +1,4 @@
-"""Fault matrix, row 7 of issue 7: the fake backend under abuse stays up, stays
+"""Fault matrix, the backend under abuse: the fake backend stays up, stays
 bounded in memory, and ends the streams nobody can receive.
 
 Abuse comes from raw sockets in this process (``bench/abuse.py``, shared with

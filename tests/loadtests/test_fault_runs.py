@@ -1,12 +1,12 @@
-"""Fault matrix, rows 1, 4, 5 and 6 of issue 7, on whole Locust runs.
+"""Fault matrix on whole Locust runs: a backend that dies, interrupts, bad input, secrets.
 
-Row 1: the backend is down at start, killed mid-run, restarted: streams fail
+Backend outages: the backend is down at start, killed mid-run, restarted: streams fail
 with the right kind, the run goes on, results are written.
-Row 4: Ctrl-C / SIGTERM / Locust's stop at any moment leave whole result
+Interrupts: Ctrl-C / SIGTERM / Locust's stop at any moment leave whole result
 files with what was measured (temp file + rename); a killed worker is named
 in the summary and its streams up to its last report are kept.
-Row 5: bad input is one clear line, a non-zero exit, no traceback.
-Row 6: the auth token and fingerprint id never reach results, reports, logs,
+Bad input: bad input is one clear line, a non-zero exit, no traceback.
+Secrets: the auth token and fingerprint id never reach results, reports, logs,
 CSVs or the web UI.
 
 Locust and the backends are subprocesses on loopback, every run a few seconds
@@ -52,6 +52,7 @@ from tests.support.locust_runs import (
     wait_for_output,
 )
 from tests.support.synthetic import SyntheticSpec, synthetic_run, write_synthetic_run
+from tests.support.waiting import started_counts, streams_started, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,20 +62,6 @@ FINGERPRINT = "fp-FINGERPRINT-77b2"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def backend_stats(url: str) -> dict | None:
-    try:
-        return httpx.get(f"{url}/api/_harness/stats", timeout=5).json()
-    except httpx.HTTPError:
-        return None
-
-
-def wait_until(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def assert_whole_result_set(directory: Path, output: str) -> pd.DataFrame:
@@ -99,6 +86,7 @@ def run_with_signal(backend: BackendProcess, tmp_path: Path, moment: str) -> tup
     """A headless run of 5 s streams, interrupted at ``moment``."""
     out = tmp_path / "out"
     log = tmp_path / "locust.log"
+    before = started_counts(backend.url)
     process = popen_locust(
         "--headless",
         "-u",
@@ -123,11 +111,11 @@ def run_with_signal(backend: BackendProcess, tmp_path: Path, moment: str) -> tup
     try:
         if moment == "Ctrl-C while users spawn":  # one user a second: 4 s of spawning
             wait_for_output(log, "Ramping to 4 users")
-            time.sleep(1.5)
+            wait_until(lambda: streams_started(backend.url, 1, before), 30, "the first streams while users spawn")
             process.send_signal(signal.SIGINT)
         else:
             wait_for_output(log, "All users spawned")
-            time.sleep(1.5)
+            wait_until(lambda: streams_started(backend.url, 2, before), 30, "streams of both transports under way")
             if moment == "SIGTERM mid-stream":
                 process.send_signal(signal.SIGTERM)
             else:  # an impatient double Ctrl-C
@@ -142,7 +130,7 @@ def run_with_signal(backend: BackendProcess, tmp_path: Path, moment: str) -> tup
     return process.returncode, output, out
 
 
-# =========================================================================== row 1: backend outages
+# =========================================================================== backend outages
 
 
 def test_backend_down_at_start_killed_mid_run_and_restarted(tmp_path: Path):
@@ -181,9 +169,7 @@ def test_backend_down_at_start_killed_mid_run_and_restarted(tmp_path: Path):
         first_up = time.time()
         backend = start_backend("--port", str(port))
         wait_until(
-            lambda: (
-                (s := backend_stats(url)) and min(s["started"].get("ndjson", 0), s["started"].get("socketio", 0)) >= 3
-            ),
+            lambda: streams_started(url, 3),
             30,
             "streams of both transports to reach the backend",
         )
@@ -194,9 +180,7 @@ def test_backend_down_at_start_killed_mid_run_and_restarted(tmp_path: Path):
         second_up = time.time()
         backend = start_backend("--port", str(port))  # phase 3: back on the same port
         wait_until(
-            lambda: (
-                (s := backend_stats(url)) and min(s["started"].get("ndjson", 0), s["started"].get("socketio", 0)) >= 3
-            ),
+            lambda: streams_started(url, 3),
             30,
             "both transports to reconnect to the restarted backend",
         )
@@ -268,7 +252,7 @@ def test_first_chunk_and_stream_timeouts_are_set_per_run(backend: BackendProcess
     assert set(streams["error"].dropna()) <= {"timeout", "stopped"}
 
 
-# =========================================================================== row 4: interrupts, workers
+# =========================================================================== interrupts, workers
 
 
 @pytest.mark.parametrize("moment", ["Ctrl-C while users spawn", "SIGTERM mid-stream", "double Ctrl-C mid-stream"])
@@ -286,6 +270,7 @@ def test_interrupt_at_any_moment_leaves_whole_results_of_what_was_measured(
 
 
 def test_stop_in_the_web_ui_writes_whole_results(backend: BackendProcess, tmp_path: Path):
+    before = started_counts(backend.url)
     port = free_port()
     out = tmp_path / "out"
     process = popen_locust("--web-host", "127.0.0.1", "--web-port", str(port))
@@ -305,7 +290,7 @@ def test_stop_in_the_web_ui_writes_whole_results(backend: BackendProcess, tmp_pa
                 },
             )
             assert started.json()["success"], started.text
-            time.sleep(2.0)
+            wait_until(lambda: streams_started(backend.url, 1, before), 30, "streams of both transports under way")
             assert web.post("/stop").json()["success"]
             wait_until(lambda: (out / SUMMARY_FILE).exists(), 20, "results after Stop")
     finally:
@@ -407,7 +392,7 @@ def test_a_killed_worker_is_named_in_the_summary_and_its_streams_are_kept(backen
     assert len(streams[streams["worker"] != dead]) > 0
 
 
-# =========================================================================== row 5: bad input
+# =========================================================================== bad input
 
 
 @pytest.mark.parametrize(
@@ -474,7 +459,7 @@ def test_results_dir_that_becomes_unwritable_fails_with_one_line_and_exit_2(back
     )
     try:
         wait_for_output(log, "All users spawned")
-        time.sleep(1.0)
+        wait_until(lambda: list(out.glob(".partial-*/events/*.parquet")), 30, "the first events on disk")
         shutil.rmtree(out)  # the run's staged parts with it
         out.write_text("someone put a file here")  # the write at the end must fail
         process.send_signal(signal.SIGTERM)
@@ -564,7 +549,7 @@ def test_the_analysis_command_itself_prints_no_traceback(good_results: Path, tmp
     assert process.stderr.count("\n") == 1 and "streams.parquet" in process.stderr
 
 
-# =========================================================================== row 6: secrets
+# =========================================================================== secrets
 
 
 def test_redaction_catches_raw_json_and_html_escaped_forms_of_a_secret():

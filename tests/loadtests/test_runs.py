@@ -33,6 +33,7 @@ from tests.support.locust_runs import (
     stop_all,
     wait_for_output,
 )
+from tests.support.waiting import started_counts, streams_started, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -260,9 +261,11 @@ def test_interrupted_run_still_writes_results_with_unfinished_streams_stopped(
     if how == "run-time":
         process = popen_locust(*args, "-t", "3s", log=log)
     else:
+        before = started_counts(backend.url)
         process = popen_locust(*args, "-t", "60s", log=log)
         wait_for_output(log, "All users spawned")
-        time.sleep(2)
+        wait_until(lambda: streams_started(backend.url, 1, before), 30, "a stream of each transport under way")
+        time.sleep(1.0)  # the scenario: interrupted one second into its 20 s streams
         process.send_signal(getattr(signal, how))
     output = finish(process, timeout=60, log=log)
     run = LocustRun(process.returncode, output, tmp_path / "out")

@@ -1,4 +1,4 @@
-"""A purpose-built misbehaving backend for the fault matrix (issue 7).
+"""A purpose-built misbehaving backend for the fault matrix.
 
 It produces what the fake backend cannot, because the fake backend is a
 well-behaved FastAPI app: bytes that are not NDJSON, lines split at nasty

@@ -1,4 +1,4 @@
-"""Fault matrix, rows 2 and 3 of issue 7: a broken stream is classified, timed out
+"""Fault matrix, broken streams: a broken stream is classified, timed out
 where it must be, and never holds up the other users.
 
 Each test runs the faulty stream and, at the same time in the same gevent hub
