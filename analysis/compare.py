@@ -95,6 +95,19 @@ def load_thresholds(pyproject: str | Path | None = None) -> RegressionThresholds
     return RegressionThresholds.from_mapping(table)
 
 
+def configured_thresholds() -> RegressionThresholds:
+    """:func:`load_thresholds` of the current directory, or the defaults when that table is unusable.
+
+    For summaries, which must be written whatever the configuration; the
+    regression gate reads the table with :func:`load_thresholds` and stops on
+    an error instead.
+    """
+    try:
+        return load_thresholds()
+    except ThresholdsError:
+        return RegressionThresholds()
+
+
 @dataclass(frozen=True)
 class Finding:
     """One line of the verdict: what was compared and what came out."""
@@ -127,8 +140,8 @@ class Comparison:
         return [f"{item.status.upper():11s} {item.line}" for item in ranked]
 
 
-#: (check, streams column, label, thresholds attribute prefix)
-_METRICS: Final = (
+#: The per-stream samples compared: (check, streams column, label, thresholds attribute prefix).
+METRICS: Final = (
     ("ttfc", "ttfc_ms", "TTFC", "ttfc"),
     ("gap_p99", "gap_p99_ms", "p99 chunk gap", "gap_p99"),
     ("staleness_p99", "staleness_p99_ms", "staleness p99", "staleness_p99"),
@@ -162,12 +175,12 @@ def compare_runs(base: Analysis, current: Analysis, thresholds: RegressionThresh
                 Finding(transport, "coverage", "note", f"{transport}: new in this run, nothing to compare with")
             )
             continue
-        base_streams = _comparable(base.streams, transport)
-        current_streams = _comparable(current.streams, transport)
+        base_streams = comparable_streams(base.streams, transport)
+        current_streams = comparable_streams(current.streams, transport)
         findings.extend(_buffering(transport, base_transports[transport], current_transports[transport]))
         findings.extend(_failures(transport, base_streams, current_streams, thresholds))
         findings.extend(_chunks(transport, base_streams, current_streams, thresholds))
-        for check, column, label, prefix in _METRICS:
+        for check, column, label, prefix in METRICS:
             finding = _metric(
                 transport,
                 check,
@@ -183,8 +196,8 @@ def compare_runs(base: Analysis, current: Analysis, thresholds: RegressionThresh
     return Comparison(findings)
 
 
-def _comparable(streams: pd.DataFrame, transport: str) -> pd.DataFrame:
-    """The transport's streams, without those the test itself cut short and warm-up streams."""
+def comparable_streams(streams: pd.DataFrame, transport: str) -> pd.DataFrame:
+    """The transport's streams that count: not cut short by the test, not cancelled, not warm-up."""
     mask = (streams["transport"] == transport).fillna(False).to_numpy(dtype=bool)
     mask &= ~streams["warmup"].to_numpy(dtype=bool)
     mask &= ~streams["error"].isin(IGNORED_ERROR_KINDS).fillna(False).to_numpy(dtype=bool)
@@ -222,10 +235,8 @@ def _failures(
     transport: str, base: pd.DataFrame, current: pd.DataFrame, thresholds: RegressionThresholds
 ) -> list[Finding]:
     out = []
-    base_failed = int((base["status"] == "failed").sum())
-    current_failed = int((current["status"] == "failed").sum())
-    base_rate = base_failed / len(base) if len(base) else 0.0
-    current_rate = current_failed / len(current) if len(current) else 0.0
+    base_failed, base_rate = failures_of(base)
+    current_failed, current_rate = failures_of(current)
     text = (
         f"{transport}: {current_failed} of {len(current)} streams failed "
         f"({current_rate:.1%}), baseline {base_failed} of {len(base)} ({base_rate:.1%})"
@@ -251,6 +262,12 @@ def _failures(
                 )
             )
     return out
+
+
+def failures_of(streams: pd.DataFrame) -> tuple[int, float]:
+    """Failed streams and their share of ``streams`` (0.0 when there are none)."""
+    failed = int((streams["status"] == "failed").sum())
+    return failed, failed / len(streams) if len(streams) else 0.0
 
 
 def _chunks(
@@ -303,8 +320,8 @@ def _metric(
     min_ms: float,
     min_pct: float,
 ) -> Finding | None:
-    before = _finite(base)
-    after = _finite(current)
+    before = finite(base)
+    after = finite(current)
     if before.size == 0 and after.size == 0:
         return None
     if min(before.size, after.size) < thresholds.min_streams:
@@ -314,46 +331,95 @@ def _metric(
             "note",
             f"{transport}: {label}: too few streams to compare ({before.size} baseline, {after.size} current)",
         )
+    shift = sample_shift(before, after, alpha=thresholds.alpha, min_ms=min_ms, min_pct=min_pct)
+    text = (
+        f"{transport}: {label} per stream, median {shift.base_median:.1f} -> "
+        f"{shift.current_median:.1f} ms ({shift.delta:+.1f} ms, {_pct(shift.pct)}; 95% CI "
+        f"{shift.ci_low:+.1f}..{shift.ci_high:+.1f} ms)"
+    )
+    if shift.direction == "worse":
+        return Finding(
+            transport,
+            check,
+            "regression",
+            f"{text}, Mann-Whitney p={shift.p_worse:.2g}: slower beyond {min_ms:g} ms and {min_pct:g}%",
+            shift.base_median,
+            shift.current_median,
+            shift.p_worse,
+        )
+    if shift.direction == "better":
+        return Finding(
+            transport,
+            check,
+            "improvement",
+            f"{text}, Mann-Whitney p={shift.p_better:.2g}",
+            shift.base_median,
+            shift.current_median,
+            shift.p_better,
+        )
+    reason = "not significant" if not shift.significant else f"below {min_ms:g} ms / {min_pct:g}%"
+    return Finding(
+        transport,
+        check,
+        "ok",
+        f"{text}: {reason}",
+        shift.base_median,
+        shift.current_median,
+        min(shift.p_worse, shift.p_better),
+    )
+
+
+@dataclass(frozen=True)
+class Shift:
+    """How per-stream samples moved from ``before`` to ``after``: the gate's statistics.
+
+    ``significant``: the one-sided Mann-Whitney U test in the direction of the
+    change has p < alpha; ``practical``: the median moved by at least
+    ``min_ms`` and by at least ``min_pct`` percent of the ``before`` median.
+    """
+
+    base_median: float
+    current_median: float
+    delta: float  # current - base median (ms)
+    pct: float  # delta in percent of the base median (inf when the base median is 0)
+    ci_low: float  # 95% bootstrap interval of delta
+    ci_high: float
+    p_worse: float  # one-sided: after > before
+    p_better: float  # one-sided: after < before
+    significant: bool
+    practical: bool
+
+    @property
+    def direction(self) -> str:
+        """``worse`` / ``better`` when significant and practical, else ``same``."""
+        if self.significant and self.practical:
+            return "worse" if self.delta > 0 else "better"
+        return "same"
+
+    @property
+    def p_value(self) -> float:
+        """The one-sided p-value in the direction the median moved."""
+        return self.p_worse if self.delta > 0 else self.p_better
+
+
+def sample_shift(before: np.ndarray, after: np.ndarray, *, alpha: float, min_ms: float, min_pct: float) -> Shift:
+    """The gate's verdict on two sets of finite per-stream samples (neither empty)."""
     base_median, current_median = float(np.median(before)), float(np.median(after))
     delta = current_median - base_median
     if base_median > 0:
         pct = delta / base_median * 100
     else:
         pct = 0.0 if delta == 0 else math.copysign(math.inf, delta)
-    worse = mannwhitneyu(after, before, alternative="greater").pvalue
-    better = mannwhitneyu(after, before, alternative="less").pvalue
+    worse = float(mannwhitneyu(after, before, alternative="greater").pvalue)
+    better = float(mannwhitneyu(after, before, alternative="less").pvalue)
     low, high = _bootstrap_ci(before, after)
-    text = (
-        f"{transport}: {label} per stream, median {base_median:.1f} -> "
-        f"{current_median:.1f} ms ({delta:+.1f} ms, {_pct(pct)}; 95% CI "
-        f"{low:+.1f}..{high:+.1f} ms)"
-    )
-    big_enough = abs(delta) >= min_ms and abs(pct) >= min_pct
-    if delta > 0 and big_enough and worse < thresholds.alpha:
-        return Finding(
-            transport,
-            check,
-            "regression",
-            f"{text}, Mann-Whitney p={worse:.2g}: slower beyond {min_ms:g} ms and {min_pct:g}%",
-            base_median,
-            current_median,
-            float(worse),
-        )
-    if delta < 0 and big_enough and better < thresholds.alpha:
-        return Finding(
-            transport,
-            check,
-            "improvement",
-            f"{text}, Mann-Whitney p={better:.2g}",
-            base_median,
-            current_median,
-            float(better),
-        )
-    reason = "not significant" if min(worse, better) >= thresholds.alpha else f"below {min_ms:g} ms / {min_pct:g}%"
-    return Finding(transport, check, "ok", f"{text}: {reason}", base_median, current_median, float(min(worse, better)))
+    significant = (worse if delta > 0 else better) < alpha
+    practical = delta != 0 and abs(delta) >= min_ms and abs(pct) >= min_pct
+    return Shift(base_median, current_median, delta, pct, low, high, worse, better, significant, practical)
 
 
-def _finite(column: pd.Series) -> np.ndarray:
+def finite(column: pd.Series) -> np.ndarray:
+    """The finite values of a per-stream column."""
     values = column.to_numpy(dtype=np.float64)
     return np.asarray(values[np.isfinite(values)])
 

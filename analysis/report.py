@@ -76,7 +76,7 @@ def render_report(analysis: Analysis, charts: Mapping[str, Path] | None = None) 
     summary = analysis.summary
     transports = summary["transports"]
     run = summary["run"]
-    lines = [f"# Stream latency report: {run['id'] or 'run'}", ""]
+    lines = [f"# Stream latency report: {run['id'] or 'run'}", "", _parity_line(summary.get("parity"), transports), ""]
     if not transports:
         lines += ["**No streams in this run.**", ""]
     else:
@@ -102,6 +102,9 @@ def render_report(analysis: Analysis, charts: Mapping[str, Path] | None = None) 
             f"- Streams that started in the first {run['warmup_s']:g} s (warm-up) are left out of every number."
         )
     lines.append("")
+    parity = summary.get("parity")
+    if parity:
+        lines += _parity_section(parity)
     for name, item in transports.items():
         lines += _transport_section(name, item)
     if charts:
@@ -127,6 +130,8 @@ def render_compare_markdown(
     current_t = current.summary["transports"]
     lines = [
         f"## Stream latency: {verdict}",
+        "",
+        _parity_change(base.summary.get("parity"), current.summary.get("parity")),
         "",
         f"Baseline `{base.summary['run']['id']}` vs current `{current.summary['run']['id']}`.",
         "",
@@ -210,6 +215,70 @@ def _column(analysis: Analysis, transport: str, column: str) -> np.ndarray:
     mask &= ~streams["warmup"].to_numpy(dtype=bool)
     values = streams[column].to_numpy(dtype=np.float64)[mask]
     return np.asarray(values[np.isfinite(values)])
+
+
+#: Parity metric keys -> labels, in the report's order.
+_PARITY_METRICS: Final = {"ttfc": "TTFC", "gap_p99": "p99 chunk gap", "staleness_p99": "staleness p99"}
+
+
+def _parity_line(parity: Mapping[str, Any] | None, transports: Mapping[str, Any]) -> str:
+    """The report's first line: NDJSON against Socket.io in this run, and why."""
+    if not parity:
+        ran = " and ".join(transports) or "no transport"
+        return f"**Parity (NDJSON vs Socket.io): not judged** ({ran} ran; parity needs both)"
+    return f"**Parity (NDJSON vs Socket.io): {parity['verdict']}**" + _because(parity)
+
+
+def _parity_change(base: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> str:
+    """The PR comment's first line: the current run's parity, and the baseline's."""
+    if not current:
+        return "**Parity (NDJSON vs Socket.io): not judged** (the current run did not drive both transports)"
+    before = base["verdict"] if base else "not judged"
+    return f"**Parity (NDJSON vs Socket.io): {current['verdict']}** (baseline: {before})" + _because(current)
+
+
+def _because(parity: Mapping[str, Any]) -> str:
+    reasons = list(parity.get("reasons") or [])
+    return (": " + "; ".join(reasons[:2])) if reasons else ""
+
+
+def _parity_section(parity: Mapping[str, Any]) -> list[str]:
+    """Per endpoint, per metric: the two medians, the difference with its interval, the tests."""
+    lines = [
+        "## Parity: NDJSON vs Socket.io",
+        "",
+        f"Verdict: **{parity['verdict']}**",
+        "",
+        "| endpoint | metric | NDJSON median | Socket.io median | difference (95% CI) | p | significant "
+        "| practical | result |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for endpoint, item in (parity.get("endpoints") or {"all": parity}).items():
+        for key, label in _PARITY_METRICS.items():
+            metric = item["metrics"].get(key)
+            if metric is None:
+                continue
+            low, high = metric["ci"]
+            lines.append(
+                f"| {endpoint} | {label} | {_ms(metric['ndjson_median'])} | {_ms(metric['socketio_median'])} "
+                f"| {metric['difference']:+.1f} ms ({low:+.1f}..{high:+.1f}) | {metric['p_value']:.2g} "
+                f"| {'yes' if metric['significant'] else 'no'} | {'yes' if metric['practical'] else 'no'} "
+                f"| {metric['result']} |"
+            )
+        failures = item["failures"]
+        lines.append(
+            f"| {endpoint} | failed share | {failures['ndjson_rate']:.1%} | {failures['socketio_rate']:.1%} "
+            f"| {failures['difference']:+.1%} (tolerance {failures['tolerance']:.1%}) | | | | {failures['result']} |"
+        )
+        buffering = item["buffering"]
+        lines.append(
+            f"| {endpoint} | buffering | {buffering['ndjson']} | {buffering['socketio']} | | | | "
+            f"| {buffering['result']} |"
+        )
+    lines.append("")
+    lines += [f"- {reason}" for reason in parity.get("reasons") or []]
+    lines += [f"- not judged: {what}" for what in parity.get("inconclusive") or [] if what not in parity["reasons"]]
+    return [*lines, ""]
 
 
 def _transport_section(name: str, item: Mapping[str, Any]) -> list[str]:

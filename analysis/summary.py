@@ -3,8 +3,9 @@
 Per transport, per endpoint of it and, when a run mixes protocol and browser
 clients, per client: the contract's objects
 (``stream_harness.contract.summary.TransportSummary``) with the buffering
-verdict.  Per-stream quantities (TTFC, time to headers, first event) come
-exactly from the streams table; chunk-pooled ones (gaps, staleness, jitter,
+verdict; with both transports, their parity (``analysis.parity``).
+Per-stream quantities (TTFC, time to headers, first event) come exactly from
+the streams table; chunk-pooled ones (gaps, staleness, jitter,
 events per read) from the aggregates' 1% log histograms, and the object says
 which keys are approximate.  The live Streams tab builds its rows with the
 same :func:`transport_object`, from histograms alone.
@@ -23,7 +24,9 @@ import pandas as pd
 from analysis.accumulate import GroupKey, merged
 from analysis.aggregate import Aggregate
 from analysis.buffering import Evidence, classify, evidence
+from analysis.compare import RegressionThresholds, configured_thresholds
 from analysis.histogram import LogHistogram
+from analysis.parity import judge_parity
 from analysis.quantiles import optional_float, selected_percentiles
 from stream_harness.contract.kinds import TRANSPORTS, Client
 from stream_harness.contract.schema import SCHEMA_VERSION
@@ -42,8 +45,17 @@ from stream_harness.contract.summary import (
 APPROXIMATE_KEYS: Final = ("gap_ms", "staleness_ms", "jitter_ms", "events_per_read.p99")
 
 
-def build_summary(run: Mapping[str, Any], streams: pd.DataFrame, aggregates: Mapping[GroupKey, Aggregate]) -> Summary:
-    """The run's summary: ``streams`` is the whole filled streams table."""
+def build_summary(
+    run: Mapping[str, Any],
+    streams: pd.DataFrame,
+    aggregates: Mapping[GroupKey, Aggregate],
+    thresholds: RegressionThresholds | None = None,
+) -> Summary:
+    """The run's summary: ``streams`` is the whole filled streams table.
+
+    ``thresholds`` judge the parity of the transports (default: the
+    configured ones, :func:`analysis.compare.configured_thresholds`).
+    """
     counted = streams[~streams["warmup"].to_numpy(dtype=bool)] if len(streams) else streams
     duration_s = run_duration_s(run, streams)
     harness = run_harness(run)
@@ -71,7 +83,13 @@ def build_summary(run: Mapping[str, Any], streams: pd.DataFrame, aggregates: Map
                 for client in clients
             }
         transports[transport] = item
-    return {"schema": SCHEMA_VERSION, "run": run_summary(run, streams), "transports": transports}
+    summary: Summary = {"schema": SCHEMA_VERSION, "run": run_summary(run, streams), "transports": transports}
+    parity = judge_parity(
+        transports, streams, thresholds or configured_thresholds(), saturated=bool(harness["saturated"])
+    )
+    if parity is not None:
+        summary["parity"] = parity
+    return summary
 
 
 def transport_object(

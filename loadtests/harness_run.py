@@ -60,7 +60,7 @@ class HarnessRun:
         # quitting listeners run in reverse order of registration: registered after
         # the collector, the SIGINT policy marks the shutdown before the results are written
         hold_interrupts_while_stopping(environment)
-        live = register_live_feed(environment, selfcheck)
+        live = register_live_feed(environment, selfcheck, lambda: collector.last_summary if collector else None)
         run = cls(environment, selfcheck, clock, collector, live)
         _RUNS[environment] = run
         return run

@@ -22,6 +22,13 @@ Where the numbers come from (``loadtests.live.tracker`` -> ``loadtests.live.stat
 
 The totals reset with Locust's "Reset stats" (``events.reset_stats``) and at
 the start of every new run.
+
+The tab's first line is the transports' parity (``analysis.parity``) of the
+last *finished* run, and "after the run" while one runs: parity compares
+per-stream samples (each stream's TTFC, own p99 gap and own staleness p99)
+with rank tests, and the live totals keep pooled histograms, not those
+samples, so a live parity line would be a different, weaker test under the
+same name.
 """
 
 from __future__ import annotations
@@ -32,14 +39,16 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import gevent
 from flask import Blueprint, Response, jsonify, make_response, request, send_file
 from locust.env import Environment
-from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
+from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, STATE_STOPPING, MasterRunner, WorkerRunner
 
+from analysis.parity import headline
 from loadtests.hooks import stream_finished_hook, stream_started_hook
 from loadtests.live.stats import LiveStats, Snapshot, harness_gauge
 from loadtests.live.tracker import POLL_S, StreamTracker
@@ -51,6 +60,8 @@ TAB_KEY: Final = "streams"
 #: Key of our part of a worker's report dict (Locust owns "stats", "errors", ...).
 REPORT_KEY: Final = "stream_harness_live"
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+#: Runner states in which a run is under way (its parity comes after it).
+RUNNING_STATES: Final = (STATE_SPAWNING, STATE_RUNNING, STATE_STOPPING)
 #: The report served to the UI is recomputed at most this often.
 REPORT_MAX_AGE_S: Final = 1.0
 
@@ -150,6 +161,19 @@ def rows_csv(report: dict[str, Any]) -> str:
     return out.getvalue()
 
 
+def parity_banner(last_summary: Mapping[str, Any] | None, running: bool) -> dict[str, Any]:
+    """The tab's parity line: the last finished run's verdict, or "after the run"."""
+    waiting = "Parity (NDJSON vs Socket.io): after the run, judged on whole streams when it stops"
+    if last_summary is None:
+        return {"verdict": None, "finished": False, "line": waiting}
+    parity = last_summary.get("parity")
+    last = headline(parity)
+    if running:
+        verdict = parity["verdict"] if parity else "not judged"
+        return {"verdict": None, "finished": False, "line": f"{waiting} (last run: {verdict})"}
+    return {"verdict": parity["verdict"] if parity else None, "finished": True, "line": f"Last run's {last}"}
+
+
 # --------------------------------------------------------------------------- feeding
 
 
@@ -160,9 +184,15 @@ def _yield() -> None:
 class LiveFeed:
     """Keeps one environment's live stats fed, in whatever role its runner has."""
 
-    def __init__(self, environment: Environment, selfcheck: SelfCheck | None) -> None:
+    def __init__(
+        self,
+        environment: Environment,
+        selfcheck: SelfCheck | None,
+        last_summary: Callable[[], Mapping[str, Any] | None] | None = None,
+    ) -> None:
         self.environment = environment
         self.selfcheck = selfcheck
+        self.last_summary = last_summary or (lambda: None)
         self.runner = environment.runner
         self.live: LiveStats | None = None
         self.tracker: StreamTracker | None = None
@@ -289,6 +319,7 @@ class LiveFeed:
         self.forget_gone_workers()
         report = self.live.report()
         report["state"] = getattr(self.runner, "state", None)
+        report["parity"] = parity_banner(self.last_summary(), running=report["state"] in RUNNING_STATES)
         self._report = (now, _json_safe(report))
         return self._report[1]
 
@@ -368,7 +399,11 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def register(environment: Environment, selfcheck: SelfCheck | None) -> LiveFeed | None:
+def register(
+    environment: Environment,
+    selfcheck: SelfCheck | None,
+    last_summary: Callable[[], Mapping[str, Any] | None] | None = None,
+) -> LiveFeed | None:
     """Set up the live stream statistics of ``environment`` (call on ``events.init``).
 
     Every role gets its part: processes running users track their streams,
@@ -377,11 +412,12 @@ def register(environment: Environment, selfcheck: SelfCheck | None) -> LiveFeed 
     local run or master without a web UI (``--headless``) has nobody to show
     them to and keeps nothing.  Returns the feed (None on a headless local run
     or master, or without a runner); ``feed.live`` holds the totals.
+    ``last_summary`` gives the summary.json of the last finished run (its parity).
     """
     runner = environment.runner
     if runner is None or (environment.web_ui is None and not isinstance(runner, WorkerRunner)):
         return None
-    feed = LiveFeed(environment, selfcheck)
+    feed = LiveFeed(environment, selfcheck, last_summary)
     if feed.live is not None and environment.web_ui is not None:
         _install_ui(environment, feed)
     return feed

@@ -85,3 +85,12 @@ class Verdict(StrEnum):
     CLEAN = "clean"
     BUFFERED = "buffered"
     INCONCLUSIVE = "inconclusive"  # too few chunks, or the load generator was saturated
+
+
+class ParityVerdict(StrEnum):
+    """NDJSON against Socket.io in one run (``summary.json`` ``parity.verdict``)."""
+
+    PARITY = "parity"  # no difference both significant and large enough to matter
+    NDJSON_WORSE = "ndjson_worse"
+    NDJSON_BETTER = "ndjson_better"
+    INCONCLUSIVE = "inconclusive"  # too few streams, an inconclusive buffering verdict, or a saturated harness

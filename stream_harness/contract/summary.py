@@ -122,8 +122,54 @@ class RunSummary(TypedDict):
     warmup_s: NotRequired[float]
 
 
+class ParityMetric(TypedDict):
+    """One per-stream metric, NDJSON against Socket.io (the regression gate's statistics)."""
+
+    ndjson_median: float  # ms, median over streams
+    socketio_median: float
+    difference: float  # ndjson - socketio medians, ms
+    ci: list[float]  # 95% bootstrap interval of the difference: [low, high]
+    p_value: float  # one-sided Mann-Whitney U, in the direction of the difference
+    significant: bool  # p_value < alpha
+    practical: bool  # |difference| >= the metric's *_ms and *_pct of the Socket.io median
+    streams: dict[str, int]  # transport -> streams compared
+    result: str  # ParityVerdict of this metric
+
+
+class ParityFailures(TypedDict):
+    ndjson_rate: float  # failed share of streams
+    socketio_rate: float
+    difference: float
+    tolerance: float  # [tool.stream_harness.regression] failure_rate_tolerance
+    p_value: float  # one-sided Fisher's exact test (1.0 when the difference is within the tolerance)
+    result: str  # ParityVerdict
+
+
+class ParityBuffering(TypedDict):
+    ndjson: str  # Verdict
+    socketio: str
+    result: str  # ParityVerdict
+
+
+class ParityJudgement(TypedDict):
+    """NDJSON against Socket.io over one set of streams (the run, or one endpoint of it)."""
+
+    verdict: str  # ParityVerdict
+    reasons: list[str]  # why, worst first; empty for parity
+    metrics: dict[str, ParityMetric]  # ttfc, gap_p99, staleness_p99: those both transports measured
+    failures: ParityFailures
+    buffering: ParityBuffering
+    inconclusive: NotRequired[list[str]]  # what could not be judged (too few streams, ...)
+
+
+class Parity(ParityJudgement):
+    """``summary.json`` ``parity``: the run's answer; ``verdict`` is the worst of the run and its endpoints."""
+
+    endpoints: dict[str, ParityJudgement]
+
+
 class Summary(TypedDict):
     schema: int
     run: RunSummary
     transports: dict[str, TransportSummary]
-    parity: NotRequired[dict[str, object]]
+    parity: NotRequired[Parity]  # runs with both transports only

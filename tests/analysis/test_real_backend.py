@@ -40,6 +40,13 @@ SCENARIOS = {
 }
 
 
+#: One transport given a buffering fault: (flag, fault, parity verdict expected).
+PARITY_SCENARIOS = {
+    "ndjson_buffered": ("--ndjson-backend-options", {"buffer_ms": 50}, "ndjson_worse"),
+    "socketio_buffered": ("--socketio-backend-options", {"buffer_ms": 50}, "ndjson_better"),
+}
+
+
 class BufferingProxy:
     """A TCP proxy on loopback that forwards responses only in ``block``-byte pieces
     (or after ``max_hold_s``, so a keep-alive response's tail cannot wait forever):
@@ -108,17 +115,17 @@ class BufferingProxy:
         self.listener.close()
 
 
-def run_and_report(url: str, results: Path, options: dict, attempts: int = 2) -> dict:
+def run_and_report(url: str, results: Path, options: dict, attempts: int = 2, flag: str = "--backend-options") -> dict:
     """One run (repeated, up to ``attempts``, while the harness reports itself saturated:
     other test processes share the 2 cores and a saturated run has no verdict)."""
     for _ in range(attempts):
-        summary = run_once(url, results, options)
+        summary = run_once(url, results, options, flag)
         if not summary["run"]["harness"]["saturated"]:
             break
     return summary
 
 
-def run_once(url: str, results: Path, options: dict) -> dict:
+def run_once(url: str, results: Path, options: dict, flag: str = "--backend-options") -> dict:
     command = [
         sys.executable,
         "-m",
@@ -147,7 +154,7 @@ def run_once(url: str, results: Path, options: dict) -> dict:
         "--only-summary",
     ]
     if options:
-        command += ["--backend-options", json.dumps(options)]
+        command += [flag, json.dumps(options)]
     locust = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert (results / "streams.parquet").is_file(), locust.stdout[-3000:] + locust.stderr[-3000:]
     report = subprocess.run(
@@ -167,6 +174,9 @@ def summaries(backend, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tu
     for name, options in SCENARIOS.items():
         results = tmp_path_factory.mktemp(name)
         out[name] = (results, run_and_report(backend.url, results, options))
+    for name, (flag, options, _verdict) in PARITY_SCENARIOS.items():
+        results = tmp_path_factory.mktemp(name)
+        out[name] = (results, run_and_report(backend.url, results, options, flag=flag))
     port = int(backend.url.rsplit(":", 1)[1])
     proxy = BufferingProxy(port)
     try:
@@ -189,6 +199,25 @@ def expect(summary: dict, verdict: str) -> str:
 def test_the_clean_control_is_clean(summaries):
     summary = summaries["clean"][1]
     assert verdicts(summary) == dict.fromkeys(("ndjson", "socketio"), expect(summary, "clean"))
+
+
+def test_identical_transports_give_parity(summaries):
+    summary = summaries["clean"][1]
+    assert summary["parity"]["verdict"] == expect(summary, "parity"), summary["parity"]["reasons"]
+
+
+@pytest.mark.parametrize("scenario", list(PARITY_SCENARIOS))
+def test_a_buffering_fault_on_one_transport_decides_parity_with_the_reason(summaries, scenario):
+    summary = summaries[scenario][1]
+    _flag, _fault, verdict = PARITY_SCENARIOS[scenario]
+    parity = summary["parity"]
+    assert parity["verdict"] == expect(summary, verdict), parity["reasons"]
+    if not summary["run"]["harness"]["saturated"]:
+        faulty = "NDJSON" if verdict == "ndjson_worse" else "Socket.io"
+        assert parity["reasons"][0].startswith(f"{faulty} buffering verdict buffered"), parity["reasons"]
+        assert parity["buffering"]["result"] == verdict
+        report = (summaries[scenario][0] / "report.md").read_text().splitlines()
+        assert report[2].startswith(f"**Parity (NDJSON vs Socket.io): {verdict}**: {faulty} buffering"), report[2]
 
 
 @pytest.mark.parametrize("fault", ["buffer_50ms", "buffer_20_chunks"])

@@ -32,10 +32,11 @@ def report(tmp_path_factory: pytest.TempPathFactory):
 def test_the_verdict_comes_first(report):
     lines = report.report_path.read_text().splitlines()
     assert lines[0].startswith("# Stream latency report: synthetic-8")
-    assert lines[2] == "**ndjson: clean · socketio: BUFFERED**"
-    assert lines[4].startswith("- **socketio buffered**: chunks arrive")
-    assert lines[5].startswith("- ndjson: 6 streams, ")
-    assert "load generator not saturated" in lines[7]
+    assert lines[2].startswith("**Parity (NDJSON vs Socket.io): ndjson_better**: agent: Socket.io buffering verdict")
+    assert lines[4] == "**ndjson: clean · socketio: BUFFERED**"
+    assert lines[6].startswith("- **socketio buffered**: chunks arrive")
+    assert lines[7].startswith("- ndjson: 6 streams, ")
+    assert "load generator not saturated" in lines[9]
 
 
 def test_tables_per_transport_and_endpoint(report):

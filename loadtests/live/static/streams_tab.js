@@ -1,8 +1,9 @@
 // Streams tab extras for Locust's web UI (served by loadtests/webui.py).
 //
 // Locust's extension points give the tab its table; this adds what a table
-// cannot show, above it: the harness banner (CPU, event-loop lag, "saturated")
-// and one small chart per transport (gap p99 and staleness p99 per time bin).
+// cannot show, above it: the transports' parity (the last finished run's, or
+// "after the run"), the harness banner (CPU, event-loop lag, "saturated") and
+// one small chart per transport (gap p99 and staleness p99 per time bin).
 // The panel lives next to the React-rendered table and is removed when
 // another tab is shown; data comes from ./streams/live.json.
 (function () {
@@ -76,6 +77,16 @@
       cells[i].style.color = color || "";
       cells[i].style.fontWeight = color ? "700" : "";
     }
+  }
+
+  var PARITY_COLORS = { ndjson_worse: "#c62828", ndjson_better: "#2e7d32", parity: "#2e7d32", inconclusive: "#ef6c00" };
+
+  function parityLine(p) {
+    var text = p ? p.line : "Parity (NDJSON vs Socket.io): after the run";
+    var color = (p && PARITY_COLORS[p.verdict]) || "#37474f";
+    return '<div id="stream-harness-parity" data-verdict="' + esc((p && p.verdict) || "") +
+      '" style="padding:6px 2px 8px 2px;font-size:14px;font-weight:700;color:' + color + '">' +
+      esc(text) + "</div>";
   }
 
   function banner(h) {
@@ -197,12 +208,12 @@
 
   function render(panel) {
     if (!last) {
-      panel.innerHTML = banner(null);
+      panel.innerHTML = parityLine(null) + banner(null);
       return;
     }
     var since = new Date(last.reset_at * 1000).toLocaleTimeString();
     var processes = Object.keys((last.harness && last.harness.processes) || {}).length;
-    panel.innerHTML = banner(last.harness) + charts(last) +
+    panel.innerHTML = parityLine(last.parity) + banner(last.harness) + charts(last) +
       '<div style="font-size:12px;color:#666">Times in ms; totals since ' + esc(since) +
       " (run start or Reset), from " + processes + " load process" + (processes === 1 ? "" : "es") +
       ". Verdicts: the post-run detector (analysis/buffering.py) applied live.</div>";

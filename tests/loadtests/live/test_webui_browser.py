@@ -8,8 +8,9 @@ NDJSON, ``clean`` for Socket.io, with numbers, reasons, a chart per transport
 and the harness banner beside them (the screenshot is saved under the test's
 tmp_path and, when missing or with ``UPDATE_DOCS_SCREENSHOT=1``, copied to
 docs/streams-tab.png).  Then Reset empties the totals, Stop ends the run, the
-downloads sit on Locust's "Download Data" tab, and the post-run analysis
-agrees with what the tab said.
+downloads sit on Locust's "Download Data" tab, the post-run analysis agrees
+with what the tab said, and the tab's parity line turns from "after the run"
+into that run's parity.
 
 A load generator that is itself saturated (this machine is small and shared)
 makes every verdict ``inconclusive`` by design; the test then starts a fresh
@@ -176,6 +177,12 @@ def test_streams_tab_shows_the_buffered_transport_live(page: Any, tmp_path: Path
                 arg=f'svg[data-transport="{transport}"] path.gap',
                 timeout=30_000,
             )
+        # parity compares whole streams: the line waits for the end of the run
+        assert (
+            page.locator("#stream-harness-parity")
+            .inner_text()
+            .startswith("Parity (NDJSON vs Socket.io): after the run")
+        )
         banner = page.locator("#stream-harness-banner")
         assert "CPU" in banner.inner_text() and "lag" in banner.inner_text()
         saturated = banner.get_attribute("data-saturated") == "true"  # it may have tipped since
@@ -216,3 +223,16 @@ def test_streams_tab_shows_the_buffered_transport_live(page: Any, tmp_path: Path
             assert verdicts == {"ndjson": "inconclusive", "socketio": "inconclusive"}
         else:
             assert verdicts == {"ndjson": "buffered", "socketio": "clean"}
+            assert summary["parity"]["verdict"] == "ndjson_worse"
+        # once the run has stopped, the tab's first line is that run's parity
+        page.get_by_role("tab", name="Streams").click()
+        page.wait_for_function(
+            "v => document.querySelector('#stream-harness-parity')?.dataset.verdict === v",
+            arg=summary["parity"]["verdict"],
+            timeout=15_000,
+        )
+        assert (
+            page.locator("#stream-harness-parity")
+            .inner_text()
+            .startswith(f"Last run's parity (NDJSON vs Socket.io): {summary['parity']['verdict']}")
+        )
