@@ -28,6 +28,7 @@ SUMMARY = "fake backend + headless Locust on both transports -> a result set, re
 EXAMPLES = """\
   stream-harness run                                  # what `make bench` does (60 s, 20 users)
   stream-harness run --seconds 10 --users 4
+  stream-harness run --seconds 120 --warmup 20         # the first 20 s of streams in no statistic
   stream-harness run --transport ndjson --backend-options '{"buffer_ms": 100}'
 """
 
@@ -55,6 +56,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stream-seconds", type=float, default=10.0, help="stream length (default 10)")
     p.add_argument("--backend-options", default="", help="extra harness fields as JSON")
     p.add_argument("--backend-profile", default="", help="server-wide default profile for the fake backend (JSON)")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="seconds at the start whose streams are kept but left out of every statistic (default 0)",
+    )
     p.add_argument("--results-root", type=Path, default=RESULTS_ROOT, help="where result sets go (default ./results)")
     p.add_argument("--run-id", default="")
     p.add_argument("--no-report", action="store_true", help="skip report.md and charts")
@@ -63,6 +70,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 def check(args: argparse.Namespace) -> None:
     if args.seconds <= 0 or args.users <= 0 or args.chunks <= 0 or args.stream_seconds < 0:
         raise CommandError("--seconds, --users and --chunks must be positive, --stream-seconds >= 0")
+    if not 0 <= args.warmup < args.seconds:
+        raise CommandError(f"--warmup must be >= 0 and shorter than --seconds ({args.seconds:g}), got {args.warmup:g}")
     if args.backend_options:
         try:
             if not isinstance(json.loads(args.backend_options), dict):
@@ -109,6 +118,8 @@ def locust_command(args: argparse.Namespace, host: str, run_dir: Path) -> list[s
     ]
     if args.backend_options:
         cmd += ["--backend-options", args.backend_options]
+    if args.warmup:
+        cmd += ["--warmup", f"{args.warmup:g}"]
     return cmd
 
 

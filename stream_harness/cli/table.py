@@ -1,9 +1,11 @@
-"""The short plain-text table `make bench` prints: one row per transport."""
+"""The short plain-text table `make bench` prints: the parity line, then one row per transport."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from analysis.parity import headline
 
 COLUMNS = ("transport", "streams ok/failed", "TTFC p50", "TTFC p99", "gap p99", "staleness p99", "chunks/s", "verdict")
 
@@ -40,6 +42,8 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if len(summary.get("transports", {})) > 1:
+        lines.insert(0, headline(summary.get("parity")) + "\n")
     harness = summary.get("run", {}).get("harness", {})
     if harness.get("saturated"):
         lines.insert(0, "WARNING: the load generator was saturated; latency numbers are not trustworthy.")

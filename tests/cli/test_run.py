@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +35,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
             "bench",
             "BENCH_SECONDS=8",
             "BENCH_USERS=4",
-            f"BENCH_ARGS=--chunks 300 --stream-seconds 2 --results-root {root}",
+            f"BENCH_ARGS=--chunks 300 --stream-seconds 2 --warmup 3 --results-root {root}",
         ],
         cwd=REPO,
         capture_output=True,
@@ -53,6 +55,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
 def test_make_bench_succeeds_and_prints_a_verdict_per_transport(bench_run) -> None:
     done, _ = bench_run
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "parity (NDJSON vs Socket.io): " in done.stdout
     table = done.stdout[done.stdout.index("transport  ") :]
     for transport in ("ndjson", "socketio"):
         row = next(line for line in table.splitlines() if line.startswith(transport))
@@ -83,3 +86,49 @@ def test_make_bench_writes_a_complete_results_directory(bench_run) -> None:
     assert len(completed) >= 4
     assert (completed["n_chunks"] == 300).all()
     assert list(run_dir.glob("*.png")), "report charts missing"
+
+
+def test_warmup_streams_are_kept_flagged_and_left_out_of_every_number(bench_run) -> None:
+    _, root = bench_run
+    run_dir = (root / "latest").resolve()
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["options"]["warmup_s"] == 3
+    streams = pd.read_parquet(run_dir / "streams.parquet")
+    started = datetime.fromisoformat(run["started_at"]).timestamp()
+    early = (streams["started_at"] < started + 3).to_numpy()
+    assert early.any() and not early.all()
+    assert (streams["warmup"].to_numpy() == early).all()  # kept in the raw data, flagged
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for transport, item in summary["transports"].items():
+        mine = streams[streams["transport"] == transport]
+        assert item["streams"]["warmup"] == int(mine["warmup"].sum())
+        assert item["streams"]["started"] == int((~mine["warmup"]).sum())
+    assert summary["run"]["warmup_s"] == 3
+    report = (run_dir / "report.md").read_text()
+    assert "first 3 s (warm-up) are left out of every number" in report
+    assert (run_dir / "drift.png").is_file() and "![drift](drift.png)" in report
+
+
+def test_run_refuses_a_warmup_as_long_as_the_run(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream_harness",
+            "run",
+            "--seconds",
+            "5",
+            "--warmup",
+            "5",
+            "--results-root",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "stream-harness run: --warmup must be >= 0 and shorter than --seconds (5), got 5"
+    ]
