@@ -109,6 +109,18 @@ FIELDS: Final[tuple[ControlKey, ...]] = (
     ControlKey("error_at", _int_in(0, 99_999), int, "fault: error event (then end) instead of chunk K"),
     ControlKey("disconnect_at", _int_in(0, 99_999), int, "fault: drop the connection instead of chunk K"),
     ControlKey("gzip", _boolean, bool, "fault: gzip the NDJSON body the careless way (full blocks only)"),
+    ControlKey(
+        "knee_streams",
+        _int_in(0, 100_000),
+        int,
+        "load: running streams of a transport the backend serves without delay (with knee_delay_ms)",
+    ),
+    ControlKey(
+        "knee_delay_ms",
+        _float_in(0, 60_000),
+        float,
+        "load: extra first-chunk delay per running stream beyond knee_streams",
+    ),
 )
 FIELD_BY_NAME: Final[dict[str, ControlKey]] = {f.name: f for f in FIELDS}
 
@@ -132,6 +144,19 @@ class StreamSettings:
     error_at: int | None = None
     disconnect_at: int | None = None
     gzip: bool = False
+    knee_streams: int | None = None
+    knee_delay_ms: float | None = None
+
+    def load_delay_ms(self, running: int) -> float:
+        """Extra first-chunk delay when ``running`` streams of this one's transport run (itself included).
+
+        ``knee_delay_ms`` per stream beyond ``knee_streams``: a backend whose
+        first chunk slows down linearly past a known concurrency, so a
+        capacity search has a true answer to find.
+        """
+        if self.knee_streams is None or self.knee_delay_ms is None:
+            return 0.0
+        return self.knee_delay_ms * max(0, running - self.knee_streams)
 
 
 def check_values(raw: object, *, where: str = "harness") -> dict[str, object]:
@@ -170,6 +195,8 @@ def resolve(request_raw: object, server_defaults: Mapping[str, object]) -> Strea
     chunks = values["chunks"]
     if ("stall_ms" in values) != ("stall_at" in values):
         raise ControlError("harness.stall_ms and harness.stall_at must be given together")
+    if ("knee_streams" in values) != ("knee_delay_ms" in values):
+        raise ControlError("harness.knee_streams and harness.knee_delay_ms must be given together")
     for key in ("stall_at", "error_at", "disconnect_at"):
         at = values.get(key)
         if at is not None and at >= chunks:

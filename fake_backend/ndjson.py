@@ -117,7 +117,7 @@ class NdjsonStream(Response):
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        control = self.registry.open(self.stream_id, "ndjson")
+        control = self.registry.open(self.stream_id, "ndjson", self.plan.settings)
         outcome = "server_error"
         if self.gzip:
             send = CarelessGzip(send)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from fake_backend.control import StreamSettings
 from fake_backend.runner import CANCELLED, StreamControl
 
 
@@ -17,17 +18,24 @@ class StreamRegistry:
 
     def __init__(self) -> None:
         self._active: dict[str, tuple[str, StreamControl]] = {}
+        self._running: Counter[str] = Counter()  # transport -> active streams
         self.started: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
 
-    def open(self, stream_id: str, transport: str) -> StreamControl:
+    def open(self, stream_id: str, transport: str, settings: StreamSettings | None = None) -> StreamControl:
+        """Register a stream about to run; its control carries the load delay ``settings`` ask for."""
         control = StreamControl()
         self._active[stream_id] = (transport, control)
+        self._running[transport] += 1
         self.started[transport] += 1
+        if settings is not None:
+            control.load_delay_ms = settings.load_delay_ms(self._running[transport])
         return control
 
     def close(self, stream_id: str, outcome: str) -> None:
-        if self._active.pop(stream_id, None) is not None:
+        entry = self._active.pop(stream_id, None)
+        if entry is not None:
+            self._running[entry[0]] -= 1
             self.outcomes[outcome] += 1
 
     def cancel(self, stream_id: str) -> bool:
@@ -39,4 +47,4 @@ class StreamRegistry:
         return True
 
     def active(self, transport: str) -> int:
-        return sum(1 for t, _ in self._active.values() if t == transport)
+        return self._running[transport]

@@ -1,7 +1,8 @@
 """Drive a stream plan through time onto a transport ("outlet").
 
 The runner owns pacing and the faults that are about *when* and *whether*
-(first-chunk delay, stall, error, disconnect, buffering windows, cancel).  The
+(first-chunk delay, with the load delay the registry decided, stall, error,
+disconnect, buffering windows, cancel).  The
 transport modules own *how* a unit is encoded and written.
 
 Timing rule (the measurement contract): an outlet stamps a unit's emit time in
@@ -63,10 +64,11 @@ def _wake(fut: asyncio.Future) -> None:
 class StreamControl:
     """Stops a running stream from outside (cancel endpoint, vanished client)."""
 
-    __slots__ = ("stop_reason", "_waiter")
+    __slots__ = ("load_delay_ms", "stop_reason", "_waiter")
 
     def __init__(self) -> None:
         self.stop_reason: str | None = None
+        self.load_delay_ms = 0.0  # added to the first-chunk delay (``StreamSettings.load_delay_ms``)
         self._waiter: asyncio.Future | None = None
 
     def stop(self, reason: str) -> None:
@@ -101,7 +103,7 @@ async def run_stream(
     # perf_counter, not loop.time(): uvloop's loop clock has 1 ms resolution.
     clock = time.perf_counter
     started = clock()
-    first_at = started + s.first_chunk_delay_ms / 1000
+    first_at = started + (s.first_chunk_delay_ms + control.load_delay_ms) / 1000
     offsets = plan.offsets
     n = s.chunks
     stall_at = s.stall_at if s.stall_at is not None else -1

@@ -241,7 +241,7 @@ class UserSessionService:
         plan = build_plan(settings, endpoint)
         listener = str(uuid.uuid4())
         record = self._emit_log.open(listener, settings.chunks, settings.seed) if settings.timing else None
-        control = self._registry.open(listener, "socketio")
+        control = self._registry.open(listener, "socketio", settings)
         outlet = SioOutlet(self._sio, sid, eio_socket, listener, record, self._config.send_timeout_s)
         # The ack is queued when this handler returns, before the new task
         # first runs (nothing below awaits), so it precedes every message.

@@ -6,6 +6,7 @@ what each fault must do to the byte stream."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.rawstream import RawStream
+from tests.support.waiting import backend_stats, wait_until
 
 CHAT = "/api/ai/chat/unified"
 BODY = {"messages": [{"role": "user", "content": "Hello"}]}
@@ -172,3 +174,21 @@ def test_no_traceback_noise_from_injected_faults(backend):
     observe(backend.url, {"chunks": 20, "duration_s": 0, "disconnect_at": 5})
     time.sleep(0.2)
     assert "Traceback" not in backend.stderr_text()
+
+
+def test_the_load_knee_delays_the_first_chunk_by_the_streams_running_beyond_it(backend):
+    """knee_streams=2, knee_delay_ms=200: with 3 long streams running, a 4th waits 200 ms x (4 - 2)."""
+    knee = {"knee_streams": 2, "knee_delay_ms": 200}
+    wait_until(lambda: (backend_stats(backend.url) or {}).get("active", {}).get("ndjson") == 0, 10, "no stream running")
+    with contextlib.ExitStack() as running:
+        for _ in range(3):  # their own first chunks: 0, 0 and 200 ms; they hold the load for 5 s
+            stream = running.enter_context(
+                RawStream.post(backend.url, CHAT, {**BODY, "harness": {"chunks": 50, "duration_s": 5, **knee}})
+            )
+            assert stream.status == 200
+        o = observe(backend.url, {"chunks": 5, "duration_s": 0, "events": False, **knee})
+    ttfc = o.chunk_arrivals[0]
+    assert 0.4 <= ttfc < 2.0, ttfc
+    wait_until(lambda: backend_stats(backend.url)["active"]["ndjson"] == 0, 10, "the three streams to end")
+    alone = observe(backend.url, {"chunks": 5, "duration_s": 0, "events": False, **knee})
+    assert alone.chunk_arrivals[0] < 0.2  # the three are gone: back under the knee

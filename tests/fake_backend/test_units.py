@@ -168,3 +168,11 @@ def test_a_30s_stream_mixes_in_every_event_type_with_heartbeats_every_5s():
     heartbeat = next(p for _, k, p in events if k == "heartbeat")
     assert set(heartbeat(0.0)) == {"timestamp"}  # stamped when emitted
     assert events[-1][1] == "completion" and events[-1][2](1.5)["timing_stats"]["total_time_s"] == 1.5
+
+
+def test_the_load_knee_adds_its_delay_per_running_stream_beyond_the_knee():
+    settings = resolve({"chunks": 10, "knee_streams": 8, "knee_delay_ms": 100.0}, {})
+    assert [settings.load_delay_ms(n) for n in (1, 8, 9, 12)] == [0.0, 0.0, 100.0, 400.0]
+    assert resolve({"chunks": 10}, {}).load_delay_ms(1000) == 0.0
+    with pytest.raises(ControlError, match="knee_streams and harness.knee_delay_ms must be given together"):
+        resolve({"chunks": 10, "knee_streams": 8}, {})
