@@ -16,8 +16,10 @@ ROUNDS ?= 3
 SOAK_ARGS ?=
 COMPARE_ARGS ?=
 NIGHTLY_ARGS ?=
+# capacity search knobs: make sweep SWEEP_ARGS="--transport ndjson --slo ttfc_p99_ms=500 --out results/cap"
+SWEEP_ARGS ?=
 
-.PHONY: install browser lint test bench bench-backend bench-client bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+.PHONY: install browser lint test bench sweep bench-backend bench-client bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
 
 install: $(STAMP)
 
@@ -52,6 +54,10 @@ browser:
 
 bench: $(STAMP)
 	$(HARNESS) run --seconds $(BENCH_SECONDS) --users $(BENCH_USERS) $(BENCH_ARGS)
+
+# capacity per transport under the SLO ([tool.stream_harness.slo]) on the embedded fake backend
+sweep: $(STAMP)
+	$(HARNESS) sweep $(SWEEP_ARGS)
 
 bench-backend: $(STAMP)
 	$(PY) -m bench.backend

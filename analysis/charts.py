@@ -4,14 +4,16 @@ Charts are drawn from reduced data, never from all events at once: CDFs from
 per-stream values, the gap distribution from the aggregates' log histograms,
 the worst streams from their own events (read back by stream key) reduced to
 a max envelope of at most ``MAX_POINTS`` points, throughput from per-second
-arrival counts, drift from per-window histograms.
+arrival counts, drift from per-window histograms; the capacity chart from
+capacity.json's steps.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import matplotlib
 
@@ -89,6 +91,59 @@ def draw_compare_chart(base: Analysis, current: Analysis, path: str | Path) -> P
     path = Path(path)
     _save(figure, path)
     return path
+
+
+#: capacity.png panels: (step metric, axis label, SLO key, scale of the SLO value to the axis).
+_CAPACITY_PANELS: Final = (
+    ("ttfc_p99_ms", "TTFC p99 (ms)", "ttfc_p99_ms", 1.0),
+    ("gap_p99_ms", "p99 of streams' own p99 gap (ms)", "gap_p99_ms", 1.0),
+    ("failure_rate", "failed streams (%)", "failure_rate", 100.0),
+)
+_DECISION_MARKERS: Final = {"holds": "o", "breaks": "X", "saturated": "^"}
+
+
+def draw_capacity_chart(capacity: Mapping[str, Any], path: str | Path) -> Path:
+    """Each SLO metric against concurrent streams, per transport, with the SLO line and the capacity."""
+    figure = Figure(figsize=(4.4 * len(_CAPACITY_PANELS), 4.0))
+    axes = figure.subplots(1, len(_CAPACITY_PANELS))
+    figure.subplots_adjust(left=0.06, right=0.99, bottom=0.14, top=0.8, wspace=0.3)
+    slo = capacity["slo"]
+    lines = []
+    for transport, result in capacity["transports"].items():
+        steps = sorted(result["steps"], key=lambda step: step["streams"])
+        color = _COLORS.get(transport)
+        best = result["max_streams_meeting_slo"]
+        bound = "at least " if result["lower_bound"] else ""
+        lines.append(f"{transport}: {bound}{best} streams")
+        for ax, (key, label, _slo_key, scale) in zip(axes, _CAPACITY_PANELS):
+            x = np.array([step["streams"] for step in steps], dtype=np.float64)
+            y = np.array([_scaled(step["metrics"].get(key), scale) for step in steps], dtype=np.float64)
+            ax.plot(x, y, "-", color=color, alpha=0.6, label=transport)
+            for decision, marker in _DECISION_MARKERS.items():
+                mine = np.array([step["decision"] == decision for step in steps], dtype=bool)
+                if mine.any():
+                    ax.plot(x[mine], y[mine], marker, color=color, linestyle="none")
+            if best:
+                ax.axvline(best, color=color, linestyle=":", linewidth=1)
+            ax.set(xlabel="concurrent streams", ylabel=label)
+    for ax, (_key, _label, slo_key, scale) in zip(axes, _CAPACITY_PANELS):
+        ax.axhline(float(slo[slo_key]) * scale, color="tab:red", linestyle="--", linewidth=1, label="SLO")
+        ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8, loc="upper left")
+    figure.suptitle(
+        "Capacity under the SLO: " + (" · ".join(lines) or "no step")
+        + "\n(o holds, X breaks, ^ load generator saturated; dotted: capacity)",
+        fontsize=10,
+    )  # fmt: skip
+    path = Path(path)
+    _save(figure, path)
+    return path
+
+
+def _scaled(value: Any, scale: float) -> float:
+    return float(value) * scale if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
 
 
 def cdf_points(values: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:

@@ -247,6 +247,78 @@ class RunOptions:
         }
 
 
+def add_sweep_arguments(parser: Any) -> None:
+    """The capacity search's flags (``loadtests/capacity_locustfile.py`` adds them with its shape)."""
+    parser.add_argument(
+        "--slo",
+        default="",
+        help="SLO overrides, e.g. ttfc_p99_ms=1000,gap_p99_ms=250,failure_rate=0.01 "
+        "(defaults: [tool.stream_harness.slo] in pyproject.toml)",
+    )
+    parser.add_argument("--sweep-start", default="4", help="concurrent streams of the first step (default 4)")
+    parser.add_argument("--sweep-max-streams", default="256", help="the search's ceiling (default 256)")
+    parser.add_argument(
+        "--sweep-tolerance",
+        default="0.1",
+        help="stop bisecting when held and broken levels are within this share of the held one (default 0.1)",
+    )
+    parser.add_argument(
+        "--sweep-step-seconds", default="10", help="a step that holds measures at least this long (default 10)"
+    )
+    parser.add_argument(
+        "--sweep-max-step-seconds",
+        default="30",
+        help="a step undecided after this long is decided on its point estimates (default 30)",
+    )
+    parser.add_argument(
+        "--sweep-settle-seconds",
+        default="1",
+        help="after a step's streams are all running, seconds before its streams count (default 1)",
+    )
+    parser.add_argument("--sweep-min-streams", default="10", help="no step is decided on fewer streams (default 10)")
+    parser.add_argument(
+        "--capacity-file", default="", help="where capacity.json goes (default: the run's results directory)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SweepOptions:
+    """The validated flags of a capacity search (the SLO itself is ``analysis.capacity.Slo``)."""
+
+    slo: str = ""
+    start: int = 4
+    max_streams: int = 256
+    tolerance: float = 0.1
+    step_s: float = 10.0
+    max_step_s: float = 30.0
+    settle_s: float = 1.0
+    min_streams: int = 10
+    capacity_file: str | None = None
+
+    @classmethod
+    def from_namespace(cls, ns: Namespace | None) -> SweepOptions:
+        get = (lambda name, default: getattr(ns, name, default)) if ns is not None else (lambda _n, d: d)
+        start = _int("sweep-start", get("sweep_start", "4"), minimum=1, maximum=100_000)
+        max_streams = _int("sweep-max-streams", get("sweep_max_streams", "256"), minimum=1, maximum=100_000)
+        if start > max_streams:
+            raise OptionError(f"--sweep-start ({start}) must not exceed --sweep-max-streams ({max_streams})")
+        step_s = _float("sweep-step-seconds", get("sweep_step_seconds", "10"), minimum=0.1, maximum=3600.0)
+        max_step_s = _float("sweep-max-step-seconds", get("sweep_max_step_seconds", "30"), minimum=0.1, maximum=3600.0)
+        if step_s > max_step_s:
+            raise OptionError(f"--sweep-step-seconds ({step_s:g}) must not exceed --sweep-max-step-seconds")
+        return cls(
+            slo=str(get("slo", "") or "").strip(),
+            start=start,
+            max_streams=max_streams,
+            tolerance=_float("sweep-tolerance", get("sweep_tolerance", "0.1"), minimum=0.0, maximum=0.99),
+            step_s=step_s,
+            max_step_s=max_step_s,
+            settle_s=_float("sweep-settle-seconds", get("sweep_settle_seconds", "1"), minimum=0.0, maximum=600.0),
+            min_streams=_int("sweep-min-streams", get("sweep_min_streams", "10"), minimum=1, maximum=100_000),
+            capacity_file=str(get("capacity_file", "") or "").strip() or None,
+        )
+
+
 def check_startup(ns: Namespace | None, host: str | None) -> RunOptions:
     """Everything the command line can get wrong, checked once before anything runs."""
     options = RunOptions.from_namespace(ns)

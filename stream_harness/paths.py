@@ -9,5 +9,7 @@ from typing import Final
 PACKAGES_ROOT: Final = Path(__file__).resolve().parents[1]
 #: The Locust entry point of the harness's users.
 LOCUSTFILE: Final = PACKAGES_ROOT / "loadtests" / "locustfile.py"
+#: The capacity search's load shape, loaded beside LOCUSTFILE (``stream-harness sweep``, the web UI's class picker).
+CAPACITY_LOCUSTFILE: Final = PACKAGES_ROOT / "loadtests" / "capacity_locustfile.py"
 #: Default home of result sets, relative to the working directory.
 RESULTS_ROOT: Final = Path("results")

@@ -22,6 +22,7 @@ from stream_harness.cli.errors import EXIT_UNUSABLE, CommandError
 #: (subcommand, module) in the order ``--help`` lists them.
 COMMANDS: Final = (
     ("run", "stream_harness.cli.run"),
+    ("sweep", "stream_harness.cli.sweep"),
     ("report", "stream_harness.cli.report"),
     ("compare", "stream_harness.cli.compare"),
     ("backend", "stream_harness.cli.backend"),

@@ -26,12 +26,13 @@ from pathlib import Path
 
 from fake_backend.process import BackendStartError, start_backend
 from stream_harness.cli.errors import CommandError
-from stream_harness.paths import LOCUSTFILE, PACKAGES_ROOT
+from stream_harness.paths import CAPACITY_LOCUSTFILE, LOCUSTFILE, PACKAGES_ROOT
 
 SUMMARY = "fake backend + Locust web UI on loopback (with the Streams tab), ready to press Start"
 EXAMPLES = """\
   stream-harness ui
   stream-harness ui --web-port 8089 -- --transport ndjson --chunks 2000
+  stream-harness ui --capacity-shape        # pick CapacitySearchShape in the start form: capacity under the SLO
 """
 
 
@@ -102,19 +103,23 @@ def start_web_ui(
     log_path: Path | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 60.0,
+    capacity_shape: bool = False,
 ) -> Iterator[WebUIProcess]:
     """Run the harness's Locust web UI against ``host`` until the block ends.
 
     ``port=0`` picks a free loopback port.  Output goes to ``log_path`` (or is
-    inherited when None, as ``make ui`` wants).
+    inherited when None, as ``make ui`` wants).  ``capacity_shape`` adds the
+    capacity search's load shape, picked in the start form (Locust's class picker).
     """
     port = port or free_port()
+    locustfiles = f"{LOCUSTFILE},{CAPACITY_LOCUSTFILE}" if capacity_shape else str(LOCUSTFILE)
     cmd = [
         sys.executable,
         "-m",
         "locust",
         "-f",
-        str(LOCUSTFILE),
+        locustfiles,
+        *(["--class-picker"] if capacity_shape else []),
         "--host",
         host,
         "--web-host",
@@ -143,6 +148,11 @@ def start_web_ui(
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web-port", type=int, default=0, help="web UI port (default: a free one)")
     p.add_argument("--backend-profile", default="", help="server-wide default profile for the fake backend (JSON)")
+    p.add_argument(
+        "--capacity-shape",
+        action="store_true",
+        help="offer the capacity search (CapacitySearchShape) in the start form's class picker",
+    )
     p.add_argument("locust_args", nargs="*", help="extra Locust arguments (after --)")
 
 
@@ -153,7 +163,10 @@ def execute(args: argparse.Namespace) -> int:
     if args.backend_profile:
         env["FAKE_BACKEND_PROFILE"] = args.backend_profile
     try:
-        with start_backend(env=env) as backend, start_web_ui(backend.url, *args.locust_args, port=args.web_port) as ui:
+        with (
+            start_backend(env=env) as backend,
+            start_web_ui(backend.url, *args.locust_args, port=args.web_port, capacity_shape=args.capacity_shape) as ui,
+        ):
             print(
                 f"\nLocust web UI: {ui.url}   (fake backend: {backend.url})\n"
                 "Open the URL, press Start, watch the Streams tab. Ctrl-C stops both.\n",

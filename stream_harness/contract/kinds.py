@@ -94,3 +94,11 @@ class ParityVerdict(StrEnum):
     NDJSON_WORSE = "ndjson_worse"
     NDJSON_BETTER = "ndjson_better"
     INCONCLUSIVE = "inconclusive"  # too few streams, an inconclusive buffering verdict, or a saturated harness
+
+
+class StepDecision(StrEnum):
+    """What one step of a capacity search found (``capacity.json``)."""
+
+    HOLDS = "holds"  # the SLO held at this many concurrent streams
+    BREAKS = "breaks"  # an objective of the SLO was missed
+    SATURATED = "saturated"  # the load generator was the limit: the step says nothing about the backend
