@@ -18,8 +18,10 @@ COMPARE_ARGS ?=
 NIGHTLY_ARGS ?=
 # capacity search knobs: make sweep SWEEP_ARGS="--transport ndjson --slo ttfc_p99_ms=500 --out results/cap"
 SWEEP_ARGS ?=
+# make benchmark-json RUN=results/<run-id>: benchmark.json again (with RUN/capacity/capacity.json when there)
+RUN ?= results/latest
 
-.PHONY: install browser lint test bench sweep bench-backend bench-client bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+.PHONY: install browser lint test bench sweep benchmark-json bench-backend bench-client bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
 
 install: $(STAMP)
 
@@ -59,6 +61,9 @@ bench: $(STAMP)
 sweep: $(STAMP)
 	$(HARNESS) sweep $(SWEEP_ARGS)
 
+benchmark-json: $(STAMP)
+	$(HARNESS) benchmark-json $(RUN)
+
 bench-backend: $(STAMP)
 	$(PY) -m bench.backend
 
@@ -95,8 +100,10 @@ bench-verdicts: $(STAMP)
 bench-live: $(STAMP)
 	$(PY) -m bench.live
 
+# make ui UI_ARGS=--capacity-shape: the capacity search in the start form's class picker
+UI_ARGS ?=
 ui: $(STAMP)
-	$(HARNESS) ui
+	$(HARNESS) ui $(UI_ARGS)
 
 soak: $(STAMP)
 	$(PY) -m bench.soak $(SOAK_ARGS)

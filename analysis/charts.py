@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from analysis.accumulate import merged
 from analysis.chunks import BURST_GAP_MS, chunk_series
@@ -126,9 +127,13 @@ def draw_capacity_chart(capacity: Mapping[str, Any], path: str | Path) -> Path:
             if best:
                 ax.axvline(best, color=color, linestyle=":", linewidth=1)
             ax.set(xlabel="concurrent streams", ylabel=label)
+    levels = sorted({step["streams"] for result in capacity["transports"].values() for step in result["steps"]})
     for ax, (_key, _label, slo_key, scale) in zip(axes, _CAPACITY_PANELS):
         ax.axhline(float(slo[slo_key]) * scale, color="tab:red", linestyle="--", linewidth=1, label="SLO")
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+        if levels:
+            ax.set_xlim(min(levels) / 1.2, max(levels) * 1.2)
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8, loc="upper left")

@@ -185,6 +185,40 @@ def render_compare_markdown(
     return "\n".join(lines).rstrip() + "\n"
 
 
+def render_capacity_markdown(capacity: Mapping[str, Any], chart: str | None = "capacity.png") -> str:
+    """capacity.md: the answer per transport first, then every step of each search."""
+    slo = capacity["slo"]
+    terms = (
+        f"TTFC p99 <= {slo['ttfc_p99_ms']:g} ms, p99 of the streams' own p99 gap <= {slo['gap_p99_ms']:g} ms, "
+        f"failures <= {slo['failure_rate']:.1%}" + (", buffering clean" if slo.get("clean") else "")
+    )
+    lines = ["## Capacity under the SLO", "", f"SLO: {terms} (Wilson {slo['confidence']:.0%} intervals).", ""]
+    transports = capacity.get("transports") or {}
+    lines += [f"- **{name}**: {result['summary']}" for name, result in transports.items()] or ["- no step ran"]
+    lines.append("")
+    if chart:
+        lines += [f"![capacity]({chart})", ""]
+    for name, result in transports.items():
+        lines += [
+            f"### {name}: {result['stop_reason']}",
+            "",
+            "| streams | decision | resolved | streams judged | TTFC p99 (ms) | gap p99 (ms) | failed | buffering "
+            "| why |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for step in result["steps"]:
+            metrics = step["metrics"]
+            failed = metrics.get("failure_rate")
+            reason = step["reasons"][0] if step["reasons"] and step["decision"] != "holds" else ""
+            lines.append(
+                f"| {step['streams']} | {step['decision']} | {'yes' if step['resolved'] else 'no'} "
+                f"| {metrics['streams']} | {_ms(metrics.get('ttfc_p99_ms'))} | {_ms(metrics.get('gap_p99_ms'))} "
+                f"| {'n/a' if failed is None else f'{failed:.1%}'} | {metrics['verdict']} | {reason} |"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def write_compare_outputs(
     comparison: Comparison, base: Analysis, current: Analysis, markdown_path: Path, *, artifact_url: str | None = None
 ) -> Path:

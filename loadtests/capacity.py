@@ -15,7 +15,10 @@ Socket.io).  Locust calls its ``tick`` about once a second; each step:
    chunk past the TTFC limit when the step is judged count as misses;
 3. every tick, judges the step (``analysis.capacity.judge_step``, with the
    load generator's self-check over the step) and moves on when
-   ``StepPolicy`` says it is decided.
+   ``StepPolicy`` says it is decided.  A step saturated while this process
+   hardly ran (the machine was short of CPU: other jobs) is measured once
+   more before it caps the search; one saturated by this process's own work
+   stands.
 
 When every transport's search is over it writes ``capacity.json`` and
 ``capacity.png`` (``--capacity-file``, default the run's results directory)
@@ -64,15 +67,17 @@ from loadtests.live.stats import verdict
 from loadtests.live.tracker import StreamTracker
 from loadtests.options import OptionError, RunOptions, SweepOptions
 from loadtests.results.record import StreamRecord
-from loadtests.selfcheck import summarize
+from loadtests.selfcheck import STARVED_CPU_PERCENT, summarize
 from loadtests.users import NdjsonStreamUser, SocketIOStreamUser, StreamUser
 from stream_harness.contract.capacity import CAPACITY_SCHEMA_VERSION, Capacity, CapacityStep
-from stream_harness.contract.kinds import StreamStatus
+from stream_harness.contract.kinds import StepDecision, StreamStatus
 from stream_harness.contract.schema import CHUNK
 
 logger = logging.getLogger("stream_harness")
 
 CAPACITY_FILE: Final = "capacity.json"
+#: A step saturated by a machine short of CPU (not by this process) is measured again this many times.
+STARVED_RETRIES: Final = 1
 CAPACITY_CHART: Final = "capacity.png"
 USER_CLASSES: Final[dict[str, type[StreamUser]]] = {
     NdjsonStreamUser.transport: NdjsonStreamUser,
@@ -177,6 +182,7 @@ class Sweep:
         self.index = 0
         self.recorder: StepRecorder | None = None
         self.draining = False  # between two transports: no user of the last one may run on
+        self.retried: dict[tuple[str, int], list[str]] = {}  # why a level was measured again
         self.lag_from = 0
         self.cpu_from = 0
         self.finished = False
@@ -235,7 +241,13 @@ class Sweep:
         measured_s = now - self.recorder.measure_from
         if not self.policy.done(judgement, measured_s):
             return target
+        if judgement.decision == StepDecision.SATURATED and self._measure_again(transport, level, harness):
+            self.recorder = None  # the same level again, from scratch
+            return target
         step = judgement.step(level, measured_s, _harness_brief(harness))
+        retried = self.retried.pop((transport, level), [])
+        if retried:
+            step["retried"] = retried
         search.record(step)
         self.recorder = None
         print(_step_line(transport, step), flush=True)
@@ -247,6 +259,25 @@ class Sweep:
                 self.finish()
                 return None
         return self.tick()
+
+    def _measure_again(self, transport: str, level: int, harness: dict[str, Any]) -> bool:
+        """A step saturated while this process hardly ran (other jobs took the CPU) is measured again, once.
+
+        When the load process itself was busy the saturation is its own limit
+        and stands; when it averaged under ``STARVED_CPU_PERCENT`` the machine
+        was short of CPU for a while, which says nothing about the backend.
+        """
+        mean = harness.get("cpu_percent_mean")
+        tried = self.retried.setdefault((transport, level), [])
+        if mean is None or mean >= STARVED_CPU_PERCENT or len(tried) >= STARVED_RETRIES:
+            return False
+        reason = "; ".join(harness.get("reasons") or []) or "saturated"
+        tried.append(reason)
+        print(
+            f"capacity search: {transport} {level:>4} streams: measuring again, the machine was short of CPU: {reason}",
+            flush=True,
+        )
+        return True
 
     def _all_running(self, transport: str, level: int) -> bool:
         runner = self.environment.runner

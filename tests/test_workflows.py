@@ -122,6 +122,10 @@ def test_nightly_workflow_schedule_baseline_and_gate() -> None:
     script = run_scripts(nightly)
     assert "make bench " in script
     assert "make bench-nightly" in script
+    # capacity per transport joins benchmark.json every night
+    assert 'make sweep SWEEP_ARGS="--out $RUN_DIR/capacity"' in script
+    assert 'make benchmark-json RUN="$RUN_DIR"' in script
+    assert script.index("make sweep") < script.index("make benchmark-json")
     assert "GITHUB_STEP_SUMMARY" in script
     uses = [s.get("uses", "") for s in nightly["jobs"]["bench"]["steps"]]
     assert any(u.startswith("actions/download-artifact@") for u in uses)
@@ -130,12 +134,18 @@ def test_nightly_workflow_schedule_baseline_and_gate() -> None:
 
 def test_commands_the_workflows_call_exist() -> None:
     """`make -n` knows the targets; the modules parse their flags."""
-    for target in ("bench", "bench-compare"):
+    for target in ("bench", "bench-compare", "sweep", "benchmark-json"):
         done = subprocess.run(
             ["make", "-n", target, "BASE=HEAD", "ROUNDS=1"], cwd=REPO, capture_output=True, text=True, timeout=60
         )
         assert done.returncode == 0, done.stderr
-    for module in ("stream_harness.cli.run", "stream_harness.cli.compare_refs", "stream_harness.cli.nightly"):
+    for module in (
+        "stream_harness.cli.run",
+        "stream_harness.cli.compare_refs",
+        "stream_harness.cli.nightly",
+        "stream_harness.cli.sweep",
+        "stream_harness.cli.benchmark_json",
+    ):
         done = subprocess.run(
             [sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
         )

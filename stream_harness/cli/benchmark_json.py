@@ -8,8 +8,17 @@ data in a run (e.g. staleness against a backend that sends no emit times) are
 left out rather than written as 0, which a dashboard would chart as a great
 result.
 
-Usage: ``stream-harness benchmark-json RUN_DIR [--output FILE]`` (``make bench``
-already writes ``RUN_DIR/benchmark.json`` at the end of every run).
+Capacity: when the run directory holds a capacity search (``make sweep
+SWEEP_ARGS="--out RUN_DIR/capacity"``, as the nightly job does), one more point
+per transport, ``<transport> capacity under the SLO``: the most concurrent
+streams that met the SLO (unit ``streams``).  That one is the exception to
+"smaller is better" (its name and tooltip say so): charted beside the
+latencies at a fixed load, it shows a change that costs capacity even when
+latency at that load did not move.
+
+Usage: ``stream-harness benchmark-json RUN_DIR [--output FILE] [--capacity FILE]``
+(``make bench`` already writes ``RUN_DIR/benchmark.json`` at the end of every
+run; ``make benchmark-json RUN=DIR`` writes it again, e.g. after a sweep).
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from typing import Any, TypedDict
 from stream_harness.cli.errors import CommandError
 
 BENCHMARK_FILE = "benchmark.json"
+#: Where a run directory keeps its capacity search (``--out RUN_DIR/capacity``).
+CAPACITY_JSON = Path("capacity") / "capacity.json"
 
 #: (summary.json latency key, percentile key, display name), in display order.
 METRICS: tuple[tuple[str, str, str], ...] = (
@@ -85,12 +96,36 @@ def benchmark_entries(summary: Mapping[str, Any]) -> list[BenchmarkEntry]:
     return entries
 
 
-def write_benchmark_json(run_dir: Path, output: Path | None = None) -> Path:
-    """Read ``run_dir/summary.json``, write the dashboard file (atomically), return its path."""
+def capacity_entries(capacity: Mapping[str, Any]) -> list[BenchmarkEntry]:
+    """One point per transport of a ``capacity.json``: the most streams that met the SLO (bigger is better)."""
+    slo = capacity.get("slo", {})
+    terms = (
+        f"TTFC p99 <= {slo.get('ttfc_p99_ms', '?')} ms, gap p99 <= {slo.get('gap_p99_ms', '?')} ms, "
+        f"failures <= {slo.get('failure_rate', '?')}"
+    )
+    entries: list[BenchmarkEntry] = []
+    for transport, result in capacity.get("transports", {}).items():
+        value = _number(result.get("max_streams_meeting_slo"))
+        if value is None:
+            continue
+        extra = f"bigger is better; {result.get('summary', '')}; SLO {terms}"
+        entries.append(
+            BenchmarkEntry(name=f"{transport} capacity under the SLO", unit="streams", value=value, extra=extra)
+        )
+    return entries
+
+
+def write_benchmark_json(run_dir: Path, output: Path | None = None, capacity: Path | None = None) -> Path:
+    """Read ``run_dir/summary.json`` (and the capacity search, when there is one),
+    write the dashboard file (atomically), return its path."""
     summary = json.loads((run_dir / "summary.json").read_text())
+    entries = benchmark_entries(summary)
+    capacity = capacity or run_dir / CAPACITY_JSON
+    if capacity.is_file():
+        entries += capacity_entries(json.loads(capacity.read_text()))
     output = output or run_dir / BENCHMARK_FILE
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(benchmark_entries(summary), indent=2) + "\n")
+    tmp.write_text(json.dumps(entries, indent=2) + "\n")
     os.replace(tmp, output)
     return output
 
@@ -99,18 +134,24 @@ SUMMARY = "write benchmark.json (github-action-benchmark's customSmallerIsBetter
 EXAMPLES = """\
   stream-harness benchmark-json results/latest
   stream-harness benchmark-json results/latest --output /tmp/bench.json
+  stream-harness benchmark-json results/latest --capacity results/sweep-latest/capacity.json
 """
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, help="a results directory with summary.json")
     p.add_argument("--output", type=Path, default=None, help=f"default: RUN_DIR/{BENCHMARK_FILE}")
+    p.add_argument(
+        "--capacity", type=Path, default=None, help=f"a capacity.json to add (default: RUN_DIR/{CAPACITY_JSON} if any)"
+    )
 
 
 def execute(args: argparse.Namespace) -> int:
+    if args.capacity is not None and not args.capacity.is_file():
+        raise CommandError(f"{args.capacity}: no such capacity.json")
     try:
-        path = write_benchmark_json(args.run_dir, args.output)
-    except (OSError, ValueError) as exc:  # missing/unreadable/corrupt summary.json
+        path = write_benchmark_json(args.run_dir, args.output, args.capacity)
+    except (OSError, ValueError) as exc:  # missing/unreadable/corrupt summary.json or capacity.json
         raise CommandError(f"cannot read {args.run_dir / 'summary.json'}: {exc}") from None
     print(path)
     return 0

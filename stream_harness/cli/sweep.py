@@ -7,8 +7,9 @@ the share of streams that miss the SLO (``analysis.capacity``).  Against the
 embedded fake backend by default, or any backend with ``--host``.  Writes
 ``OUT/capacity.json`` (per transport: ``max_streams_meeting_slo``,
 ``lower_bound``, every step with its numbers and decision), ``OUT/capacity.png``
-(each metric against concurrent streams, with the SLO lines) and the sweep's
-raw data in ``OUT/run/``, then prints one line per transport.
+(each metric against concurrent streams, with the SLO lines), ``OUT/capacity.md``
+(the same for people) and the sweep's raw data in ``OUT/run/``, then prints
+one line per transport.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ EXAMPLES = """\
 #: The raw data of the sweep, inside --out.
 RUN_DIR = "run"
 CAPACITY_FILE = "capacity.json"
+CAPACITY_MARKDOWN = "capacity.md"
 #: Stream shape asked of the embedded fake backend: short streams, so steps see many of them.
 FAKE_CHUNKS = 100
 FAKE_STREAM_SECONDS = 2.0
@@ -183,10 +185,14 @@ def execute(args: argparse.Namespace) -> int:
     tmp = capacity_path.with_name(f".{CAPACITY_FILE}.{os.getpid()}")
     tmp.write_text(json.dumps(capacity, indent=2) + "\n")
     os.replace(tmp, capacity_path)
+    from analysis.report import render_capacity_markdown
+    from analysis.results import write_text_atomic
+
+    write_text_atomic(out / CAPACITY_MARKDOWN, render_capacity_markdown(capacity))
     if args.out is None:
         point_latest(out.parent, out, "sweep-latest")
     print()
     for transport, result in capacity["transports"].items():
         print(f"{transport}: {result['summary']}")
-    print(f"\ncapacity: {capacity_path} · chart: {out / 'capacity.png'} · raw data: {out / RUN_DIR}")
+    print(f"\ncapacity: {capacity_path} · {out / CAPACITY_MARKDOWN} · raw data: {out / RUN_DIR}")
     return 0

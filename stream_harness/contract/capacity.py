@@ -55,6 +55,7 @@ class CapacityStep(TypedDict):
     objectives: dict[str, ObjectiveResult]  # ttfc, gap, failures, buffering
     harness: dict[str, object]  # the load generator's self-check during the step
     reasons: list[str]
+    retried: NotRequired[list[str]]  # why earlier attempts at this level were measured again (starved machine)
 
 
 class TransportCapacity(TypedDict):

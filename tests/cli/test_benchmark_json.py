@@ -133,3 +133,47 @@ def test_merge_is_saturated_when_most_streams_come_from_saturated_rounds(tmp_pat
     assert merged.run["harness"]["cpu_percent_max"] == 97.0
     summary = json.loads((tmp_path / "merged" / "summary.json").read_text())
     assert summary["transports"]["ndjson"]["buffering"]["verdict"] == "inconclusive"
+
+
+CAPACITY = {
+    "schema": 1,
+    "slo": {"ttfc_p99_ms": 1000.0, "gap_p99_ms": 250.0, "failure_rate": 0.01, "clean": True, "confidence": 0.95},
+    "transports": {
+        "ndjson": {
+            "max_streams_meeting_slo": 48,
+            "lower_bound": False,
+            "summary": "48 concurrent streams meet the SLO",
+        },
+        "socketio": {
+            "max_streams_meeting_slo": 96,
+            "lower_bound": True,
+            "summary": "at least 96 concurrent streams meet the SLO (a lower bound: ...)",
+        },
+    },
+}
+
+
+def test_a_capacity_search_in_the_run_directory_adds_one_point_per_transport(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text(json.dumps(SUMMARY))
+    (tmp_path / "capacity").mkdir()
+    (tmp_path / "capacity" / "capacity.json").write_text(json.dumps(CAPACITY))
+    entries = json.loads(write_benchmark_json(tmp_path).read_text())
+    by_name = {e["name"]: e for e in entries}
+    assert len(entries) == 5 + 4 + 2
+    ndjson = by_name["ndjson capacity under the SLO"]
+    assert (ndjson["value"], ndjson["unit"]) == (48.0, "streams")
+    assert ndjson["extra"].startswith("bigger is better; 48 concurrent streams meet the SLO; SLO TTFC p99 <= 1000.0")
+    assert "a lower bound" in by_name["socketio capacity under the SLO"]["extra"]
+
+
+def test_the_cli_takes_a_capacity_file_from_elsewhere_and_refuses_a_missing_one(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text(json.dumps(SUMMARY))
+    (tmp_path / "cap.json").write_text(json.dumps(CAPACITY))
+    command = [sys.executable, "-m", "stream_harness", "benchmark-json", str(tmp_path), "--capacity"]
+    done = subprocess.run([*command, str(tmp_path / "cap.json")], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    names = {e["name"] for e in json.loads((tmp_path / "benchmark.json").read_text())}
+    assert {"ndjson capacity under the SLO", "socketio capacity under the SLO"} <= names
+    missing = subprocess.run([*command, str(tmp_path / "nope.json")], cwd=REPO, capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"stream-harness benchmark-json: {tmp_path / 'nope.json'}: no such capacity.json"
