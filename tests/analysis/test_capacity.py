@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import get_type_hints
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from analysis.capacity import (
 )
 from analysis.metrics import analyse
 from analysis.results import load_results
+from stream_harness.contract.capacity import CapacityStep, ObjectiveResult, StepMetrics, TransportCapacity
 from stream_harness.contract.kinds import StepDecision
 from tests.support import REPO
 from tests.support.synthetic import SyntheticSpec, write_synthetic_run
@@ -232,3 +234,11 @@ def test_the_search_settings_are_checked():
         CapacitySearch(start=0)
     with pytest.raises(SloError):
         CapacitySearch(start=8, max_streams=4)
+
+
+def test_the_results_document_names_every_key_of_capacity_json():
+    text = (REPO / "docs" / "RESULTS.md").read_text(encoding="utf-8")
+    section = text[text.index("## `capacity.json`") :]
+    for typed in (TransportCapacity, CapacityStep, StepMetrics, ObjectiveResult):
+        for key in get_type_hints(typed):
+            assert f"`{key}`" in section, (typed.__name__, key)

@@ -8,6 +8,7 @@ failures, too few streams, a saturated load generator.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import get_type_hints
 
 import pytest
 
@@ -15,6 +16,8 @@ from analysis.compare import RegressionThresholds, compare_runs
 from analysis.metrics import Analysis, analyse
 from analysis.parity import judge_parity
 from analysis.report import render_compare_markdown, render_report
+from stream_harness.contract.summary import Parity, ParityFailures, ParityMetric
+from tests.support import REPO
 from tests.support.synthetic import SyntheticSpec, synthetic_run
 
 BASE = SyntheticSpec(streams=20, chunks=(300, 400), seed=11)
@@ -120,3 +123,11 @@ def test_parity_per_endpoint_names_the_endpoint_in_the_reasons():
     assert set(parity["endpoints"]) == {"agent", "chat"}
     assert parity["verdict"] == "ndjson_worse"
     assert parity["reasons"][0].split(": ", 1)[0] in {"agent", "chat"}
+
+
+def test_the_results_document_names_every_key_of_the_parity_object():
+    text = (REPO / "docs" / "RESULTS.md").read_text(encoding="utf-8")
+    section = text[text.index("### `parity`") : text.index("## `capacity.json`")]
+    for typed in (Parity, ParityMetric, ParityFailures):
+        for key in get_type_hints(typed):
+            assert f"`{key}`" in section, (typed.__name__, key)

@@ -174,3 +174,38 @@ def test_the_capacity_shape_is_picked_and_run_from_the_web_ui(tmp_path: Path) ->
         capacity = json.loads((results / "capacity.json").read_text())
     assert list(capacity["transports"]) == ["ndjson"]
     assert_found_the_knee(capacity["transports"]["ndjson"])
+
+
+def test_the_sweep_runs_against_any_backend_with_host(tmp_path: Path) -> None:
+    """--host: no backend started, no harness fields sent; the backend's own settings decide (as a real one's do)."""
+    server_side = ["--chunks", "20", "--duration-s", "1", "--knee-streams", "3", "--knee-delay-ms", "100"]
+    with start_backend(*server_side) as backend:
+        done = sweep(
+            "--host",
+            backend.url,
+            "--transport",
+            "socketio",
+            "--slo",
+            f"ttfc_p99_ms={SLO_TTFC_MS}",
+            "--start",
+            "4",
+            "--max-streams",
+            "8",
+            "--tolerance",
+            "0",
+            "--step-seconds",
+            "3",
+            "--max-step-seconds",
+            "6",
+            "--out",
+            str(tmp_path),
+            "--",
+            "--no-emit-times",
+        )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "fake backend on" not in done.stdout
+    capacity = json.loads((tmp_path / "capacity.json").read_text())
+    assert capacity["host"] == backend.url and list(capacity["transports"]) == ["socketio"]
+    assert_found_the_knee(capacity["transports"]["socketio"])
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["options"]["chunks"] is None and run["options"]["emit_times"] is False
