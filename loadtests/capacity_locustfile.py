@@ -16,8 +16,9 @@ from typing import Any
 from locust import events
 from locust.env import Environment
 
-from loadtests.capacity import CapacitySearchShape, sweep_settings
+from loadtests.capacity import CapacitySearchShape
 from loadtests.options import OptionError, add_sweep_arguments
+from loadtests.sweep import sweep_settings
 
 __all__ = ["CapacitySearchShape"]
 
@@ -27,7 +28,7 @@ events.init_command_line_parser.add_listener(add_sweep_arguments)
 @events.init.add_listener
 def _check(environment: Environment, **_: Any) -> None:
     try:
-        sweep_settings(environment)
+        sweep_settings(environment.parsed_options)
     except OptionError as exc:
         print(f"locust: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Final
 
@@ -42,6 +42,7 @@ import numpy as np
 
 from analysis.aggregate import Aggregate, TimeBin
 from analysis.buffering import Evidence, Verdict, classify, evidence
+from analysis.parity import headline
 from analysis.summary import transport_object
 from loadtests.selfcheck import SelfCheck, worst
 from stream_harness.contract.kinds import Verdict as VerdictKind
@@ -278,3 +279,19 @@ def harness_gauge(monitor: SelfCheck | None) -> dict[str, Any]:
     state["loop_lag_ms_recent_p99"] = float(np.percentile(recent, 99)) if recent.size else None
     state["sampling"] = monitor.running
     return state
+
+
+# --------------------------------------------------------------------------- parity
+
+
+def parity_banner(last_summary: Mapping[str, Any] | None, running: bool) -> dict[str, Any]:
+    """The tab's parity line: the last finished run's verdict, or "after the run"."""
+    waiting = "Parity (NDJSON vs Socket.io): after the run, judged on whole streams when it stops"
+    if last_summary is None:
+        return {"verdict": None, "finished": False, "line": waiting}
+    parity = last_summary.get("parity")
+    last = headline(parity)
+    if running:
+        verdict = parity["verdict"] if parity else "not judged"
+        return {"verdict": None, "finished": False, "line": f"{waiting} (last run: {verdict})"}
+    return {"verdict": parity["verdict"] if parity else None, "finished": True, "line": f"Last run's {last}"}

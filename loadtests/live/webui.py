@@ -48,9 +48,8 @@ from flask import Blueprint, Response, jsonify, make_response, request, send_fil
 from locust.env import Environment
 from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, STATE_STOPPING, MasterRunner, WorkerRunner
 
-from analysis.parity import headline
 from loadtests.hooks import stream_finished_hook, stream_started_hook
-from loadtests.live.stats import LiveStats, Snapshot, harness_gauge
+from loadtests.live.stats import LiveStats, Snapshot, harness_gauge, parity_banner
 from loadtests.live.tracker import POLL_S, StreamTracker
 from loadtests.selfcheck import SelfCheck
 
@@ -159,19 +158,6 @@ def rows_csv(report: dict[str, Any]) -> str:
     for row in table_rows(report):
         writer.writerow([row[key] for key in CSV_COLUMNS])
     return out.getvalue()
-
-
-def parity_banner(last_summary: Mapping[str, Any] | None, running: bool) -> dict[str, Any]:
-    """The tab's parity line: the last finished run's verdict, or "after the run"."""
-    waiting = "Parity (NDJSON vs Socket.io): after the run, judged on whole streams when it stops"
-    if last_summary is None:
-        return {"verdict": None, "finished": False, "line": waiting}
-    parity = last_summary.get("parity")
-    last = headline(parity)
-    if running:
-        verdict = parity["verdict"] if parity else "not judged"
-        return {"verdict": None, "finished": False, "line": f"{waiting} (last run: {verdict})"}
-    return {"verdict": parity["verdict"] if parity else None, "finished": True, "line": f"Last run's {last}"}
 
 
 # --------------------------------------------------------------------------- feeding

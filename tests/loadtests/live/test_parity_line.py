@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loadtests.live.webui import parity_banner
+from loadtests.live.stats import parity_banner
 
 
 def summary_with(verdict: str | None) -> dict:
