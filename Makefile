@@ -21,7 +21,7 @@ SWEEP_ARGS ?=
 # make benchmark-json RUN=results/<run-id>: benchmark.json again (with RUN/capacity/capacity.json when there)
 RUN ?= results/latest
 
-.PHONY: install browser lint test bench sweep benchmark-json bench-backend bench-client bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+.PHONY: install browser lint test bench sweep benchmark-json bench-sweep bench-backend bench-client bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
 
 install: $(STAMP)
 
@@ -99,6 +99,10 @@ bench-verdicts: $(STAMP)
 
 bench-live: $(STAMP)
 	$(PY) -m bench.live
+
+# make sweep twice: wall time and agreement of the capacities (docs/PERFORMANCE.md)
+bench-sweep: $(STAMP)
+	$(PY) -m bench.sweep
 
 # make ui UI_ARGS=--capacity-shape: the capacity search in the start form's class picker
 UI_ARGS ?=
