@@ -17,15 +17,36 @@ SOAK_ARGS ?=
 COMPARE_ARGS ?=
 NIGHTLY_ARGS ?=
 
-.PHONY: install browser lint test bench bench-backend bench-client bench-analysis bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+.PHONY: install lock browser lint test bench bench-backend bench-client bench-analysis bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+
+# Pinned dependencies.  requirements/test.txt (runtime + test extras; make install,
+# CI, the workflows) and requirements/runtime.txt (runtime only, same versions; the
+# container image) pin every package with its hashes, resolved by uv for every
+# platform and Python >= 3.11.  Plain pip installs them (--require-hashes, no
+# resolving), then the project itself without dependencies.
+LOCK := requirements/test.txt
+RUNTIME_LOCK := requirements/runtime.txt
+# make lock            after editing pyproject.toml: resolve, keeping the other pins
+# make lock UPGRADE=1  every package to the newest version pyproject.toml allows
+UPGRADE ?=
+UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --universal --generate-hashes --quiet --custom-compile-command "make lock"
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
+	@$(PY) -m pip check >/dev/null || { $(PY) -m pip check; \
+	  echo "make install: $(LOCK) does not cover pyproject.toml: run 'make lock'" >&2; exit 1; }
 	touch $(STAMP)
+
+lock:
+	@test -x $(VENV)/bin/uv || { test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	  $(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK); }
+	$(UV_COMPILE) --extra test $(if $(UPGRADE),--upgrade) -o $(LOCK)
+	$(UV_COMPILE) --constraint $(LOCK) -o $(RUNTIME_LOCK)
+	$(MAKE) --no-print-directory install
 
 test: $(STAMP) browser lint
 	$(PY) -m pytest
