@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import ssl
 from argparse import Namespace
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from fake_backend.control import ControlError, check_values
+from loadtests.clients.connection import make_ssl_context
 from loadtests.errors import LoadtestError
 from loadtests.redaction import command_line_secret
 from stream_harness.contract.kinds import TRANSPORTS, Endpoint
@@ -112,6 +114,18 @@ def add_arguments(parser: Any) -> None:
         help="Socket.io event (service) tasks are emitted on (default: chat_service, tool_service for --endpoint tool)",
     )
     parser.add_argument(
+        "--ca-file",
+        default="",
+        help="PEM file of the CA(s) to trust for an https:// host instead of the system's (a private CA or a "
+        "self-signed certificate)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=False,
+        help="do not verify the https:// host's certificate (a TLS handshake still happens)",
+    )
+    parser.add_argument(
         "--no-emit-times",
         action="store_true",
         default=False,
@@ -140,6 +154,8 @@ class RunOptions:
     socketio_backend_options: Mapping[str, Any] = field(default_factory=dict)
     sio_service: str | None = None  # None: by endpoint (stream_harness.contract.protocol.SOCKETIO_TASKS)
     emit_times: bool = True
+    ca_file: str | None = None  # None: the system's trust store
+    insecure: bool = False  # skip certificate verification
 
     @classmethod
     def from_namespace(cls, ns: Namespace | None) -> RunOptions:
@@ -161,6 +177,10 @@ class RunOptions:
         if not accept_encoding:
             raise OptionError("--accept-encoding must not be empty (use 'identity' to ask for no compression)")
         sio_service = str(get("sio_service", "") or "").strip() or None
+        ca_file = str(get("ca_file", "") or "").strip() or None
+        insecure = _bool(get("insecure", False))
+        if ca_file is not None and insecure:
+            raise OptionError("--ca-file and --insecure contradict each other: pick one")
         return cls(
             transport=transport,
             ndjson_weight=ndjson_weight,
@@ -179,6 +199,8 @@ class RunOptions:
             socketio_backend_options=_backend_options("socketio-backend-options", get("socketio_backend_options", "")),
             sio_service=sio_service,
             emit_times=not _bool(get("no_emit_times", False)),
+            ca_file=ca_file,
+            insecure=insecure,
         )
 
     @property
@@ -230,6 +252,8 @@ class RunOptions:
             "socketio_backend_options": dict(self.socketio_backend_options),
             "sio_service": self.sio_service,
             "emit_times": self.emit_times,
+            "ca_file": self.ca_file,
+            "insecure": self.insecure,
         }
 
 
@@ -239,6 +263,7 @@ def check_startup(ns: Namespace | None, host: str | None) -> RunOptions:
     users = getattr(ns, "num_users", None)
     if isinstance(users, int) and users < 0:  # Locust itself would fail later with a traceback
         raise OptionError(f"-u/--users must be >= 0 (got {users})")
+    check_ca_file(options.ca_file)
     if not getattr(ns, "worker", False):  # a worker gets host and paths from its master
         check_results_dir(options.results_dir)
         if getattr(ns, "headless", False) and not host:
@@ -258,6 +283,20 @@ def check_host(host: str | None) -> None:
         raise OptionError(f"--host {host!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in host):
         raise OptionError(f"--host must be an http:// or https:// base URL (got {host!r})")
+
+
+def check_ca_file(path: str | None) -> None:
+    """--ca-file must hold at least one PEM certificate this process can read."""
+    if path is None:
+        return
+    try:
+        make_ssl_context(verify=True, ca_file=path)
+    except FileNotFoundError:
+        raise OptionError(f"--ca-file {path}: no such file") from None
+    except ssl.SSLError as exc:
+        raise OptionError(f"--ca-file {path}: not a PEM certificate file ({exc.reason or exc})") from None
+    except OSError as exc:
+        raise OptionError(f"--ca-file {path}: cannot read it ({exc.strerror or exc})") from None
 
 
 def check_results_dir(path: str | None) -> None:
