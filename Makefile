@@ -17,7 +17,7 @@ SOAK_ARGS ?=
 COMPARE_ARGS ?=
 NIGHTLY_ARGS ?=
 
-.PHONY: install lock browser lint test bench bench-backend bench-client bench-analysis bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+.PHONY: install lock browser prometheus lint test bench bench-backend bench-client bench-analysis bench-compare bench-nightly bench-verdicts bench-live ui soak clean
 
 # Pinned dependencies.  requirements/test.txt (runtime + test extras; make install,
 # CI, the workflows) and requirements/runtime.txt (runtime only, same versions; the
@@ -48,7 +48,7 @@ lock:
 	$(UV_COMPILE) --constraint $(LOCK) -o $(RUNTIME_LOCK)
 	$(MAKE) --no-print-directory install
 
-test: $(STAMP) browser lint
+test: $(STAMP) browser prometheus lint
 	$(PY) -m pytest
 
 # ruff (lint + format) and mypy: the configuration is in pyproject.toml
@@ -68,6 +68,20 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
 	  else \
 	    echo "make browser: /usr/bin/chromium missing and not root: the browser test will be skipped" >&2; \
+	  fi; \
+	fi
+
+# Debian's Prometheus server for the metrics test (tests/loadtests/live/test_prometheus.py):
+# it scrapes a running harness and answers a histogram_quantile query.  Installed
+# with apt-get when missing and root, like the browser.
+prometheus:
+	@if ! test -x /usr/bin/prometheus; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's prometheus for the metrics test"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null; \
+	  else \
+	    echo "make prometheus: /usr/bin/prometheus missing and not root: the Prometheus test will be skipped" >&2; \
 	  fi; \
 	fi
 

@@ -126,6 +126,17 @@ def add_arguments(parser: Any) -> None:
         help="do not verify the https:// host's certificate (a TLS handshake still happens)",
     )
     parser.add_argument(
+        "--metrics-port",
+        default="",
+        help="serve the stream metrics for Prometheus on this port (/metrics) in headless runs too; "
+        "the web UI always serves them on its own /metrics",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="",
+        help="interface of --metrics-port (default: all, like --web-host)",
+    )
+    parser.add_argument(
         "--no-emit-times",
         action="store_true",
         default=False,
@@ -156,6 +167,9 @@ class RunOptions:
     emit_times: bool = True
     ca_file: str | None = None  # None: the system's trust store
     insecure: bool = False  # skip certificate verification
+    metrics_port: int | None = None  # --metrics-port: serve Prometheus metrics there
+    metrics_host: str = ""  # its interface ("": all)
+    otel: bool = False  # Locust's own --otel: the stream metrics go to its meter provider too
 
     @classmethod
     def from_namespace(cls, ns: Namespace | None) -> RunOptions:
@@ -201,6 +215,11 @@ class RunOptions:
             emit_times=not _bool(get("no_emit_times", False)),
             ca_file=ca_file,
             insecure=insecure,
+            metrics_port=_optional(
+                get("metrics_port", ""), lambda v: _int("metrics-port", v, minimum=1, maximum=65535)
+            ),
+            metrics_host=str(get("metrics_host", "") or "").strip(),
+            otel=_bool(get("otel", False)),
         )
 
     @property
@@ -254,6 +273,7 @@ class RunOptions:
             "emit_times": self.emit_times,
             "ca_file": self.ca_file,
             "insecure": self.insecure,
+            "metrics_port": self.metrics_port,
         }
 
 
@@ -356,6 +376,10 @@ def _optional(value: Any, convert: Any) -> Any:
     if value is None or str(value).strip() == "":
         return None
     return convert(value)
+
+
+def _port(value: Any) -> int:
+    return _int("metrics-port", value, minimum=1, maximum=65535)
 
 
 def _bool(value: Any) -> bool:
