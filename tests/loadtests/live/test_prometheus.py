@@ -5,7 +5,8 @@ loopback with a generated configuration (1 s scrape interval) against a
 headless run's ``--metrics-port``.  The fake backend holds every stream's first
 chunk back by 250 ms, so ``histogram_quantile`` over the TTFC buckets must
 land near 0.25 s: that checks the bucket bounds (seconds, cumulative) end to
-end, the way a Grafana panel asks.
+end, the way a Grafana panel asks.  Every query of docs/grafana-dashboard.json
+then runs against the same server.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from fake_backend.process import BackendProcess
+from tests.support.dashboard import queries as dashboard_queries
 from tests.support.locust_runs import finish, free_port, popen_locust
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -140,6 +142,23 @@ def test_prometheus_scrapes_the_harness_and_answers_a_ttfc_quantile(backend: Bac
         up = get_json(f"{api}/api/v1/query?" + urllib.parse.urlencode({"query": "stream_harness_streams_total"}))
         statuses = {r["metric"]["status"] for r in up["data"]["result"]}
         assert statuses == {"completed", "failed", "cancelled"}
+
+        # every panel of docs/grafana-dashboard.json runs, and answers once its rate window has samples
+        empty_allowed = ("Stream errors", "Failure share")  # no stream fails in this run
+
+        def unanswered() -> list[str]:
+            titles = []
+            for title, expr in dashboard_queries().items():
+                reply = get_json(f"{api}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+                assert reply["status"] == "success", (title, reply)
+                if not reply["data"]["result"] and not title.startswith(empty_allowed):
+                    titles.append(title)
+            return titles
+
+        deadline = time.monotonic() + 30
+        while (missing := unanswered()) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not missing, f"dashboard panels without data: {missing}"
     finally:
         stop(prometheus)
         locust.terminate()
