@@ -125,15 +125,18 @@ def add_arguments(parser: Any) -> None:
         default=False,
         help="do not verify the https:// host's certificate (a TLS handshake still happens)",
     )
+    # Process-level (read once at start-up), so not in the web UI's per-run form.
     parser.add_argument(
         "--metrics-port",
         default="",
+        include_in_web_ui=False,
         help="serve the stream metrics for Prometheus on this port (/metrics) in headless runs too; "
         "the web UI always serves them on its own /metrics",
     )
     parser.add_argument(
         "--metrics-host",
         default="",
+        include_in_web_ui=False,
         help="interface of --metrics-port (default: all, like --web-host)",
     )
     parser.add_argument(
@@ -215,9 +218,7 @@ class RunOptions:
             emit_times=not _bool(get("no_emit_times", False)),
             ca_file=ca_file,
             insecure=insecure,
-            metrics_port=_optional(
-                get("metrics_port", ""), lambda v: _int("metrics-port", v, minimum=1, maximum=65535)
-            ),
+            metrics_port=_optional(get("metrics_port", ""), _port),
             metrics_host=str(get("metrics_host", "") or "").strip(),
             otel=_bool(get("otel", False)),
         )
@@ -314,7 +315,8 @@ def check_ca_file(path: str | None) -> None:
     except FileNotFoundError:
         raise OptionError(f"--ca-file {path}: no such file") from None
     except ssl.SSLError as exc:
-        raise OptionError(f"--ca-file {path}: not a PEM certificate file ({exc.reason or exc})") from None
+        reason = getattr(exc, "reason", None) or exc
+        raise OptionError(f"--ca-file {path}: not a PEM certificate file ({reason})") from None
     except OSError as exc:
         raise OptionError(f"--ca-file {path}: cannot read it ({exc.strerror or exc})") from None
 

@@ -34,7 +34,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 from gevent.pywsgi import WSGIServer
@@ -50,6 +50,8 @@ from stream_harness.contract.kinds import StreamStatus, Verdict
 
 if TYPE_CHECKING:  # importing locust monkey-patches the process: at run time only inside install()
     from locust.env import Environment
+
+    from loadtests.live.webui import LiveFeed
 
 logger = logging.getLogger("stream_harness")
 
@@ -104,11 +106,12 @@ class MetricsView:
     loop_lag_ms_p99: float | None
 
 
-def metrics_view(feed: Any) -> MetricsView:
+def metrics_view(feed: LiveFeed) -> MetricsView:
     """The live totals of a :class:`~loadtests.live.webui.LiveFeed` now (in-flight streams included)."""
     feed.flush_local()
     feed.forget_gone_workers()
     live = feed.live
+    assert live is not None, "the feed of a worker holds no totals"
     harness = live.harness_state()
     rows = []
     keys = live.keys()  # LiveStats.keys(): the rows with streams (a list, not a dict view)
@@ -271,7 +274,7 @@ class MetricsServer:
         self.server.stop(timeout=1)
 
 
-def install(environment: Environment, feed: Any) -> MetricsServer | None:
+def install(environment: Environment, feed: LiveFeed | None) -> MetricsServer | None:
     """Serve the metrics of ``feed`` (a LiveFeed holding totals): on the web UI's ``/metrics``
     and, with ``--metrics-port``, on a port of its own.  Raises OptionError for a bad port."""
     from locust.runners import WorkerRunner
