@@ -282,10 +282,10 @@ def install(environment: Environment, feed: LiveFeed | None) -> MetricsServer | 
     options = RunOptions.from_namespace(environment.parsed_options)
     port = options.metrics_port
     if feed is None or feed.live is None:
+        # A worker holds no totals.  With --processes N the workers inherit the
+        # master's --metrics-port, so this is no mistake worth a warning.
         if port is not None and isinstance(environment.runner, WorkerRunner):
-            logger.warning(
-                "stream harness: --metrics-port is ignored on a worker: the master serves the merged metrics"
-            )
+            logger.debug("stream harness: --metrics-port is not served by a worker: the master serves the metrics")
         return None
     registry = make_registry(lambda: metrics_view(feed))
     if environment.web_ui is not None:
