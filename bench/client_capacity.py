@@ -1,7 +1,7 @@
 """`python -m bench.client_capacity`: how many concurrent streams one load process sustains.
 
 Runs the real load users (``loadtests/locustfile.py``, one headless Locust
-process, both transports mixed NDJSON : Socket.io = 10 : 3 like the issue's
+process, both transports mixed NDJSON : Socket.io = 10 : 3 like the documented
 target of 100 + 30) against the fake backend on the same machine, in steps of
 more and more concurrent streams, every stream at ``--rate`` chunks/s.  Each
 step reads the run's own harness self-check (``run.json`` ``harness``: CPU,
@@ -34,7 +34,7 @@ from fake_backend.process import start_backend
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
-SECTION = "## Load process capacity (python -m bench.client_capacity)"
+SECTION = "## Load process capacity (make bench-client)"
 NDJSON_WEIGHT, SOCKETIO_WEIGHT = 10, 3
 
 

@@ -1,7 +1,7 @@
 """`make bench-live`: what the live Streams tab costs the load process.
 
 The tab's tracker runs inside the process that timestamps every chunk, so its
-CPU is taken from the measurement.  This replays the issue's load target
+CPU is taken from the measurement.  This replays the load target
 (100 NDJSON + 30 Socket.io concurrent streams at 333 chunks/s each) into
 stream records, and measures in the same run, per chunk:
 

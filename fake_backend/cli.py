@@ -1,6 +1,6 @@
 """The fake backend's command line: ``python -m fake_backend`` and ``stream-harness backend``.
 
-``[--host H] [--port P] [--require-auth] [shape/fault defaults]``
+``[--host H] [--port P] [--require-auth] [--tls-cert PEM --tls-key PEM] [shape/fault defaults]``
 
 Every harness key is also a flag (``--chunks``, ``--buffer-ms``, ``--gzip`` ...)
 setting the server-wide default; ``FAKE_BACKEND_PROFILE`` (a JSON object with
@@ -20,6 +20,7 @@ EXAMPLES = """\
   stream-harness backend --port 8000
   stream-harness backend --port 0 --require-auth --buffer-ms 100     # every stream buffered
   FAKE_BACKEND_PROFILE='{"pacing": "llm"}' stream-harness backend
+  stream-harness backend --tls-cert cert.pem --tls-key key.pem   # https:// and wss://
 """
 
 
@@ -31,6 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="401 without Bearer/X-Fingerprint-ID; refuse Socket.io without auth.token",
     )
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve https/wss with this certificate (chain)")
+    parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     parser.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     parser.add_argument(
         "--send-timeout",
@@ -61,13 +64,21 @@ def execute(args: argparse.Namespace) -> int:
     except ControlError as exc:
         print(f"fake_backend: bad server default: {exc}", file=sys.stderr)
         return 2
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("fake_backend: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    for path in filter(None, (args.tls_cert, args.tls_key)):
+        if not os.access(path, os.R_OK):
+            print(f"fake_backend: cannot read {path}", file=sys.stderr)
+            return 2
     from fake_backend.app import create_app
-    from fake_backend.server import bind, serve
+    from fake_backend.server import TLSFiles, bind, serve
 
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:
         print(f"fake_backend: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    serve(create_app(config), sock, args.log_level)
+    tls = TLSFiles(args.tls_cert, args.tls_key) if args.tls_cert else None
+    serve(create_app(config), sock, args.log_level, tls)
     return 0

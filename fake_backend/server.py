@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -30,12 +31,21 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def base_url(sock: socket.socket) -> str:
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    """A PEM certificate (chain) and its private key: the server speaks https and wss."""
+
+    certfile: str
+    keyfile: str
+
+
+def base_url(sock: socket.socket, tls: bool = False) -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-async def _serve(app: Any, sock: socket.socket, log_level: str) -> None:
+async def _serve(app: Any, sock: socket.socket, log_level: str, tls: TLSFiles | None) -> None:
     config = uvicorn.Config(
         app,
         http="httptools",
@@ -45,6 +55,8 @@ async def _serve(app: Any, sock: socket.socket, log_level: str) -> None:
         access_log=False,
         timeout_graceful_shutdown=2,
         backlog=2048,
+        ssl_certfile=tls.certfile if tls else None,
+        ssl_keyfile=tls.keyfile if tls else None,
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -53,11 +65,11 @@ async def _serve(app: Any, sock: socket.socket, log_level: str) -> None:
             serving.result()  # startup failed: uvicorn already logged why
             sys.exit(1)
         await asyncio.sleep(0.005)
-    print(READY_PREFIX + base_url(sock), flush=True)
+    print(READY_PREFIX + base_url(sock, tls is not None), flush=True)
     await serving
 
 
-def serve(app: Any, sock: socket.socket, log_level: str = "warning") -> None:
+def serve(app: Any, sock: socket.socket, log_level: str = "warning", tls: TLSFiles | None = None) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn's graceful shutdown, 2 s for open streams)."""
     install_log_filter()
-    uvloop.run(_serve(app, sock, log_level))
+    uvloop.run(_serve(app, sock, log_level, tls))

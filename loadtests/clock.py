@@ -34,7 +34,7 @@ import numpy as np
 import orjson
 from gevent import ssl as gssl
 
-from loadtests.clients.connection import RECV_SIZE, open_connection, recv_head
+from loadtests.clients.connection import RECV_SIZE, make_ssl_context, open_connection, recv_head
 from loadtests.protocol.errors import ProtocolError
 from loadtests.protocol.http1 import USER_AGENT, Origin, encode_request, framing_for, merge_headers
 from loadtests.results.record import StreamRecord
@@ -251,8 +251,9 @@ class ClockKeeper:
             return
         if origin is None:
             return
-        # the users' own credentials: a proxy in front of the backend lets the probe through as it lets them
-        self.clock = BackendClock(origin, options.auth_headers("harness-clock"))
+        # the users' own credentials and TLS settings: what lets them through lets the probe through
+        ssl_context = make_ssl_context(not options.insecure, options.ca_file) if origin.is_tls else None
+        self.clock = BackendClock(origin, options.auth_headers("harness-clock"), ssl_context=ssl_context)
         self.clock.start()
 
     def _on_test_stop(self, **_: Any) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import ssl
 from argparse import Namespace
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from fake_backend.control import ControlError, check_values
+from loadtests.clients.connection import make_ssl_context
 from loadtests.errors import LoadtestError
 from loadtests.redaction import command_line_secret
 from stream_harness.contract.kinds import TRANSPORTS, Endpoint
@@ -117,6 +119,32 @@ def add_arguments(parser: Any) -> None:
         help="seconds at the start of the run whose streams are kept in the raw data but left out of every statistic",
     )
     parser.add_argument(
+        "--ca-file",
+        default="",
+        help="PEM file of the CA(s) to trust for an https:// host instead of the system's (a private CA or a "
+        "self-signed certificate)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=False,
+        help="do not verify the https:// host's certificate (a TLS handshake still happens)",
+    )
+    # Process-level (read once at start-up), so not in the web UI's per-run form.
+    parser.add_argument(
+        "--metrics-port",
+        default="",
+        include_in_web_ui=False,
+        help="serve the stream metrics for Prometheus on this port (/metrics) in headless runs too; "
+        "the web UI always serves them on its own /metrics",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="",
+        include_in_web_ui=False,
+        help="interface of --metrics-port (default: all, like --web-host)",
+    )
+    parser.add_argument(
         "--no-emit-times",
         action="store_true",
         default=False,
@@ -146,6 +174,11 @@ class RunOptions:
     sio_service: str | None = None  # None: by endpoint (stream_harness.contract.protocol.SOCKETIO_TASKS)
     emit_times: bool = True
     warmup_s: float = 0.0
+    ca_file: str | None = None  # None: the system's trust store
+    insecure: bool = False  # skip certificate verification
+    metrics_port: int | None = None  # --metrics-port: serve Prometheus metrics there
+    metrics_host: str = ""  # its interface ("": all)
+    otel: bool = False  # Locust's own --otel: the stream metrics go to its meter provider too
 
     @classmethod
     def from_namespace(cls, ns: Namespace | None) -> RunOptions:
@@ -167,6 +200,10 @@ class RunOptions:
         if not accept_encoding:
             raise OptionError("--accept-encoding must not be empty (use 'identity' to ask for no compression)")
         sio_service = str(get("sio_service", "") or "").strip() or None
+        ca_file = str(get("ca_file", "") or "").strip() or None
+        insecure = _bool(get("insecure", False))
+        if ca_file is not None and insecure:
+            raise OptionError("--ca-file and --insecure contradict each other: pick one")
         return cls(
             transport=transport,
             ndjson_weight=ndjson_weight,
@@ -186,6 +223,11 @@ class RunOptions:
             sio_service=sio_service,
             emit_times=not _bool(get("no_emit_times", False)),
             warmup_s=_float("warmup", get("warmup", "0"), minimum=0.0, maximum=86400.0),
+            ca_file=ca_file,
+            insecure=insecure,
+            metrics_port=_optional(get("metrics_port", ""), _port),
+            metrics_host=str(get("metrics_host", "") or "").strip(),
+            otel=_bool(get("otel", False)),
         )
 
     @property
@@ -244,6 +286,9 @@ class RunOptions:
             "sio_service": self.sio_service,
             "emit_times": self.emit_times,
             "warmup_s": self.warmup_s,
+            "ca_file": self.ca_file,
+            "insecure": self.insecure,
+            "metrics_port": self.metrics_port,
         }
 
 
@@ -325,6 +370,7 @@ def check_startup(ns: Namespace | None, host: str | None) -> RunOptions:
     users = getattr(ns, "num_users", None)
     if isinstance(users, int) and users < 0:  # Locust itself would fail later with a traceback
         raise OptionError(f"-u/--users must be >= 0 (got {users})")
+    check_ca_file(options.ca_file)
     if not getattr(ns, "worker", False):  # a worker gets host and paths from its master
         check_results_dir(options.results_dir)
         if getattr(ns, "headless", False) and not host:
@@ -344,6 +390,21 @@ def check_host(host: str | None) -> None:
         raise OptionError(f"--host {host!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in host):
         raise OptionError(f"--host must be an http:// or https:// base URL (got {host!r})")
+
+
+def check_ca_file(path: str | None) -> None:
+    """--ca-file must hold at least one PEM certificate this process can read."""
+    if path is None:
+        return
+    try:
+        make_ssl_context(verify=True, ca_file=path)
+    except FileNotFoundError:
+        raise OptionError(f"--ca-file {path}: no such file") from None
+    except ssl.SSLError as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise OptionError(f"--ca-file {path}: not a PEM certificate file ({reason})") from None
+    except OSError as exc:
+        raise OptionError(f"--ca-file {path}: cannot read it ({exc.strerror or exc})") from None
 
 
 def check_results_dir(path: str | None) -> None:
@@ -403,6 +464,10 @@ def _optional(value: Any, convert: Any) -> Any:
     if value is None or str(value).strip() == "":
         return None
     return convert(value)
+
+
+def _port(value: Any) -> int:
+    return _int("metrics-port", value, minimum=1, maximum=65535)
 
 
 def _bool(value: Any) -> bool:

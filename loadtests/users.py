@@ -36,9 +36,10 @@ from locust.runners import WorkerRunner
 from loadtests.clients.ndjson import NdjsonClient
 from loadtests.clients.socketio import SessionError, SocketIOSession
 from loadtests.hooks import stream_ending_hook, stream_finished_hook, stream_started_hook
-from loadtests.options import OptionError, RunOptions, check_host, check_results_dir
+from loadtests.options import OptionError, RunOptions, check_ca_file, check_host, check_results_dir
 from loadtests.redaction import redact_record
 from loadtests.results.record import StreamRecord
+from loadtests.stats_rows import tls_failure
 from stream_harness.contract.kinds import ErrorKind, StreamStatus
 from stream_harness.contract.protocol import NDJSON_PATHS, SOCKETIO_TASKS
 
@@ -64,6 +65,23 @@ def request_payload(endpoint: str, harness: dict[str, Any]) -> dict[str, Any]:
     if harness:
         payload["harness"] = harness
     return payload
+
+
+_TLS_WARNED: set[str] = set()
+
+
+def warn_tls_failure(record: StreamRecord, host: str | None) -> None:
+    """Say on the console, once per cause and process, that connecting failed in TLS, and what helps."""
+    tls = tls_failure(record)
+    if tls is None or tls in _TLS_WARNED:
+        return
+    _TLS_WARNED.add(tls)
+    logger.error(
+        "stream harness: could not connect to %s: %s (--ca-file PATH trusts a private CA or a self-signed "
+        "certificate; --insecure skips verification)",
+        host,
+        tls,
+    )
 
 
 class StreamUser(User):
@@ -138,6 +156,7 @@ class StreamUser(User):
         """Back off after a failed connect, so a dead backend is not hammered
         (and the results not flooded with thousands of instant failures)."""
         if record.error == ErrorKind.CONNECT:
+            warn_tls_failure(record, self.host)
             gevent.sleep(self._backoff)
             self._backoff = min(self._backoff * 2, RECONNECT_BACKOFF_S[1])
         else:
@@ -152,7 +171,12 @@ class NdjsonStreamUser(StreamUser):
     def on_start(self) -> None:
         super().on_start()
         assert self.host, "select_user_classes checks --host before users start"
-        self.client = NdjsonClient(self.host, accept_encoding=self.options.accept_encoding)
+        self.client = NdjsonClient(
+            self.host,
+            accept_encoding=self.options.accept_encoding,
+            verify_tls=not self.options.insecure,
+            ca_file=self.options.ca_file,
+        )
 
     def on_stop(self) -> None:
         self.client.close()
@@ -190,6 +214,8 @@ class SocketIOStreamUser(StreamUser):
             auth_token=self.options.auth_token,
             headers=self.headers,
             connect_timeout=self.options.first_chunk_timeout,
+            verify_tls=not self.options.insecure,
+            ca_file=self.options.ca_file,
         )
 
     def _ensure_connected(self, record: StreamRecord) -> bool:
@@ -236,6 +262,7 @@ def select_user_classes(environment: Environment, **_: Any) -> None:
         if not environment.host:
             raise OptionError("no target: pass --host URL (or fill Host in the web UI)")
         check_host(environment.host)
+        check_ca_file(options.ca_file)
         if not isinstance(environment.runner, WorkerRunner):
             check_results_dir(options.results_dir)
     except OptionError as exc:

@@ -7,6 +7,7 @@ was not monkey-patched (tests, benchmarks).
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,14 +29,31 @@ from loadtests.protocol.http1 import (
 RECV_SIZE = 65536
 
 
-def make_ssl_context(verify: bool) -> gssl.SSLContext:
-    """A client TLS context speaking HTTP/1.1 only; ``verify=False`` for self-signed staging."""
-    ctx = gssl.create_default_context()
+def make_ssl_context(verify: bool, ca_file: str | None = None) -> gssl.SSLContext:
+    """A client TLS context speaking HTTP/1.1 only.
+
+    ``ca_file`` (PEM) replaces the system's trust store, like curl's
+    ``--cacert``: a private CA or a self-signed certificate.  ``verify=False``
+    skips verification (``--insecure``).  A bad ``ca_file`` raises OSError or
+    ssl.SSLError.
+    """
+    ctx = gssl.create_default_context(cafile=ca_file)
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = gssl.CERT_NONE
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
+
+
+def connect_error_text(exc: BaseException) -> str:
+    """One line naming why a connection failed; a TLS failure says so in OpenSSL's words,
+    e.g. ``TLS: certificate verify failed: self-signed certificate``."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        reason = getattr(exc, "reason", None)  # OpenSSL's code, e.g. WRONG_VERSION_NUMBER
+        return f"TLS: {reason.replace('_', ' ').lower()}" if reason else f"TLS: {exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def open_connection(origin: Origin, timeout: float, ssl_context: gssl.SSLContext | None = None) -> gsocket.socket:

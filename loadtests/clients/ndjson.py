@@ -25,6 +25,7 @@ from gevent import socket as gsocket
 
 from loadtests.clients.connection import (
     RECV_SIZE,
+    connect_error_text,
     make_ssl_context,
     open_connection,
     simple_request,
@@ -85,11 +86,12 @@ class NdjsonClient:
         accept_encoding: str = "gzip, deflate, br",
         connect_timeout: float = 10.0,
         verify_tls: bool = True,
+        ca_file: str | None = None,
     ) -> None:
         self._origin = parse_base_url(base_url)
         self._accept_encoding = accept_encoding
         self._connect_timeout = connect_timeout
-        self._ssl = make_ssl_context(verify_tls) if self._origin.is_tls else None
+        self._ssl = make_ssl_context(verify_tls, ca_file) if self._origin.is_tls else None
         self._sock: gsocket.socket | None = None
         self.last_request_id = None
 
@@ -246,7 +248,7 @@ class _StreamRun:
             try:
                 sock, reused = client._checkout()
             except OSError as exc:
-                self.finish_failed("connect", f"{type(exc).__name__}: {exc}")
+                self.finish_failed("connect", connect_error_text(exc))
                 return
             self.sock = sock
             try:

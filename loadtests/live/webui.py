@@ -18,7 +18,9 @@ Where the numbers come from (``loadtests.live.tracker`` -> ``loadtests.live.stat
 - distributed: each worker adds its delta, running streams and harness
   self-check to Locust's regular worker report (``events.report_to_master``,
   key ``REPORT_KEY``); the master merges them (``events.worker_report``);
-- headless local runs and masters keep nothing (nobody would see it).
+- headless local runs and masters keep nothing (nobody would see it), unless
+  an exporter reads the totals (``loadtests.live.metrics``: ``--metrics-port``,
+  ``--otel``).
 
 The totals reset with Locust's "Reset stats" (``events.reset_stats``) and at
 the start of every new run.
@@ -389,19 +391,22 @@ def register(
     environment: Environment,
     selfcheck: SelfCheck | None,
     last_summary: Callable[[], Mapping[str, Any] | None] | None = None,
+    *,
+    keep_totals: bool = False,
 ) -> LiveFeed | None:
     """Set up the live stream statistics of ``environment`` (call on ``events.init``).
 
     Every role gets its part: processes running users track their streams,
     workers report to the master (which may have a UI: they cannot tell), the
     master or local runner keeps the totals and shows the Streams tab.  A
-    local run or master without a web UI (``--headless``) has nobody to show
-    them to and keeps nothing.  Returns the feed (None on a headless local run
-    or master, or without a runner); ``feed.live`` holds the totals.
+    local run or master without a web UI (``--headless``) keeps nothing unless
+    an exporter reads the totals (``keep_totals``: ``--metrics-port``,
+    ``--otel``).  Returns the feed (None when nothing is kept, or without a
+    runner); ``feed.live`` holds the totals.
     ``last_summary`` gives the summary.json of the last finished run (its parity).
     """
     runner = environment.runner
-    if runner is None or (environment.web_ui is None and not isinstance(runner, WorkerRunner)):
+    if runner is None or (environment.web_ui is None and not isinstance(runner, WorkerRunner) and not keep_totals):
         return None
     feed = LiveFeed(environment, selfcheck, last_summary)
     if feed.live is not None and environment.web_ui is not None:

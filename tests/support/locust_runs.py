@@ -66,9 +66,10 @@ def locust_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args]
 
 
-def popen_locust(*args: str, log: Path | None = None) -> subprocess.Popen[str]:
-    """Locust in a subprocess; its output is piped, or goes to ``log`` to be watched while it runs."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def popen_locust(*args: str, log: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Locust in a subprocess; its output is piped, or goes to ``log`` to be watched while it runs.
+    ``env`` adds to (or overrides) this process's environment."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     out = subprocess.PIPE if log is None else log.open("w")
     return subprocess.Popen(locust_command(*args), cwd=REPO, env=env, text=True, stdout=out, stderr=subprocess.STDOUT)
 

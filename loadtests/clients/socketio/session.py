@@ -33,6 +33,7 @@ from greenlet import GreenletExit
 
 from loadtests.clients.connection import (
     RECV_SIZE,
+    connect_error_text,
     make_ssl_context,
     open_connection,
     recv_head,
@@ -109,13 +110,14 @@ class SocketIOSession:
         headers: Mapping[str, str] | None = None,
         connect_timeout: float = 10.0,
         verify_tls: bool = True,
+        ca_file: str | None = None,
     ) -> None:
         self._origin = parse_base_url(base_url)
         self._namespace = namespace
         self._auth = {"token": auth_token} if auth_token is not None else None
         self._headers = dict(headers or {})
         self._connect_timeout = connect_timeout
-        self._ssl = make_ssl_context(verify_tls) if self._origin.is_tls else None
+        self._ssl = make_ssl_context(verify_tls, ca_file) if self._origin.is_tls else None
         self._sock = None
         self._reader: gevent.Greenlet | None = None
         self._watchdog: gevent.Greenlet | None = None
@@ -148,7 +150,7 @@ class SocketIOSession:
         try:
             sock = open_connection(self._origin, self._connect_timeout, self._ssl)
         except OSError as exc:
-            raise SessionError("connect", f"{type(exc).__name__}: {exc}") from None
+            raise SessionError("connect", connect_error_text(exc)) from None
         try:
             parser, backlog, ping_window = self._handshake(sock, deadline)
         except SessionError:

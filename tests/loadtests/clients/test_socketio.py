@@ -1,4 +1,4 @@
-"""Socket.io load client: Engine.IO v4 / Socket.IO v5 over websocket (PROTOCOL.md section 2).
+"""Socket.io load client: Engine.IO v4 / Socket.IO v5 over websocket (docs/PROTOCOL.md, "Socket.io").
 
 Part 1 checks the framing code on every possible read split.  Part 2 runs the
 session against a scripted loopback Socket.io server that sends exact frames
