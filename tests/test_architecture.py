@@ -27,7 +27,9 @@ ALLOWED: dict[str, set[str]] = {
     "stream_harness.contract": set(),
     "stream_harness.paths": set(),
     "stream_harness.provenance": {"stream_harness.paths"},
-    "stream_harness.cli": {"stream_harness.contract", "stream_harness.paths", "analysis", "fake_backend", "loadtests"},
+    "stream_harness.cli": {
+        "stream_harness.contract", "stream_harness.paths", "analysis", "fake_backend", "loadtests", "loadtests.options",
+    },
     "fake_backend": {"stream_harness.contract"},
     "analysis": {"stream_harness.contract"},
     "loadtests.protocol": {"stream_harness.contract"},
