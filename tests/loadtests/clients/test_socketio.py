@@ -38,6 +38,7 @@ from loadtests.protocol.websocket import (
 )
 from loadtests.results.record import StreamRecord
 from stream_harness.contract.kinds import EventKind
+from stream_harness.contract.protocol import STATS_PATH
 from stream_harness.contract.schema import CHUNK, END, ERROR, OTHER
 from tests.support.loopback import ScriptedServer, free_port, sio_event, ws_frame
 
@@ -130,13 +131,18 @@ def test_socketio_packets():
 class FakeSocketIO:
     """Scripted server side of one Socket.io session: handshake, then ``script(conn)``.
 
-    Also answers ``GET /api/_harness/emit-times/<listener>`` from ``emit_times``.
+    Also answers ``GET /api/_harness/emit-times/<listener>`` from ``emit_times``
+    and, like the fake backend, ``GET /api/_harness/stats`` (404 with
+    ``fake_backend=False``, like a real backend).
     """
 
-    def __init__(self, script, emit_times: dict | None = None, refuse: str | None = None) -> None:
+    def __init__(
+        self, script, emit_times: dict | None = None, refuse: str | None = None, fake_backend: bool = True
+    ) -> None:
         self.script = script
         self.emit_times = emit_times or {}
         self.refuse = refuse
+        self.fake_backend = fake_backend
         self.auth: list = []
         self.upgrade_headers: list[dict] = []
         self.pongs = 0
@@ -147,6 +153,11 @@ class FakeSocketIO:
     def handle(self, conn) -> None:
         req = conn.read_request()
         if req is None:
+            return
+        if req.target == STATS_PATH:
+            body = b'{"active":{"ndjson":0,"socketio":1},"emit_log":{}}' if self.fake_backend else b"{}"
+            status = b"200 OK" if self.fake_backend else b"404 Not Found"
+            conn.send(b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
             return
         if req.target.startswith("/api/_harness/emit-times/"):
             doc = self.emit_times.get(req.target.rsplit("/", 1)[1])
