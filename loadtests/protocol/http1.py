@@ -357,8 +357,10 @@ def framing_for(head: ResponseHead, method: str) -> BodyFraming:
     """Pick the body framing RFC 9112 section 6.3 prescribes for this response.
 
     Framing conflicts a browser refuses are FramingErrors: Content-Length
-    values that disagree or are not a plain number.
+    values that disagree or are not a plain number (whatever else the
+    response says about its body).
     """
+    length = _content_length(head.get("content-length"))
     if method == "HEAD" or 100 <= head.status < 200 or head.status in (204, 304):
         return LengthBody(0)
     te = head.get("transfer-encoding")
@@ -366,13 +368,18 @@ def framing_for(head: ResponseHead, method: str) -> BodyFraming:
         if te.split(",")[-1].strip().lower() == "chunked":
             return ChunkedBody()
         return CloseDelimitedBody()
-    cl = head.get("content-length")
-    if cl is not None:
-        values = {v.strip() for v in cl.split(",")}
-        if len(values) != 1 or not _CONTENT_LENGTH.fullmatch(next(iter(values))):
-            raise FramingError(f"bad Content-Length {cl[:80]!r}")
-        return LengthBody(int(values.pop()))
+    if length is not None:
+        return LengthBody(length)
     return CloseDelimitedBody()
+
+
+def _content_length(value: str | None) -> int | None:
+    if value is None:
+        return None
+    values = {v.strip() for v in value.split(",")}
+    if len(values) != 1 or not _CONTENT_LENGTH.fullmatch(next(iter(values))):
+        raise FramingError(f"bad Content-Length {value[:80]!r}")
+    return int(values.pop())
 
 
 class HeadReader:

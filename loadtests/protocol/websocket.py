@@ -33,7 +33,13 @@ _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
 class WebSocketError(ProtocolError):
-    """The server broke the websocket protocol."""
+    """The server broke the websocket protocol.
+
+    ``messages``: the complete messages that came before the fault in the same
+    read, which a reader still handles before it gives up on the connection.
+    """
+
+    messages: list[tuple[int, bytes]] = []
 
 
 def new_key() -> str:
@@ -128,10 +134,14 @@ class FrameParser:
 
     Fragmented messages are reassembled (the opcode reported is the first
     frame's); control frames come out as soon as they are complete, even in the
-    middle of a fragmented message.  Server frames must not be masked.
+    middle of a fragmented message.  Nothing after a close frame is parsed.
+    The rules are RFC 6455's, read as strictly as a browser (and wsproto, the
+    differential tests' reference) reads them: server frames unmasked, no RSV
+    bits, no reserved opcodes, control frames short and whole, lengths
+    minimally encoded, text in UTF-8, close codes a peer may send.
     """
 
-    __slots__ = ("_buf", "_parts", "_need", "_frag_op", "_frag", "_frag_len", "_utf8", "max_message")
+    __slots__ = ("_buf", "_parts", "_need", "_frag_op", "_frag", "_frag_len", "_utf8", "closed", "max_message")
 
     def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
         self._buf = b""
@@ -141,39 +151,57 @@ class FrameParser:
         self._frag: list[bytes] = []
         self._frag_len = 0
         self._utf8: codecs.IncrementalDecoder | None = None
+        self.closed = False  # a close frame came: the rest is not parsed
         self.max_message = max_message
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        out: list[tuple[int, bytes]] = []
+        try:
+            self._feed(data, out)
+        except WebSocketError as exc:
+            exc.messages = out
+            raise
+        return out
+
+    def _feed(self, data: bytes, out: list[tuple[int, bytes]]) -> None:
+        if self.closed:
+            return
         if self._need:  # a big frame is still incomplete: just collect
             self._parts.append(data)
             self._need -= len(data)
             if self._need > 0:
-                return []
+                return
             self._need = 0
             data = b"".join(self._parts)
             self._parts.clear()
         elif self._buf:
             data = self._buf + data
-        out: list[tuple[int, bytes]] = []
         pos = 0
         n = len(data)
         while n - pos >= 2:
             b0 = data[pos]
             b1 = data[pos + 1]
-            if b1 & 0x80:
-                raise WebSocketError("masked frame from server")
+            if b0 == 0x81 and b1 < 126 and pos + 2 + b1 <= n and self._frag_op < 0:
+                # The usual frame: a whole text message under 126 bytes, all here.
+                end = pos + 2 + b1
+                payload = data[pos + 2 : end]
+                if not payload.isascii():
+                    _check_utf8(payload)
+                out.append((OP_TEXT, payload))
+                pos = end
+                continue
+            # The checks in the order wsproto makes them, so that a frame cut
+            # short is refused (or waited for) at the same byte.
             opcode = b0 & 0x0F
             if opcode not in _OPCODES:
                 raise WebSocketError(f"reserved opcode {opcode:#x}")
-            if b0 & 0x70:
-                raise WebSocketError("RSV bits set without a negotiated extension")
             length = b1 & 0x7F
-            hdr = 2
             if opcode >= 8:
                 if not b0 & 0x80:
                     raise WebSocketError("fragmented control frame")
                 if length > 125:
                     raise WebSocketError("control frame too long")
+            hdr = 2
             if length == 126:
                 if n - pos < 4:
                     break
@@ -188,10 +216,16 @@ class FrameParser:
                 hdr = 10
                 if length < 65536 or length >> 63:
                     raise WebSocketError("bad 64-bit payload length")
+            if b0 & 0x70:
+                raise WebSocketError("RSV bits set without a negotiated extension")
+            if b1 & 0x80:
+                raise WebSocketError("masked frame from server")
             end = pos + hdr + length
             if end > n:
                 if length > self.max_message:
                     raise WebSocketError(f"frame of {length} bytes exceeds the limit")
+                if n - pos > hdr and opcode < 8:
+                    self._check_partial(opcode, data[pos + hdr : n])
                 break
             payload = data[pos + hdr : end]
             pos = end
@@ -206,9 +240,13 @@ class FrameParser:
                     self._frag_op = -1
                     self._frag.clear()
                     self._frag_len = 0
+                elif opcode == OP_CLOSE:
+                    check_close(payload)
+                    out.append((opcode, payload))
+                    self.closed = True
+                    self._buf = b""
+                    return
                 elif opcode >= 8:
-                    if opcode == OP_CLOSE:
-                        check_close(payload)
                     out.append((opcode, payload))
                 elif self._frag_op < 0:
                     if opcode == OP_TEXT and not payload.isascii():
@@ -242,7 +280,20 @@ class FrameParser:
                 self._buf = rest
         else:
             self._buf = b""
-        return out
+
+    def _check_partial(self, opcode: int, part: bytes) -> None:
+        """What can be told of a data frame from its first bytes: its place, and its text so far."""
+        if opcode == OP_CONTINUATION:
+            if self._frag_op < 0:
+                raise WebSocketError("continuation frame without a message")
+            if self._frag_op == OP_TEXT and self._utf8 is not None:
+                probe = _utf8_decoder()
+                probe.setstate(self._utf8.getstate())
+                _check_utf8(part, probe, False)
+        elif self._frag_op >= 0:
+            raise WebSocketError("new message inside a fragmented one")
+        elif opcode == OP_TEXT and not part.isascii():
+            _check_utf8(part, _utf8_decoder(), False)
 
 
 def _frame_size(data: bytes) -> int:

@@ -329,7 +329,12 @@ class SocketIOSession:
                 if not data:
                     return
                 self._reads += 1
-                frames = feed(data)
+                try:
+                    frames = feed(data)
+                except WebSocketError as exc:
+                    if exc.messages:  # what came before the fault in this read still counts
+                        handle(exc.messages, now)
+                    raise
         except OSError as exc:
             detail = f"{type(exc).__name__}: {exc}"
         except WebSocketError as exc:
