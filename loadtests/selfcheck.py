@@ -92,10 +92,10 @@ class SelfCheck:
     def stop(self) -> dict[str, Any]:
         """Stop sampling and return the summary (an overdue sleep counts as its lag so far)."""
         if self._greenlet is not None:
-            overdue = self._overdue_ms()
+            overdue, samples = self._overdue_ms(), len(self.lag_ms)
             self._greenlet.kill(block=True)
             self._greenlet = None
-            if overdue:
+            if overdue and len(self.lag_ms) == samples:  # (it may have woken up to record it itself)
                 self.lag_ms.append(overdue)
             self._asleep_until = 0.0
         return self.summary()
