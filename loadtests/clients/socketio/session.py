@@ -15,7 +15,14 @@ this one does instead:
   kept (with their read time) until the ack names them.
 
 Cost: ~one ``orjson.loads`` and one ``add_event`` per message, no per-message
-objects beyond that, no greenlet switches per message.
+objects beyond that, no greenlet switches per message (the reader hands the
+hub a turn only after ``YIELD_AFTER_S`` of uninterrupted work, so a server
+that sends without pause cannot starve timers and other users).
+
+Binary events and acks are assembled from their attachments (binary frames)
+and then handled like text ones; a binary frame no packet announced, or a
+packet whose attachments never came, is counted as malformed.  A server that
+sends nothing for its advertised ``pingInterval + pingTimeout`` is dead.
 """
 
 from __future__ import annotations
