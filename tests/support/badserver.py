@@ -387,6 +387,12 @@ def sio_then_silence(conn: Conn, ack_id: int, name: str) -> None:
     conn.send(_listening(ack_id, name) + sio_event(name, "c0 "))
 
 
+def sio_flood(conn: Conn, ack_id: int, name: str) -> None:
+    """Chunk events as fast as the socket takes them, never an end."""
+    conn.send(_listening(ack_id, name))
+    _as_fast_as_possible(conn, sio_event(name, "x" * (FAST_LINE_BYTES - 60)) * (FAST_BLOCK_BYTES // FAST_LINE_BYTES))
+
+
 SIO_FAULTS: Final[dict[str, Callable[[Conn, int, str], None]]] = {
     "no-ack": sio_no_ack,
     "empty-listeners": sio_empty_listeners,
@@ -397,6 +403,7 @@ SIO_FAULTS: Final[dict[str, Callable[[Conn, int, str], None]]] = {
     "binary": sio_binary,
     "binary-ack": sio_binary_ack,
     "then-silence": sio_then_silence,
+    "flood": sio_flood,
 }
 
 

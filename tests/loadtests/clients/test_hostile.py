@@ -251,6 +251,23 @@ def sio(session: SocketIOSession, fault: str, *, stream_timeout: float = 10.0) -
     return record
 
 
+def test_a_server_that_floods_a_task_cannot_hold_off_its_timeout(backend: BackendProcess, bad: BadServer):
+    session = SocketIOSession(bad.url)
+
+    def flooded() -> StreamRecord:
+        try:
+            return sio(session, "flood", stream_timeout=1.5)
+        finally:
+            session.close()
+
+    pair = beside_healthy(backend, flooded)
+    record = pair.fault
+    assert record.error == "timeout" and "stream_timeout=1.5" in record.error_detail
+    assert 1500 <= record.duration_ms < 1500 + TIMEOUT_SLACK_MS, record.duration_ms
+    assert chunks_of(record) > 1000  # it really was a flood
+    assert pair.worst_lag_ms < BLOCKED_MS, f"the hub was blocked {pair.worst_lag_ms:.0f} ms"
+
+
 def test_an_ack_naming_200_listeners_is_followed_on_every_one(bad: BadServer):
     session = SocketIOSession(bad.url)
     try:
