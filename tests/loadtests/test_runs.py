@@ -58,6 +58,9 @@ def test_headless_run_writes_summary_and_streams(both_run: LocustRun):
     assert set(summary["transports"]) == {"ndjson", "socketio"}
     assert summary["run"]["users"] == 2 and summary["run"]["workers"] == 0
     assert set(summary["run"]["harness"]) >= {"saturated", "cpu_percent_max", "loop_lag_ms_p99"}
+    # the fake backend has a clock: the process that ran the users measured its offset to it
+    clock = both_run.run["clock"]["local"]
+    assert clock["rounds"] >= 1 and abs(clock["offset_ms"]) <= clock["uncertainty_ms"] + 0.5
 
 
 def test_every_chunk_the_backend_sent_is_counted(both_run: LocustRun):

@@ -1,13 +1,9 @@
 """The fake backend's emit times of a finished Socket.io task, into its record.
 
 The fake backend keeps each message's emit time per listener
-(``EMIT_TIMES_PATH``).  A real backend has no such endpoint, so a load user
-must not ask it: whether a backend is the fake one is decided once per
-process and origin, by one ``GET STATS_PATH`` (the fake backend answers with
-its counters; a real one with a 404 or a page that is not them), and
-remembered.  Only a backend that answered like the fake backend gets
-emit-time look-ups.  No credentials are sent with either request: the
-fake backend's measurement endpoints are never protected.
+(``EMIT_TIMES_PATH``).  A real backend has no such endpoint: only a backend
+that answered like the fake backend (``backend_kind``) gets emit-time
+look-ups, sent without credentials.
 """
 
 from __future__ import annotations
@@ -17,64 +13,14 @@ from urllib.parse import quote
 import numpy as np
 import orjson
 from gevent import ssl as gssl
-from gevent.event import AsyncResult
 
+from loadtests.clients.backend_kind import is_fake_backend
 from loadtests.clients.connection import simple_request
 from loadtests.clients.socketio.task import Task
 from loadtests.protocol.errors import ProtocolError
 from loadtests.protocol.http1 import Origin
 from stream_harness.contract.kinds import ErrorKind
-from stream_harness.contract.protocol import EMIT_TIMES_PATH, STATS_PATH
-
-#: The most of a stats reply the probe reads (the fake backend's is a few hundred bytes).
-PROBE_BODY_LIMIT = 64 * 1024
-
-_verdicts: dict[Origin, bool] = {}  # origin -> is the fake backend (definite answers only)
-_probes: dict[Origin, AsyncResult] = {}  # probes in flight, for greenlets that ask meanwhile
-
-
-def is_fake_backend(origin: Origin, timeout: float, ssl_context: gssl.SSLContext | None) -> bool:
-    """Whether ``origin`` is the fake backend: asked once per process, then remembered.
-
-    An unreachable backend is not an answer: it is asked again next time.
-    """
-    known = _verdicts.get(origin)
-    if known is not None:
-        return known
-    running = _probes.get(origin)
-    if running is not None:
-        return bool(running.get())
-    running = _probes[origin] = AsyncResult()
-    verdict: bool | None = None
-    try:
-        verdict = _probe(origin, timeout, ssl_context)
-        if verdict is not None:
-            _verdicts[origin] = verdict
-    finally:
-        del _probes[origin]
-        running.set(bool(verdict))
-    return bool(verdict)
-
-
-def _probe(origin: Origin, timeout: float, ssl_context: gssl.SSLContext | None) -> bool | None:
-    try:
-        response = simple_request(
-            origin, "GET", STATS_PATH, timeout=timeout, ssl_context=ssl_context, max_body=PROBE_BODY_LIMIT
-        )
-    except (OSError, ProtocolError):
-        return None
-    if response.status != 200:
-        return False
-    try:
-        doc = orjson.loads(response.body)
-    except orjson.JSONDecodeError:
-        return False
-    return type(doc) is dict and type(doc.get("active")) is dict and "emit_log" in doc
-
-
-def forget_backends() -> None:
-    """Forget every answer (tests whose servers may reuse a port)."""
-    _verdicts.clear()
+from stream_harness.contract.protocol import EMIT_TIMES_PATH
 
 
 class EmitTimes:

@@ -1,4 +1,4 @@
-"""The clients' tests share one process: no test inherits another's answer to "is this the fake backend?"."""
+"""Load-process tests share one process: no test inherits another's answer to "is this the fake backend?"."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from loadtests.clients.socketio.emit_times import forget_backends
+from loadtests.clients.backend_kind import forget_backends
 
 
 @pytest.fixture(autouse=True)
