@@ -90,6 +90,7 @@ from loadtests.protocol.websocket import (
     encode_frame,
     handshake_headers,
     new_key,
+    parse_close,
 )
 from loadtests.results.record import StreamRecord
 from stream_harness.contract.protocol import SOCKETIO_NAMESPACE
@@ -151,7 +152,7 @@ class SocketIOSession:
         self._event_prefix = event_prefix(namespace)
         self._emit_times = EmitTimes(self._origin, connect_timeout, self._ssl)
         self.sid: str | None = None
-        self.malformed_messages = 0
+        self._end_detail = "server closed the session"  # what the server said when it ended the session
 
     # ------------------------------------------------------------------ connection
     @property
@@ -328,7 +329,7 @@ class SocketIOSession:
         try:
             while True:
                 if frames and handle(frames, now):
-                    detail = "server closed the session"
+                    detail = self._end_detail
                     return
                 if now >= yield_at:  # a fast server must not keep timers and other users from running
                     yield_at = take_turn()
@@ -400,6 +401,9 @@ class SocketIOSession:
             elif opcode == OP_PING:
                 self._send(encode_frame(OP_PONG, payload))
             elif opcode == OP_CLOSE:
+                code, reason = parse_close(payload)
+                said = " ".join(part for part in (str(code) if code is not None else "", reason) if part)
+                self._end_detail = f"server closed the websocket ({said})" if said else "server closed the websocket"
                 try:
                     self._send(encode_close())
                 except OSError:
@@ -504,7 +508,6 @@ class SocketIOSession:
         self._early = keep if self._pending_acks else []
 
     def _malformed(self) -> None:
-        self.malformed_messages += 1
         tasks = {id(t): t for t in self._pending_acks.values()}
         tasks.update((id(t), t) for t, _ in self._routes.values())
         if len(tasks) == 1:

@@ -381,7 +381,7 @@ def test_server_disconnect_mid_task_then_reconnect(how):
             elif how == "engineio-close":
                 conn.send(ws_frame("1"))
             elif how == "websocket-close":
-                conn.send(ws_frame(b"\x03\xe8", opcode=0x8))
+                conn.send(ws_frame(b"\x03\xf3going away", opcode=0x8))  # 1011 and a reason
             if how != "tcp-close":
                 srv.wait_closed(conn)  # the client must hang up by itself
             return
@@ -396,6 +396,8 @@ def test_server_disconnect_mid_task_then_reconnect(how):
         again = run(session)
         session.close()
     assert cut.error == "disconnect" and list(cut.kinds) == [CHUNK, CHUNK]
+    if how == "websocket-close":  # the close frame's code and reason reach the record
+        assert "server closed the websocket (1011 going away)" in cut.error_detail
     assert again.status == "completed" and srv.server.connections == 2
 
 
