@@ -40,6 +40,7 @@ from typing import Final
 import brotli
 import orjson
 
+from stream_harness.contract.protocol import MEASUREMENT_PREFIX
 from tests.support.loopback import (
     LAST_CHUNK,
     Conn,
@@ -429,7 +430,7 @@ class BadServer:
                 NDJSON_FAULTS[fault](conn)
                 if not fault.startswith("redirect-"):
                     return
-            elif req.target.startswith("/api/_harness/"):
+            elif req.target.startswith(MEASUREMENT_PREFIX):
                 conn.send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")  # a real backend has none
             else:
                 echo_credentials(conn, req)
@@ -468,6 +469,11 @@ class BadServer:
     def requests(self) -> list[Request]:
         """Every HTTP request received so far (headers included)."""
         return self.server.requests
+
+    @property
+    def product_requests(self) -> list[Request]:
+        """The requests a load user sent to the product's endpoints (not the fake backend's measurement ones)."""
+        return [r for r in self.server.requests if not r.target.startswith(MEASUREMENT_PREFIX)]
 
     def count(self, prefix: str) -> int:
         """Requests so far whose target starts with ``prefix``."""
