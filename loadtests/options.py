@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import ssl
 from argparse import Namespace
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 from fake_backend.control import ControlError, check_values
 from loadtests.clients.connection import make_ssl_context
 from loadtests.errors import LoadtestError
+from loadtests.protocol.content import READ_OUTPUT_LIMIT, STREAM_OUTPUT_LIMIT, format_size
 from loadtests.redaction import command_line_secret
 from stream_harness.contract.kinds import TRANSPORTS, Endpoint
 
@@ -32,6 +34,9 @@ TRANSPORT_CHOICES: Final = (*(str(t) for t in TRANSPORTS), "both")
 ENDPOINTS: Final = tuple(str(e) for e in Endpoint)
 
 DEFAULT_ACCEPT_ENCODING: Final = "gzip, deflate, br"
+#: Size units of the decompression limits (binary: 1 KiB = 1024 bytes; K, KB mean the same).
+SIZE_UNITS: Final = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_SIZE: Final = re.compile(r"([0-9]+(?:\.[0-9]*)?)\s*([kmgKMG]?)(?:i?[bB])?")
 
 
 class OptionError(LoadtestError, ValueError):
@@ -94,6 +99,16 @@ def add_arguments(parser: Any) -> None:
         "--accept-encoding",
         default=DEFAULT_ACCEPT_ENCODING,
         help="Accept-Encoding of the NDJSON requests (a browser's by default; 'identity' for none)",
+    )
+    parser.add_argument(
+        "--decompress-limit",
+        default=format_size(STREAM_OUTPUT_LIMIT).replace(" ", ""),
+        help="most bytes one NDJSON stream may decompress to before it fails as malformed (e.g. 64MiB)",
+    )
+    parser.add_argument(
+        "--decompress-read-limit",
+        default=format_size(READ_OUTPUT_LIMIT).replace(" ", ""),
+        help="most bytes decompressed in one step; the rest of a read follows step by step (e.g. 1MiB)",
     )
     parser.add_argument(
         "--backend-options",
@@ -179,6 +194,8 @@ class RunOptions:
     metrics_port: int | None = None  # --metrics-port: serve Prometheus metrics there
     metrics_host: str = ""  # its interface ("": all)
     otel: bool = False  # Locust's own --otel: the stream metrics go to its meter provider too
+    decoded_stream_limit: int = STREAM_OUTPUT_LIMIT
+    decoded_read_limit: int = READ_OUTPUT_LIMIT
 
     @classmethod
     def from_namespace(cls, ns: Namespace | None) -> RunOptions:
@@ -204,6 +221,8 @@ class RunOptions:
         insecure = _bool(get("insecure", False))
         if ca_file is not None and insecure:
             raise OptionError("--ca-file and --insecure contradict each other: pick one")
+        decoded_stream_limit = _size("decompress-limit", get("decompress_limit", STREAM_OUTPUT_LIMIT))
+        decoded_read_limit = _size("decompress-read-limit", get("decompress_read_limit", READ_OUTPUT_LIMIT))
         return cls(
             transport=transport,
             ndjson_weight=ndjson_weight,
@@ -228,6 +247,8 @@ class RunOptions:
             metrics_port=_optional(get("metrics_port", ""), _port),
             metrics_host=str(get("metrics_host", "") or "").strip(),
             otel=_bool(get("otel", False)),
+            decoded_stream_limit=decoded_stream_limit,
+            decoded_read_limit=decoded_read_limit,
         )
 
     @property
@@ -289,6 +310,8 @@ class RunOptions:
             "ca_file": self.ca_file,
             "insecure": self.insecure,
             "metrics_port": self.metrics_port,
+            "decompress_limit": self.decoded_stream_limit,
+            "decompress_read_limit": self.decoded_read_limit,
         }
 
 
@@ -458,6 +481,15 @@ def _range(minimum: float | None, maximum: float | None) -> str:
     lo = "-inf" if minimum is None else f"{minimum:g}"
     hi = "inf" if maximum is None else f"{maximum:g}"
     return f"{lo}..{hi}"
+
+
+def _size(flag: str, value: Any) -> int:
+    """A byte count with an optional binary unit: 65536, 512KiB, 64MiB, 1.5G."""
+    match = _SIZE.fullmatch(str(value).strip())
+    size = float(match[1]) * SIZE_UNITS[match[2].lower()] if match else 0.0
+    if not 1 <= size <= 1 << 40:
+        raise OptionError(f"--{flag} must be a size from 1 byte to 1TiB such as 65536, 512KiB or 64MiB (got {value!r})")
+    return int(size)
 
 
 def _optional(value: Any, convert: Any) -> Any:

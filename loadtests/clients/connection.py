@@ -11,7 +11,9 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
+import gevent
 from gevent import socket as gsocket
 from gevent import ssl as gssl
 
@@ -27,6 +29,29 @@ from loadtests.protocol.http1 import (
 )
 
 RECV_SIZE = 65536
+#: A read loop hands the gevent hub a turn after this much work without one.
+#: A ``recv`` that finds data waiting returns without switching greenlets, so
+#: a peer that sends fast enough would otherwise keep timers, the other users
+#: and the self-check from running at all.  Checked against the time a loop
+#: takes after each read anyway; ``gevent.sleep(0)`` only when it is spent.
+YIELD_AFTER_S: Final = 0.005
+
+
+#: The sleep of a turn.  Not ``gevent.sleep(0)``: that only queues a callback,
+#: and gevent runs up to 50 callbacks in a row before it looks at its timers
+#: again, so a loop that yields that way every 5 ms still starves timers for
+#: 250 ms.  A timer wakes up through the event loop's next iteration, after
+#: the I/O, timers and callbacks already due.
+_TURN_S: Final = 1e-6
+
+
+def take_turn() -> float:
+    """Let every other ready greenlet and due timer run; the time to yield again by.
+
+    A timer due meanwhile (a phase deadline) raises in the caller from here.
+    """
+    gevent.sleep(_TURN_S)
+    return time.perf_counter() + YIELD_AFTER_S
 
 
 def make_ssl_context(verify: bool, ca_file: str | None = None) -> gssl.SSLContext:
@@ -87,6 +112,7 @@ def recv_head(
     """
     reader = HeadReader(keep_switching=skip_informational)
     found = reader.feed(buf)
+    yield_at = time.perf_counter() + YIELD_AFTER_S
     while found is None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -96,6 +122,8 @@ def recv_head(
         if not data:
             raise ConnectionError("connection closed before the response head")
         found = reader.feed(data)
+        if time.perf_counter() >= yield_at:
+            yield_at = take_turn()
     return found
 
 
@@ -134,7 +162,10 @@ def simple_request(
         framing = framing_for(head, method)
         parts = [framing.feed(rest)] if rest else []
         size = len(parts[0]) if parts else 0
+        yield_at = time.perf_counter() + YIELD_AFTER_S
         while not framing.done:
+            if time.perf_counter() >= yield_at:
+                yield_at = take_turn()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise gsocket.timeout("timed out reading the response body")

@@ -113,7 +113,7 @@ def metrics_view(feed: LiveFeed) -> MetricsView:
     feed.forget_gone_workers()
     live = feed.live
     assert live is not None, "the feed of a worker holds no totals"
-    harness = live.harness_state()
+    harness = live.selfcheck_state()
     rows = []
     keys = live.keys()  # LiveStats.keys(): the rows with streams (a list, not a dict view)
     for key in keys:

@@ -51,7 +51,7 @@ from locust.env import Environment
 from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, STATE_STOPPING, MasterRunner, WorkerRunner
 
 from loadtests.hooks import stream_finished_hook, stream_started_hook
-from loadtests.live.stats import LiveStats, Snapshot, harness_gauge, parity_banner
+from loadtests.live.stats import LiveStats, Snapshot, parity_banner, selfcheck_gauge
 from loadtests.live.tracker import POLL_S, StreamTracker
 from loadtests.selfcheck import SelfCheck
 
@@ -63,8 +63,8 @@ REPORT_KEY: Final = "stream_harness_live"
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 #: Runner states in which a run is under way (its parity comes after it).
 RUNNING_STATES: Final = (STATE_SPAWNING, STATE_RUNNING, STATE_STOPPING)
-#: The report served to the UI is recomputed at most this often.
-REPORT_MAX_AGE_S: Final = 1.0
+#: The view served to the UI is recomputed at most this often.
+VIEW_MAX_AGE_S: Final = 1.0
 
 #: Table columns: (row key, title); times in ms.  Keys are snake_case: Locust's
 #: UI camel-cases both the structure and the rows, so they keep matching.
@@ -117,10 +117,10 @@ def _num(value: float | None, digits: int = 1) -> float | str:
     return round(value, digits)
 
 
-def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Streams table's rows from :meth:`LiveStats.report` (one per transport x endpoint)."""
+def table_rows(view: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Streams table's rows from :meth:`LiveStats.view` (one per transport x endpoint)."""
     rows = []
-    for row in report["rows"]:
+    for row in view["rows"]:
         streams, ttfc, gap = row["streams"], row["ttfc_ms"], row["gap_ms"]
         staleness = row["staleness_ms"] or {}
         reasons = row["buffering"]["reasons"]
@@ -152,12 +152,12 @@ def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def rows_csv(report: dict[str, Any]) -> str:
+def rows_csv(view: dict[str, Any]) -> str:
     """The Streams numbers as CSV, one row per transport x endpoint."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
-    for row in table_rows(report):
+    for row in table_rows(view):
         writer.writerow([row[key] for key in CSV_COLUMNS])
     return out.getvalue()
 
@@ -185,7 +185,7 @@ class LiveFeed:
         self.live: LiveStats | None = None
         self.tracker: StreamTracker | None = None
         self._poller: gevent.Greenlet | None = None
-        self._report: tuple[float, dict[str, Any]] | None = None
+        self._view: tuple[float, dict[str, Any]] | None = None
         events = environment.events
         is_master = isinstance(self.runner, MasterRunner)
         if not is_master:  # this process runs users
@@ -220,7 +220,7 @@ class LiveFeed:
         data[REPORT_KEY] = {
             "delta": self.tracker.take().to_list(),
             "running": [[t, e, n] for (t, e), n in sorted(self.tracker.running().items())],
-            "harness": harness_gauge(self.selfcheck),
+            "harness": selfcheck_gauge(self.selfcheck),
         }
 
     def _on_worker_test_stop(self, **_: Any) -> None:
@@ -262,7 +262,7 @@ class LiveFeed:
             return
         self.tracker.poll(_yield)
         self.live.absorb(
-            "local", self.tracker.take(), running=self.tracker.running(), harness=harness_gauge(self.selfcheck)
+            "local", self.tracker.take(), running=self.tracker.running(), harness=selfcheck_gauge(self.selfcheck)
         )
 
     def _on_local_test_stop(self, **_: Any) -> None:
@@ -278,7 +278,7 @@ class LiveFeed:
         """A new run (first start, or start after stop) begins with empty totals."""
         assert self.live is not None
         self.live.reset()
-        self._report = None
+        self._view = None
         if self.tracker is not None:
             self.tracker.take()
             if self._poller is None:
@@ -290,10 +290,10 @@ class LiveFeed:
             self.tracker.poll(_yield)
             self.tracker.take()
         self.live.reset()
-        self._report = None
+        self._view = None
 
-    def report(self) -> dict[str, Any]:
-        """The live report, JSON-safe (no NaN), at most ``REPORT_MAX_AGE_S`` old.
+    def view(self) -> dict[str, Any]:
+        """The live view, JSON-safe (no NaN), at most ``VIEW_MAX_AGE_S`` old.
 
         The table poll and the tab script each ask every 2 s, maybe from
         several browsers: computing it once per interval keeps the UI's CPU
@@ -301,15 +301,15 @@ class LiveFeed:
         """
         assert self.live is not None
         now = time.monotonic()
-        if self._report is not None and now - self._report[0] < REPORT_MAX_AGE_S:
-            return self._report[1]
+        if self._view is not None and now - self._view[0] < VIEW_MAX_AGE_S:
+            return self._view[1]
         self.flush_local()
         self.forget_gone_workers()
-        report = self.live.report()
-        report["state"] = getattr(self.runner, "state", None)
-        report["parity"] = parity_banner(self.last_summary(), running=report["state"] in RUNNING_STATES)
-        self._report = (now, _json_safe(report))
-        return self._report[1]
+        view = self.live.view()
+        view["state"] = getattr(self.runner, "state", None)
+        view["parity"] = parity_banner(self.last_summary(), running=view["state"] in RUNNING_STATES)
+        self._view = (now, _json_safe(view))
+        return self._view[1]
 
 
 # --------------------------------------------------------------------------- web UI
@@ -340,17 +340,17 @@ def _install_ui(environment: Environment, feed: LiveFeed) -> None:
     @bp.route("/streams/live.json")
     @auth
     def streams_live() -> Response:
-        return jsonify(feed.report())
+        return jsonify(feed.view())
 
     @bp.route("/streams/csv")
     @auth
     def streams_csv() -> Response:
-        return _download(rows_csv(feed.report()), "text/csv", "stream_stats.csv")
+        return _download(rows_csv(feed.view()), "text/csv", "stream_stats.csv")
 
     @bp.route("/streams/json")
     @auth
     def streams_json() -> Response:
-        body = json.dumps(feed.report(), indent=2, allow_nan=False)
+        body = json.dumps(feed.view(), indent=2, allow_nan=False)
         return _download(body, "application/json", "stream_stats.json")
 
     @bp.route("/streams/tab.js")
@@ -364,7 +364,7 @@ def _install_ui(environment: Environment, feed: LiveFeed) -> None:
         if endpoint == "locust.request_stats" and response.mimetype == "application/json":
             payload = response.get_json(silent=True)
             if isinstance(payload, dict):
-                payload["extended_stats"] = [{"key": TAB_KEY, "data": table_rows(feed.report())}]
+                payload["extended_stats"] = [{"key": TAB_KEY, "data": table_rows(feed.view())}]
                 response.set_data(json.dumps(payload))
         elif endpoint == "locust.index" and response.mimetype == "text/html":
             html = response.get_data(as_text=True)

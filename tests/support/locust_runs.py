@@ -92,6 +92,19 @@ def wait_for_output(log: Path, text: str, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
+#: Locust's log line once it has spawned every user.  A master whose workers
+#: report late (a busy machine) logs the second form instead.
+SPAWNED_LINES = ("All users spawned", "Spawning is complete and report waittime is expired")
+
+
+def wait_for_spawning(log: Path, timeout: float = 30) -> None:
+    """Wait until Locust logged that it spawned its users."""
+    deadline = time.monotonic() + timeout
+    while not any(line in log.read_text() for line in SPAWNED_LINES):
+        assert time.monotonic() < deadline, f"no {SPAWNED_LINES[0]!r} in:\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)
+
+
 def run_headless(backend: BackendProcess, results: Path, *args: str, users: int = 2, run_time: str = "3s") -> LocustRun:
     process = popen_locust(
         "--headless",
