@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -35,7 +34,7 @@ from analysis.buffering import HOLD_MS, RATE_MIN_CHUNKS
 from analysis.chunks import ChunkSeries, chunk_series, first_burst_lead
 from analysis.errors import AnalysisError
 from analysis.frames import stream_event_columns
-from analysis.histogram import LogHistogram, Prepared, prepare_grouped
+from analysis.histogram import Prepared, prepare_grouped
 from analysis.quantiles import segment_percentiles
 from stream_harness.contract.kinds import ErrorKind, StreamStatus
 

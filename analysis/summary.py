@@ -1,7 +1,8 @@
 """Aggregates and the streams table -> ``summary.json`` (schema 1), typed.
 
 Per transport, per endpoint of it and, when a run mixes protocol and browser
-clients, per client: the contract's objects
+clients, per client (with the calibration of one against the other,
+``analysis.calibration``): the contract's objects
 (``stream_harness.contract.summary.TransportSummary``) with the buffering
 verdict.  Per-stream quantities (TTFC, time to headers, first event) come
 exactly from the streams table; chunk-pooled ones (gaps, staleness, jitter,
@@ -23,6 +24,7 @@ import pandas as pd
 from analysis.accumulate import GroupKey, merged
 from analysis.aggregate import Aggregate
 from analysis.buffering import Evidence, classify, evidence
+from analysis.calibration import CalibrationThresholds, calibrate, load_calibration_thresholds
 from analysis.histogram import LogHistogram
 from analysis.quantiles import optional_float, selected_percentiles
 from stream_harness.contract.kinds import TRANSPORTS, Client
@@ -42,8 +44,17 @@ from stream_harness.contract.summary import (
 APPROXIMATE_KEYS: Final = ("gap_ms", "staleness_ms", "jitter_ms", "events_per_read.p99")
 
 
-def build_summary(run: Mapping[str, Any], streams: pd.DataFrame, aggregates: Mapping[GroupKey, Aggregate]) -> Summary:
-    """The run's summary: ``streams`` is the whole filled streams table."""
+def build_summary(
+    run: Mapping[str, Any],
+    streams: pd.DataFrame,
+    aggregates: Mapping[GroupKey, Aggregate],
+    calibration: CalibrationThresholds | None = None,
+) -> Summary:
+    """The run's summary: ``streams`` is the whole filled streams table.
+
+    A transport read by both kinds of client gets ``calibration``
+    (``analysis.calibration``; thresholds from ./pyproject.toml unless given).
+    """
     counted = streams[~streams["warmup"].to_numpy(dtype=bool)] if len(streams) else streams
     duration_s = run_duration_s(run, streams)
     harness = run_harness(run)
@@ -70,6 +81,12 @@ def build_summary(run: Mapping[str, Any], streams: pd.DataFrame, aggregates: Map
                 client: object_for(None, client, mine[(mine["client"] == client).to_numpy(dtype=bool)])
                 for client in clients
             }
+            if Client.PROTOCOL in clients and Client.BROWSER in clients:
+                if calibration is None:
+                    calibration = load_calibration_thresholds()
+                found = calibrate(item["by_client"], calibration)
+                if found is not None:
+                    item["calibration"] = found
         transports[transport] = item
     return {"schema": SCHEMA_VERSION, "run": run_summary(run, streams), "transports": transports}
 

@@ -1,6 +1,6 @@
 """The fake backend's command line: ``python -m fake_backend`` and ``stream-harness backend``.
 
-``[--host H] [--port P] [--require-auth] [shape/fault defaults]``
+``[--host H] [--port P] [--require-auth] [--http2 [--certfile C --keyfile K]] [shape/fault defaults]``
 
 Every harness key is also a flag (``--chunks``, ``--buffer-ms``, ``--gzip`` ...)
 setting the server-wide default; ``FAKE_BACKEND_PROFILE`` (a JSON object with
@@ -19,6 +19,7 @@ SUMMARY = "the fake backend alone: both transports, fault injection, emit times"
 EXAMPLES = """\
   stream-harness backend --port 8000
   stream-harness backend --port 0 --require-auth --buffer-ms 100     # every stream buffered
+  stream-harness backend --http2                                      # HTTP/2 (h2c) and HTTP/1.1 on one port
   FAKE_BACKEND_PROFILE='{"pacing": "llm"}' stream-harness backend
 """
 
@@ -40,6 +41,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="end a stream whose client has read nothing for S seconds "
         f"(slow consumer; default {DEFAULT_SEND_TIMEOUT_S:g}, 0 = never)",
     )
+    parser.add_argument(
+        "--http2",
+        action="store_true",
+        help="serve HTTP/2 as well (Hypercorn): prior knowledge on plain TCP, ALPN h2 with --certfile",
+    )
+    parser.add_argument("--certfile", default=None, metavar="PEM", help="with --http2: serve TLS, this certificate")
+    parser.add_argument("--keyfile", default=None, metavar="PEM", help="with --certfile: its private key")
     defaults = parser.add_argument_group("stream shape / fault defaults (a request's harness field wins)")
     for key in FIELDS:
         flag = "--" + key.name.replace("_", "-")
@@ -61,13 +69,23 @@ def execute(args: argparse.Namespace) -> int:
     except ControlError as exc:
         print(f"fake_backend: bad server default: {exc}", file=sys.stderr)
         return 2
+    if (args.certfile or args.keyfile) and not (args.http2 and args.certfile and args.keyfile):
+        print("fake_backend: --certfile and --keyfile go together, with --http2", file=sys.stderr)
+        return 2
     from fake_backend.app import create_app
-    from fake_backend.server import bind, serve
+    from fake_backend.server import bind, serve, serve_http2
 
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:
         print(f"fake_backend: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    if args.http2:
+        try:
+            serve_http2(create_app(config), sock, args.log_level, args.certfile, args.keyfile)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            print(f"fake_backend: cannot serve TLS with {args.certfile}: {exc}", file=sys.stderr)
+            return 1
+        return 0
     serve(create_app(config), sock, args.log_level)
     return 0

@@ -1,0 +1,173 @@
+"""Browser stream users: each one a real headless Chromium page reading the streams as the product does.
+
+``--browser-users N`` makes N of the run's users these (``select_user_classes``
+gives them fixed counts, spread over the transports); they share one Chromium
+per load process (:func:`~loadtests.browser.fleet.fleet_for`), each in its own
+browser context.  A stream is the same record as a protocol user's
+(``client = browser``), announced and handed on through the same hooks; the
+page fills it through the bridge, and the record's outcome follows the
+protocol clients' rules (:func:`~loadtests.browser.channel.conclude`).
+Socket.io emit times are fetched from the fake backend afterwards, as the
+protocol client does.
+
+TLS: ``insecure`` and ``ca_file`` (the harness's ``--insecure`` /
+``--ca-file``) are read from the run options when they exist; Chromium also
+trusts what ``SSL_CERT_FILE`` names, as the protocol clients do.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, ClassVar, Final
+
+from loadtests.browser.channel import PageChannel, PageStream, conclude
+from loadtests.browser.fleet import BrowserError, BrowserFleet, fleet_for
+from loadtests.clients.connection import make_ssl_context
+from loadtests.clients.ndjson import END_GRACE_S
+from loadtests.clients.socketio.emit_times import fill_emit_times
+from loadtests.clients.socketio.task import Task
+from loadtests.protocol.http1 import Origin, parse_base_url
+from loadtests.results.record import StreamRecord
+from loadtests.users import StreamUser, request_payload
+from stream_harness.contract.kinds import Client, ErrorKind, Transport
+from stream_harness.contract.protocol import (
+    NDJSON_PATHS,
+    PROMISED_CHUNKS_HEADER,
+    REQUEST_ID_HEADER,
+    SOCKETIO_NAMESPACE,
+    SOCKETIO_PATH,
+    SOCKETIO_TASKS,
+)
+
+#: On top of the stream's own timeouts, how long a page may take to report before it counts as hung.
+PAGE_GRACE_S: Final = 10.0
+
+
+class BrowserStreamUser(StreamUser):
+    """Common part: one page per user, one stream at a time on it."""
+
+    abstract = True
+    client_kind: ClassVar[str] = Client.BROWSER
+
+    def on_start(self) -> None:
+        super().on_start()
+        assert self.host, "select_user_classes checks --host before users start"
+        self.origin: Origin = parse_base_url(self.host)
+        self.fleet: BrowserFleet | None = None
+        self.page: PageChannel | None = None
+
+    def on_stop(self) -> None:
+        if self.fleet is not None and self.page is not None:
+            self.fleet.close_page(self.page)
+        self.page = None
+
+    def tls(self) -> tuple[bool, str | None]:
+        """(insecure, ca_file) from the run options (``--insecure`` / ``--ca-file``) when they exist."""
+        return bool(getattr(self.options, "insecure", False)), getattr(self.options, "ca_file", None)
+
+    def _ensure_page(self, record: StreamRecord) -> PageChannel | None:
+        """This user's page (opened again if it crashed); a failure is this stream's ``connect`` failure."""
+        if self.page is not None and self.page.dead is None:
+            return self.page
+        started = time.perf_counter()
+        record.started_at = time.time()
+        try:
+            insecure, ca_file = self.tls()
+            self.fleet = fleet_for(self.environment, insecure=insecure, ca_file=ca_file)
+            if self.page is not None:
+                self.fleet.close_page(self.page)
+            self.page = None
+            self.page = self.fleet.open_page(self.host or "")
+        except BrowserError as exc:
+            record.fail(ErrorKind.CONNECT, f"browser: {exc}")
+            record.duration_ms = (time.perf_counter() - started) * 1000.0
+            return None
+        return self.page
+
+    def run_stream(self, record: StreamRecord) -> None:
+        page = self._ensure_page(record)
+        if page is None:
+            return
+        options = self.options
+        timeout = options.stream_timeout + options.first_chunk_timeout + PAGE_GRACE_S
+        record.started_at = time.time()  # until the page's own stamp of the request arrives
+        stream = page.run(record, self.order(record), self.transport, timeout)
+        if stream.facts is None and page.dead is None:
+            page.close("it did not report a stream")  # reopened for the next stream
+        conclude(stream, gave_up_after_s=timeout)
+        self.after_page_stream(stream)
+
+    def order(self, record: StreamRecord) -> dict[str, Any]:
+        """What the page is told to do for ``record``."""
+        raise NotImplementedError
+
+    def after_page_stream(self, stream: PageStream) -> None:
+        """Anything left to fill in once the page reported."""
+
+
+class NdjsonBrowserUser(BrowserStreamUser):
+    """A browser page on the FastAPI NDJSON path: fetch + reader + TextDecoder + line split."""
+
+    transport = Transport.NDJSON
+
+    def order(self, record: StreamRecord) -> dict[str, Any]:
+        options = self.options
+        origin = self.origin
+        body = request_payload(options.endpoint, options.harness_fields(Transport.NDJSON))
+        return {
+            "transport": Transport.NDJSON,
+            "stream": record.stream_id,
+            "url": f"{origin.scheme}://{origin.host_header}{origin.target(NDJSON_PATHS[options.endpoint])}",
+            "headers": {"Content-Type": "application/json", **self.headers},
+            "body": json.dumps(body),
+            "first_chunk_timeout_s": options.first_chunk_timeout,
+            "stream_timeout_s": options.stream_timeout,
+            "end_grace_s": END_GRACE_S,
+            "request_id_header": REQUEST_ID_HEADER,
+            "promised_header": PROMISED_CHUNKS_HEADER,
+        }
+
+
+class SocketIOBrowserUser(BrowserStreamUser):
+    """A browser page on the legacy Socket.io path: the npm socket.io-client, one socket per page."""
+
+    transport = Transport.SOCKETIO
+
+    def order(self, record: StreamRecord) -> dict[str, Any]:
+        options = self.options
+        origin = self.origin
+        service, task_name = SOCKETIO_TASKS[options.endpoint]
+        return {
+            "transport": Transport.SOCKETIO,
+            "stream": record.stream_id,
+            "origin": f"{origin.scheme}://{origin.host_header}",
+            "namespace": SOCKETIO_NAMESPACE,
+            "path": origin.target(SOCKETIO_PATH),
+            "token": options.auth_token or "",
+            "service": options.sio_service or service,
+            "task_name": task_name,
+            "task_data": request_payload(options.endpoint, options.harness_fields(Transport.SOCKETIO)),
+            "connect_timeout_s": options.first_chunk_timeout,
+            "first_chunk_timeout_s": options.first_chunk_timeout,
+            "stream_timeout_s": options.stream_timeout,
+        }
+
+    def after_page_stream(self, stream: PageStream) -> None:
+        """The fake backend's emit times, by the protocol client's own code (404 elsewhere: NaN kept)."""
+        facts = stream.facts or {}
+        listeners = facts.get("listeners")
+        if not self.options.emit_times or not isinstance(listeners, list) or not listeners:
+            return
+        task = Task(stream.record)
+        task.listeners = [str(name) for name in listeners]
+        task.listener_of = stream.listener_of if len(listeners) > 1 else None
+        task.n_chunks = int(facts.get("n_chunks") or 0)
+        task.cancelled = bool(facts.get("cancelled"))
+        insecure, ca_file = self.tls()
+        ssl_context = None
+        if self.origin.is_tls:
+            ssl_context = make_ssl_context(not insecure)
+            if ca_file:
+                ssl_context.load_verify_locations(cafile=ca_file)
+        fill_emit_times(task, self.origin, self.headers, self.options.first_chunk_timeout, ssl_context)
