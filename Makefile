@@ -17,7 +17,7 @@ SOAK_ARGS ?=
 COMPARE_ARGS ?=
 NIGHTLY_ARGS ?=
 
-.PHONY: install browser lint test bench bench-backend bench-client bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+.PHONY: install browser nginx lint test bench bench-backend bench-client bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
 
 install: $(STAMP)
 
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP) browser lint
+test: $(STAMP) browser nginx lint
 	$(PY) -m pytest
 
 # ruff (lint + format) and mypy: the configuration is in pyproject.toml
@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# Headless Chromium for the web-UI browser test (tests/test_webui_browser.py):
+# Headless Chromium for the browser users and the web-UI browser test (tests/loadtests/live/test_webui_browser.py):
 # Debian's own package, driven by Playwright with executable_path; never a
 # downloaded browser build.  Installed with apt-get when missing and root.
 browser:
@@ -47,6 +47,20 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
 	  else \
 	    echo "make browser: /usr/bin/chromium missing and not root: the browser test will be skipped" >&2; \
+	  fi; \
+	fi
+
+# Debian's nginx for the TLS + HTTP/2 edge the browser-calibration tests put in front of the fake
+# backend (tests/support/edge.py starts its own nginx on loopback with a generated config; the
+# package's service is not used).  Installed with apt-get when missing and root, like the browser.
+nginx:
+	@if ! test -x /usr/sbin/nginx; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's nginx for the TLS + HTTP/2 edge tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx >/dev/null; \
+	  else \
+	    echo "make nginx: /usr/sbin/nginx missing and not root: the edge tests will be skipped" >&2; \
 	  fi; \
 	fi
 

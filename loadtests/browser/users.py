@@ -27,6 +27,7 @@ from loadtests.clients.connection import make_ssl_context
 from loadtests.clients.ndjson import END_GRACE_S
 from loadtests.clients.socketio.emit_times import fill_emit_times
 from loadtests.clients.socketio.task import Task
+from loadtests.options import RunOptions
 from loadtests.protocol.http1 import Origin, parse_base_url
 from loadtests.results.record import StreamRecord
 from loadtests.users import StreamUser, request_payload
@@ -112,21 +113,7 @@ class NdjsonBrowserUser(BrowserStreamUser):
     transport = Transport.NDJSON
 
     def order(self, record: StreamRecord) -> dict[str, Any]:
-        options = self.options
-        origin = self.origin
-        body = request_payload(options.endpoint, options.harness_fields(Transport.NDJSON))
-        return {
-            "transport": Transport.NDJSON,
-            "stream": record.stream_id,
-            "url": f"{origin.scheme}://{origin.host_header}{origin.target(NDJSON_PATHS[options.endpoint])}",
-            "headers": {"Content-Type": "application/json", **self.headers},
-            "body": json.dumps(body),
-            "first_chunk_timeout_s": options.first_chunk_timeout,
-            "stream_timeout_s": options.stream_timeout,
-            "end_grace_s": END_GRACE_S,
-            "request_id_header": REQUEST_ID_HEADER,
-            "promised_header": PROMISED_CHUNKS_HEADER,
-        }
+        return ndjson_order(record.stream_id, self.origin, self.options, self.headers)
 
 
 class SocketIOBrowserUser(BrowserStreamUser):
@@ -135,23 +122,7 @@ class SocketIOBrowserUser(BrowserStreamUser):
     transport = Transport.SOCKETIO
 
     def order(self, record: StreamRecord) -> dict[str, Any]:
-        options = self.options
-        origin = self.origin
-        service, task_name = SOCKETIO_TASKS[options.endpoint]
-        return {
-            "transport": Transport.SOCKETIO,
-            "stream": record.stream_id,
-            "origin": f"{origin.scheme}://{origin.host_header}",
-            "namespace": SOCKETIO_NAMESPACE,
-            "path": origin.target(SOCKETIO_PATH),
-            "token": options.auth_token or "",
-            "service": options.sio_service or service,
-            "task_name": task_name,
-            "task_data": request_payload(options.endpoint, options.harness_fields(Transport.SOCKETIO)),
-            "connect_timeout_s": options.first_chunk_timeout,
-            "first_chunk_timeout_s": options.first_chunk_timeout,
-            "stream_timeout_s": options.stream_timeout,
-        }
+        return socketio_order(record.stream_id, self.origin, self.options)
 
     def after_page_stream(self, stream: PageStream) -> None:
         """The fake backend's emit times, by the protocol client's own code (404 elsewhere: NaN kept)."""
@@ -171,3 +142,39 @@ class SocketIOBrowserUser(BrowserStreamUser):
             if ca_file:
                 ssl_context.load_verify_locations(cafile=ca_file)
         fill_emit_times(task, self.origin, self.headers, self.options.first_chunk_timeout, ssl_context)
+
+
+def ndjson_order(stream_id: str, origin: Origin, options: RunOptions, headers: dict[str, str]) -> dict[str, Any]:
+    """The page's order for one NDJSON stream: POST the endpoint's body with the user's auth headers."""
+    body = request_payload(options.endpoint, options.harness_fields(Transport.NDJSON))
+    return {
+        "transport": Transport.NDJSON,
+        "stream": stream_id,
+        "url": f"{origin.scheme}://{origin.host_header}{origin.target(NDJSON_PATHS[options.endpoint])}",
+        "headers": {"Content-Type": "application/json", **headers},
+        "body": json.dumps(body),
+        "first_chunk_timeout_s": options.first_chunk_timeout,
+        "stream_timeout_s": options.stream_timeout,
+        "end_grace_s": END_GRACE_S,
+        "request_id_header": REQUEST_ID_HEADER,
+        "promised_header": PROMISED_CHUNKS_HEADER,
+    }
+
+
+def socketio_order(stream_id: str, origin: Origin, options: RunOptions) -> dict[str, Any]:
+    """The page's order for one Socket.io task: connect if needed, emit with an ack, listen."""
+    service, task_name = SOCKETIO_TASKS[options.endpoint]
+    return {
+        "transport": Transport.SOCKETIO,
+        "stream": stream_id,
+        "origin": f"{origin.scheme}://{origin.host_header}",
+        "namespace": SOCKETIO_NAMESPACE,
+        "path": origin.target(SOCKETIO_PATH),
+        "token": options.auth_token or "",
+        "service": options.sio_service or service,
+        "task_name": task_name,
+        "task_data": request_payload(options.endpoint, options.harness_fields(Transport.SOCKETIO)),
+        "connect_timeout_s": options.first_chunk_timeout,
+        "first_chunk_timeout_s": options.first_chunk_timeout,
+        "stream_timeout_s": options.stream_timeout,
+    }

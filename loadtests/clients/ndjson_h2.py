@@ -49,7 +49,7 @@ from h2.events import (
 )
 from h2.exceptions import H2Error
 
-from loadtests.clients.connection import RECV_SIZE, make_ssl_context, open_connection, simple_request
+from loadtests.clients.connection import RECV_SIZE, open_connection, simple_request
 from loadtests.clients.errors import ClientError
 from loadtests.clients.outcome import conclude_ndjson, http_error_detail
 from loadtests.protocol.content import ContentDecoder, ContentDecodingError, make_content_decoder
@@ -76,15 +76,26 @@ class NoHttp2Error(ClientError):
     """The server would not speak HTTP/2 on this connection."""
 
 
-def h2_ssl_context(verify_tls: bool, ca_file: str | None = None) -> gssl.SSLContext:
-    """The harness's TLS context (``make_ssl_context``) offering ``h2`` in ALPN, as a browser does.
+def h2_ssl_context(
+    verify_tls: bool, ca_file: str | None = None, alpn: tuple[str, ...] = ("h2", "http/1.1")
+) -> gssl.SSLContext:
+    """A client TLS context offering ``h2`` first in ALPN, as a browser does (``alpn``).
 
-    ``ca_file`` adds the certificates of that PEM file to the trusted ones.
+    The settings of ``connection.make_ssl_context`` (the system's trust store,
+    ``verify_tls=False`` for self-signed staging), plus the certificates of
+    ``ca_file``.  Built from gevent's own ``SSLContext``: ``gssl.create_default_context``
+    is the standard library's function, whose sockets block the whole process
+    where gevent did not patch ``ssl`` (tests, benchmarks), and a reader
+    greenlet blocked in ``recv`` would stall every stream of the connection.
     """
-    ctx = make_ssl_context(verify_tls)
+    ctx = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_default_certs()
     if ca_file:
         ctx.load_verify_locations(cafile=ca_file)
-    ctx.set_alpn_protocols(["h2"])
+    if not verify_tls:
+        ctx.check_hostname = False
+        ctx.verify_mode = gssl.CERT_NONE
+    ctx.set_alpn_protocols(list(alpn))  # a browser offers both; a connection that is not h2 is refused after
     return ctx
 
 
@@ -424,9 +435,7 @@ class H2Pool:
         self.verify_tls = verify_tls
         self.ca_file = ca_file
         self._ssl = h2_ssl_context(verify_tls, ca_file) if self.origin.is_tls else None
-        self._side_ssl = make_ssl_context(verify_tls) if self.origin.is_tls else None
-        if self._side_ssl is not None and ca_file:
-            self._side_ssl.load_verify_locations(cafile=ca_file)
+        self._side_ssl = h2_ssl_context(verify_tls, ca_file, ("http/1.1",)) if self.origin.is_tls else None
         self.connections: list[_Connection] = []
         self._opening = Semaphore()
         self.users = 0
