@@ -17,7 +17,7 @@ SOAK_ARGS ?=
 COMPARE_ARGS ?=
 NIGHTLY_ARGS ?=
 
-.PHONY: install browser nginx lint test bench bench-backend bench-client bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+.PHONY: install browser nginx vendor-socketio lint test bench bench-backend bench-client bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
 
 install: $(STAMP)
 
@@ -63,6 +63,13 @@ nginx:
 	    echo "make nginx: /usr/sbin/nginx missing and not root: the edge tests will be skipped" >&2; \
 	  fi; \
 	fi
+
+# The npm socket.io-client the browser users' pages run, vendored into the package (no CDN, nothing
+# fetched at run time): tools/socketio-client pins the version; this refreshes the copy from it.
+vendor-socketio:
+	cd tools/socketio-client && npm ci --no-audit --no-fund --loglevel=error
+	cp tools/socketio-client/node_modules/socket.io-client/dist/socket.io.min.js loadtests/browser/static/
+	cp tools/socketio-client/node_modules/socket.io-client/LICENSE loadtests/browser/static/socket.io-client.LICENSE
 
 bench: $(STAMP)
 	$(HARNESS) run --seconds $(BENCH_SECONDS) --users $(BENCH_USERS) $(BENCH_ARGS)

@@ -138,7 +138,8 @@ def calibrate(
     if limits.same_verdict:
         inconclusive = [client for client, verdict in verdicts.items() if verdict == Verdict.INCONCLUSIVE]
         if inconclusive:
-            reasons.append(f"the {' and '.join(inconclusive)} verdict is inconclusive: nothing to compare")
+            verdict_words = "verdicts are" if len(inconclusive) > 1 else "verdict is"
+            reasons.append(f"the {' and '.join(inconclusive)} {verdict_words} inconclusive: nothing to compare")
         elif verdicts[Client.PROTOCOL] != verdicts[Client.BROWSER]:
             reasons.append(
                 f"verdicts differ: browser {verdicts[Client.BROWSER]}, protocol clients {verdicts[Client.PROTOCOL]}"

@@ -1,7 +1,7 @@
 """One load process's browser: the helper process running Chromium, the bridge, the pages' monitor.
 
-Created by the first browser user of a Locust environment (:func:`fleet_for`)
-and kept until Locust quits, so the runs of one web-UI session share one
+Created by the first browser user of a Locust environment
+(``loadtests.browser.users.fleet_for``) and kept until Locust quits, so the runs of one web-UI session share one
 Chromium; each user opens its own page (a fresh browser context) on start
 and closes it on stop.  The pages' CPU, memory and lag count in the
 environment's harness self-check (``SelfCheck.probes``).
@@ -13,7 +13,6 @@ import json
 import logging
 import sys
 import uuid
-import weakref
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,7 +27,6 @@ from loadtests.browser.chromium import CHROMIUM, LAUNCH_ARGS, BrowserUnavailable
 from loadtests.browser.monitor import PageMonitor
 from loadtests.browser.page import PAGE_PATH, page_config
 from loadtests.errors import LoadtestError
-from loadtests.harness_run import harness_run
 from loadtests.protocol.http1 import parse_base_url
 
 logger = logging.getLogger("stream_harness")
@@ -184,25 +182,3 @@ class BrowserFleet:
             reply.set({"op": "failed", "detail": "the browser process exited"})
         for channel in list(self._pages.values()):
             channel.close("the browser process exited")
-
-
-_FLEETS: weakref.WeakKeyDictionary[Any, BrowserFleet] = weakref.WeakKeyDictionary()
-
-
-def fleet_for(environment: Any, *, insecure: bool = False, ca_file: str | None = None) -> BrowserFleet:
-    """The browser of ``environment``'s process, created on first use and stopped when Locust quits.
-
-    Its monitor joins the environment's harness self-check.
-    """
-    fleet = _FLEETS.get(environment)
-    if fleet is not None and (fleet.insecure, fleet.ca_file) == (insecure, ca_file):
-        return fleet
-    if fleet is not None:
-        fleet.stop()
-    fleet = _FLEETS[environment] = BrowserFleet(insecure=insecure, ca_file=ca_file)
-    run = harness_run(environment)
-    if run is not None:
-        run.selfcheck.probes = [p for p in run.selfcheck.probes if p.name != fleet.monitor.name]
-        run.selfcheck.probes.append(fleet.monitor)
-    environment.events.quitting.add_listener(lambda **_: fleet.stop())
-    return fleet

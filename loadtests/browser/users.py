@@ -17,29 +17,21 @@ trusts what ``SSL_CERT_FILE`` names, as the protocol clients do.
 
 from __future__ import annotations
 
-import json
 import time
+import weakref
 from typing import Any, ClassVar, Final
 
 from loadtests.browser.channel import PageChannel, PageStream, conclude
-from loadtests.browser.fleet import BrowserError, BrowserFleet, fleet_for
+from loadtests.browser.fleet import BrowserError, BrowserFleet
+from loadtests.browser.orders import ndjson_order, socketio_order
 from loadtests.clients.connection import make_ssl_context
-from loadtests.clients.ndjson import END_GRACE_S
 from loadtests.clients.socketio.emit_times import fill_emit_times
 from loadtests.clients.socketio.task import Task
-from loadtests.options import RunOptions
+from loadtests.harness_run import harness_run
 from loadtests.protocol.http1 import Origin, parse_base_url
 from loadtests.results.record import StreamRecord
 from loadtests.users import StreamUser, request_payload
 from stream_harness.contract.kinds import Client, ErrorKind, Transport
-from stream_harness.contract.protocol import (
-    NDJSON_PATHS,
-    PROMISED_CHUNKS_HEADER,
-    REQUEST_ID_HEADER,
-    SOCKETIO_NAMESPACE,
-    SOCKETIO_PATH,
-    SOCKETIO_TASKS,
-)
 
 #: On top of the stream's own timeouts, how long a page may take to report before it counts as hung.
 PAGE_GRACE_S: Final = 10.0
@@ -113,7 +105,9 @@ class NdjsonBrowserUser(BrowserStreamUser):
     transport = Transport.NDJSON
 
     def order(self, record: StreamRecord) -> dict[str, Any]:
-        return ndjson_order(record.stream_id, self.origin, self.options, self.headers)
+        options = self.options
+        body = request_payload(options.endpoint, options.harness_fields(Transport.NDJSON))
+        return ndjson_order(record.stream_id, self.origin, options, body, self.headers)
 
 
 class SocketIOBrowserUser(BrowserStreamUser):
@@ -122,7 +116,9 @@ class SocketIOBrowserUser(BrowserStreamUser):
     transport = Transport.SOCKETIO
 
     def order(self, record: StreamRecord) -> dict[str, Any]:
-        return socketio_order(record.stream_id, self.origin, self.options)
+        options = self.options
+        task_data = request_payload(options.endpoint, options.harness_fields(Transport.SOCKETIO))
+        return socketio_order(record.stream_id, self.origin, options, task_data)
 
     def after_page_stream(self, stream: PageStream) -> None:
         """The fake backend's emit times, by the protocol client's own code (404 elsewhere: NaN kept)."""
@@ -144,37 +140,23 @@ class SocketIOBrowserUser(BrowserStreamUser):
         fill_emit_times(task, self.origin, self.headers, self.options.first_chunk_timeout, ssl_context)
 
 
-def ndjson_order(stream_id: str, origin: Origin, options: RunOptions, headers: dict[str, str]) -> dict[str, Any]:
-    """The page's order for one NDJSON stream: POST the endpoint's body with the user's auth headers."""
-    body = request_payload(options.endpoint, options.harness_fields(Transport.NDJSON))
-    return {
-        "transport": Transport.NDJSON,
-        "stream": stream_id,
-        "url": f"{origin.scheme}://{origin.host_header}{origin.target(NDJSON_PATHS[options.endpoint])}",
-        "headers": {"Content-Type": "application/json", **headers},
-        "body": json.dumps(body),
-        "first_chunk_timeout_s": options.first_chunk_timeout,
-        "stream_timeout_s": options.stream_timeout,
-        "end_grace_s": END_GRACE_S,
-        "request_id_header": REQUEST_ID_HEADER,
-        "promised_header": PROMISED_CHUNKS_HEADER,
-    }
+_FLEETS: weakref.WeakKeyDictionary[Any, BrowserFleet] = weakref.WeakKeyDictionary()
 
 
-def socketio_order(stream_id: str, origin: Origin, options: RunOptions) -> dict[str, Any]:
-    """The page's order for one Socket.io task: connect if needed, emit with an ack, listen."""
-    service, task_name = SOCKETIO_TASKS[options.endpoint]
-    return {
-        "transport": Transport.SOCKETIO,
-        "stream": stream_id,
-        "origin": f"{origin.scheme}://{origin.host_header}",
-        "namespace": SOCKETIO_NAMESPACE,
-        "path": origin.target(SOCKETIO_PATH),
-        "token": options.auth_token or "",
-        "service": options.sio_service or service,
-        "task_name": task_name,
-        "task_data": request_payload(options.endpoint, options.harness_fields(Transport.SOCKETIO)),
-        "connect_timeout_s": options.first_chunk_timeout,
-        "first_chunk_timeout_s": options.first_chunk_timeout,
-        "stream_timeout_s": options.stream_timeout,
-    }
+def fleet_for(environment: Any, *, insecure: bool = False, ca_file: str | None = None) -> BrowserFleet:
+    """The browser of ``environment``'s process, created on first use and stopped when Locust quits.
+
+    Its monitor joins the environment's harness self-check.
+    """
+    fleet = _FLEETS.get(environment)
+    if fleet is not None and (fleet.insecure, fleet.ca_file) == (insecure, ca_file):
+        return fleet
+    if fleet is not None:
+        fleet.stop()
+    fleet = _FLEETS[environment] = BrowserFleet(insecure=insecure, ca_file=ca_file)
+    run = harness_run(environment)
+    if run is not None:
+        run.selfcheck.probes = [p for p in run.selfcheck.probes if p.name != fleet.monitor.name]
+        run.selfcheck.probes.append(fleet.monitor)
+    environment.events.quitting.add_listener(lambda **_: fleet.stop())
+    return fleet

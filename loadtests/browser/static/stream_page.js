@@ -115,7 +115,11 @@
     var ctrl = new AbortController();
     var why = null; // [error kind, detail] of our own abort
     var timers = [];
-    function abortWith(kind, detail) { if (!why) why = [kind, detail]; ctrl.abort(); }
+    var abortedAt = null;
+    function abortWith(kind, detail) {
+      if (!why) { why = [kind, detail]; abortedAt = performance.now() - t0; }
+      ctrl.abort();
+    }
     function arm(ms, kind, detail) { timers.push(setTimeout(function () { abortWith(kind, detail); }, ms)); }
     var firstChunkTimer = setTimeout(function () {
       abortWith("timeout", "no chunk within first_chunk_timeout=" + cmd.first_chunk_timeout_s + " s");
@@ -194,7 +198,7 @@
     }).then(function () {
       clearTimeout(firstChunkTimer);
       timers.forEach(clearTimeout);
-      facts.last_ms = last;
+      facts.last_ms = abortedAt !== null ? abortedAt : last;
       facts.http_version = protocolOf(cmd.url);
       return facts;
     });
