@@ -8,9 +8,10 @@ browser on this path, or why not:
 
 - TTFC p50 and p99, chunk gap p50 and p99: the browser's value minus the
   protocol clients' (``delta``) must be within ``*_ms`` milliseconds plus
-  ``*_pct`` percent of the protocol clients' value.  A browser adds its own
-  small, steady cost (a fetch goes through the network service and an IPC
-  hop before JavaScript sees it); a path that treats browsers differently
+  ``*_pct`` percent of the protocol clients' value.  A browser adds a
+  steady cost of its own to every request (a fetch goes from the page to
+  Chromium's network service and back before JavaScript sees a byte: 5-15 ms
+  on the shared 2-core VM the defaults were set on); a path that treats browsers differently
   (an edge that buffers HTTP/1.1 but not HTTP/2, flow-control windows that
   starve multiplexed streams, compression) adds tens to hundreds of
   milliseconds, or bursts;
@@ -58,7 +59,7 @@ class CalibrationThresholdsError(AnalysisError):
 class CalibrationThresholds:
     """How far the browser's numbers may be from the protocol clients' (see the module docstring)."""
 
-    ttfc_p50_ms: float = 10.0
+    ttfc_p50_ms: float = 20.0
     ttfc_p50_pct: float = 10.0
     ttfc_p99_ms: float = 50.0
     ttfc_p99_pct: float = 25.0

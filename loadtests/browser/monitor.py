@@ -13,6 +13,9 @@ browser users run, this monitor keeps:
   samples with its stamps;
 - **paint lag**: read arrival -> the next animation frame, per read.
 
+Browser processes run at the load process's priority (Chromium raises some
+of its own when it may; see ``_no_higher_priority``).
+
 The browser counts as saturated (the reasons say which) when
 
 - page loop-lag p99 >= ``LAG_P99_SATURATED_MS`` (25 ms, the load process's
@@ -111,6 +114,7 @@ class PageMonitor:
             if known is None:
                 try:
                     process.cpu_percent(None)  # primes it: the first reading is meaningless
+                    _no_higher_priority(process)
                 except psutil.Error:
                     continue
                 known = process
@@ -180,3 +184,19 @@ class PageMonitor:
             "rss_mb_max": max(self.rss_mb) if self.rss_mb else None,
             "samples": int(busiest.size),
         }
+
+
+def _no_higher_priority(process: psutil.Process) -> None:
+    """Run a browser process at this process's priority, never above it.
+
+    Chromium raises some of its processes to nice -8 when it may (as root):
+    on a busy machine the pages would then take the CPU from the load process
+    whose greenlets stamp the protocol clients' reads.  Same priority, same
+    chances: whichever side starves, the self-check says so.
+    """
+    own = psutil.Process().nice()
+    if process.nice() < own:
+        try:
+            process.nice(own)
+        except psutil.AccessDenied:
+            pass

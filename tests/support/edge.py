@@ -11,7 +11,10 @@ generated config and a self-signed certificate (``tests.support.tls``), one
 - ``http1-only``: pass-through, but HTTP/1.1 only (ALPN offers no ``h2``).
 
 Clients speak HTTP/2 (ALPN ``h2``) or HTTP/1.1 to nginx; nginx speaks
-HTTP/1.1 with keep-alive to the backend and passes websocket upgrades (Socket.io).
+HTTP/1.1 with keep-alive to the backend and passes websocket upgrades
+(Socket.io), with the client's ``Host`` and ``X-Forwarded-Proto``: a
+browser's websocket carries an ``Origin`` that python-engineio checks
+against them (a proxy that rewrites ``Host`` gets the browser a 403).
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ SERVER: Final = """\
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
-            proxy_set_header Host $host;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             proxy_read_timeout 300s;

@@ -199,7 +199,6 @@
       clearTimeout(firstChunkTimer);
       timers.forEach(clearTimeout);
       facts.last_ms = abortedAt !== null ? abortedAt : last;
-      facts.http_version = protocolOf(cmd.url);
       return facts;
     });
   }
@@ -330,6 +329,8 @@
     var running = cmd.transport === "socketio" ? runSocketio(cmd) : runNdjson(cmd);
     return running.then(function (facts) {
       return nextFrame().then(nextFrame).then(function () { // the last reads' frame has come
+        // (and the fetch's resource timing entry, which appears once its body is done)
+        if (cmd.transport === "ndjson") facts.http_version = protocolOf(cmd.url);
         facts.started_at = cur.startedAt;
         facts.cross_origin_isolated = window.crossOriginIsolated === true;
         var done = flush(facts);
