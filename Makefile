@@ -17,7 +17,7 @@ SOAK_ARGS ?=
 COMPARE_ARGS ?=
 NIGHTLY_ARGS ?=
 
-.PHONY: install browser nginx vendor-socketio lint test bench bench-backend bench-client bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+.PHONY: install browser nginx vendor-socketio lint test bench bench-backend bench-client bench-http2 bench-browser bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
 
 install: $(STAMP)
 
@@ -81,6 +81,14 @@ bench-backend: $(STAMP)
 bench-client: $(STAMP)
 	$(PY) -m bench.client
 	$(PY) -m bench.client_capacity
+
+# HTTP/2 NDJSON client CPU per chunk beside the HTTP/1.1 client (target: at most 2x), one Hypercorn backend
+bench-http2: $(STAMP)
+	$(PY) -m bench.http2
+
+# browser users: page CPU per 1,000 chunks per transport, and how many run unsaturated beside the fake backend
+bench-browser: $(STAMP) browser
+	$(PY) -m bench.browser
 
 # the analysis against DuckDB and Polars (installed for the benchmark only: the [bench] extra)
 bench-analysis: $(STAMP)

@@ -341,13 +341,11 @@ class _Connection:
                 except H2Error as exc:
                     detail = f"HTTP/2 protocol error: {exc}"
                     return
+                consumed: dict[int, int] = {}
                 for event in events:
                     if isinstance(event, DataReceived):
                         if event.flow_controlled_length:
-                            try:
-                                ack(event.flow_controlled_length, event.stream_id)
-                            except H2Error:
-                                pass
+                            consumed[event.stream_id] = consumed.get(event.stream_id, 0) + event.flow_controlled_length
                         stream = streams.get(event.stream_id)
                         if stream is not None:
                             stream.on_data(event.data, now, read_no)
@@ -366,6 +364,11 @@ class _Connection:
                             stream.lose(f"stream reset by the server ({_code_name(event.error_code)})")
                     elif isinstance(event, ConnectionTerminated):
                         self._on_goaway(event)
+                for stream_id, size in consumed.items():  # the data is ours now: open the windows again
+                    try:
+                        ack(size, stream_id)
+                    except H2Error:  # the stream was reset meanwhile
+                        pass
                 if self._pending_body:
                     for stream_id in list(self._pending_body):
                         self._send_body(stream_id)
