@@ -32,7 +32,7 @@ from analysis.calibration import AGREE_LINE, CalibrationThresholds
 from fake_backend.process import BackendProcess, start_backend
 from loadtests.browser.chromium import CHROMIUM
 from tests.support import edge
-from tests.support.locust_runs import LocustRun, finished_streams, run_headless
+from tests.support.locust_runs import LocustRun, finished_streams, run_headless, stats_row
 
 pytestmark = [
     pytest.mark.timeout(400),
@@ -98,6 +98,10 @@ def test_a_browser_and_a_protocol_user_agree_on_the_same_stream(backend: Backend
         found = result.summary["transports"][transport]["calibration"]
         assert found["streams"] == {"protocol": len(protocol), "browser": len(browser)}
         assert found["ttfc_ms"]["p50"]["browser"] == pytest.approx(browser_ttfc)
+        # Locust's own table keeps the two kinds of client apart
+        stats = result.stats_csv()
+        assert stats_row(stats, transport, "chat (browser) stream")["Request Count"] >= len(browser)
+        assert stats_row(stats, transport, "chat stream")["Request Count"] >= len(protocol)
 
 
 # --------------------------------------------------------------------------- behind a TLS + HTTP/2 edge
