@@ -78,7 +78,6 @@ COLUMNS: Final[tuple[tuple[str, str], ...]] = (
 CSV_COLUMNS: Final[tuple[str, ...]] = (
     "transport",
     "endpoint",
-    "client",
     "running",
     "started",
     "completed",
@@ -95,6 +94,7 @@ CSV_COLUMNS: Final[tuple[str, ...]] = (
     "chunks_per_s",
     "verdict",
     "reasons",
+    "client",  # last: scripts written before browser users read the columns by position
 )
 
 

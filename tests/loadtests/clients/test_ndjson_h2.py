@@ -97,7 +97,7 @@ def test_a_stream_is_recorded_read_by_read(h2_backend: BackendProcess):
     assert record.kinds[-1] == END
     t_ms, reads = np.asarray(record.t_ms), np.asarray(record.reads)
     assert np.all(np.diff(t_ms) >= 0) and np.all(np.diff(reads) >= 0)
-    assert reads[0] >= 1  # read 0 carried the HEADERS
+    assert reads[0] in (0, 1)  # read 0 carried the HEADERS (and may carry the first lines too)
     assert record.n_reads >= reads[-1] + 1  # (the END_STREAM frame may come in a read of its own)
     assert 0 < record.time_to_headers_ms <= t_ms[0]
     # paced at 5 ms: about one line per read, spread over the stream
