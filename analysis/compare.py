@@ -34,6 +34,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from stream_harness.contract.kinds import ErrorKind
+from stream_harness.contract.summary import TransportSummary
 
 if TYPE_CHECKING:
     from analysis.metrics import Analysis
@@ -192,7 +193,7 @@ def _comparable(streams: pd.DataFrame, transport: str) -> pd.DataFrame:
     return streams[mask]
 
 
-def _buffering(transport: str, base: Mapping[str, Any], current: Mapping[str, Any]) -> list[Finding]:
+def _buffering(transport: str, base: TransportSummary, current: TransportSummary) -> list[Finding]:
     before = base["buffering"]["verdict"]
     after = current["buffering"]["verdict"]
     reasons = current["buffering"]["reasons"]

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from analysis.charts import COMPARE_FILE, draw_compare_chart, draw_report_charts
 from analysis.mermaid import xychart
 from analysis.metrics import Analysis, analyse_directory
 from analysis.results import SUMMARY_FILE, write_json_atomic, write_text_atomic
+from stream_harness.contract.summary import RunSummary, TransportSummary
 
 if TYPE_CHECKING:  # compare imports scipy: keep it out of `report`
     from analysis.compare import Comparison
@@ -216,7 +217,7 @@ def _column(analysis: Analysis, transport: str, column: str) -> np.ndarray:
     return np.asarray(values[np.isfinite(values)])
 
 
-def calibration_lines(transports: Mapping[str, Any]) -> list[str]:
+def calibration_lines(transports: Mapping[str, TransportSummary]) -> list[str]:
     """One line per transport read by both kinds of client: do the protocol clients agree with the browser?"""
     lines = []
     for name, item in transports.items():
@@ -233,7 +234,7 @@ def calibration_lines(transports: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _transport_section(name: str, item: Mapping[str, Any]) -> list[str]:
+def _transport_section(name: str, item: TransportSummary) -> list[str]:
     streams = item["streams"]
     events = item["events"]
     errors = ", ".join(f"{kind} {count}" for kind, count in streams["errors"].items()) or "none"
@@ -241,8 +242,7 @@ def _transport_section(name: str, item: Mapping[str, Any]) -> list[str]:
     lines += [f"- {reason}" for reason in item["buffering"]["reasons"]]
     lines += ["", "| ms | " + " | ".join(_LATENCY_COLUMNS) + " |", "|---|" + "---|" * len(_LATENCY_COLUMNS)]
     for key, label in _LATENCY_ROWS:
-        row = item.get(key)
-        cells = [_ms(row.get(column)) for column in _LATENCY_COLUMNS] if row else ["n/a"] * len(_LATENCY_COLUMNS)
+        cells = [_ms(_get(item, key, column)) for column in _LATENCY_COLUMNS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     per_read = item["events_per_read"]
     rate = item.get("events_per_s")
@@ -275,7 +275,7 @@ def _transport_section(name: str, item: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _headline(item: Mapping[str, Any]) -> str:
+def _headline(item: TransportSummary) -> str:
     streams = item["streams"]
     errors = ", ".join(f"{kind} {count}" for kind, count in streams["errors"].items())
     failed = f"{streams['failed']} failed" + (f" ({errors})" if errors else "")
@@ -290,7 +290,7 @@ def _headline(item: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def _harness_line(run: Mapping[str, Any]) -> str:
+def _harness_line(run: RunSummary) -> str:
     harness = run["harness"]
     state = "**saturated**" if harness["saturated"] else "not saturated"
     details = []
@@ -308,30 +308,32 @@ def _harness_line(run: Mapping[str, Any]) -> str:
     )
 
 
-def _verdict_word(item: Mapping[str, Any]) -> str:
+def _verdict_word(item: TransportSummary) -> str:
     verdict = item["buffering"]["verdict"]
     return str(verdict).upper() if verdict == "buffered" else str(verdict)
 
 
-def _verdict_of(item: Mapping[str, Any] | None) -> str:
+def _verdict_of(item: TransportSummary | None) -> str:
     return item["buffering"]["verdict"] if item else "absent"
 
 
-def _failed(item: Mapping[str, Any] | None) -> str:
+def _failed(item: TransportSummary | None) -> str:
     if not item:
         return "n/a"
     return f"{item['streams']['failed']}/{item['streams']['started']}"
 
 
-def _change(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, key: str, column: str) -> str:
+def _change(before: TransportSummary | None, after: TransportSummary | None, key: str, column: str) -> str:
     old = _get(before, key, column) if before else None
     new = _get(after, key, column) if after else None
     return f"{_ms(old)} → {_ms(new)} ms"
 
 
-def _get(item: Mapping[str, Any], key: str, column: str) -> float | None:
+def _get(item: Mapping[str, object], key: str, column: str) -> float | None:
+    """``item[key][column]`` of a summary object, None where either is missing."""
     value = item.get(key)
-    return value.get(column) if isinstance(value, Mapping) else None
+    found = value.get(column) if isinstance(value, Mapping) else None
+    return float(found) if isinstance(found, (int, float)) else None
 
 
 def _ms(value: float | None) -> str:

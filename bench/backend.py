@@ -339,7 +339,7 @@ def run_row(row: Row, server: BackendProcess, streams: int) -> Measured:
 
 NDJSON_ROW = "fake backend NDJSON (chunks + seq/ts)"
 SIO_ROW = "fake backend Socket.io (lean emit + emit times)"
-#: The issue's targets: NDJSON within 80% of bare FastAPI, Socket.io past the stock emit loop.
+#: The targets: NDJSON within 80% of bare FastAPI, Socket.io past the stock emit loop.
 TARGETS = {NDJSON_ROW: 0.80, SIO_ROW: 1.0}
 
 

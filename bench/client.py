@@ -7,7 +7,7 @@ process) by four clients, each in its own fresh subprocess so its CPU account
 - ``ndjson``     our NdjsonClient, full timing (one perf_counter per read, one
                  event per line with seq/emit time);
 - ``httpx``      a bare httpx ``iter_lines()`` loop that only counts lines (the
-                 reference the issue quotes);
+                 reference);
 - ``recv-floor`` a gevent loop that only recv()s the raw response bytes: the
                  cost of the reads themselves, below which no client can go;
 - ``socketio``   our SocketIOSession, full timing, emit-times fetch included;
@@ -64,7 +64,7 @@ AUTH = {"X-Fingerprint-ID": "bench-client"}
 READING_NOTES = """\
 How to read it:
 
-- **burst** is the number the issue's targets are about (NDJSON user <= 15 µs/chunk,
+- **burst** is the number the targets are about (NDJSON user <= 15 µs/chunk,
   Socket.io user <= 30 µs/chunk with full timing; a bare httpx loop ~20 µs/line and the
   stock Socket.io client ~196 µs/chunk were measured here before).  Reads carry many
   lines, so this is the parsing and recording cost per chunk.

@@ -1,7 +1,7 @@
 """`make bench-live`: what the live Streams tab costs the load process.
 
 The tab's tracker runs inside the process that timestamps every chunk, so its
-CPU is taken from the measurement.  This replays the issue's load target
+CPU is taken from the measurement.  This replays the load target
 (100 NDJSON + 30 Socket.io concurrent streams at 333 chunks/s each) into
 stream records, and measures in the same run, per chunk:
 
@@ -10,7 +10,7 @@ stream records, and measures in the same run, per chunk:
 - the tracker's share: in-flight polls (every POLL_S, as a local run does)
   plus the end-of-stream pass;
 - per worker report: the delta's wire size (msgpack, as Locust ships it);
-- on the UI side: one ``LiveStats.report()`` (verdicts, percentiles, series).
+- on the UI side: one ``LiveStats.view()`` (verdicts, percentiles, series).
 
 Clean streams (one chunk per socket read) and buffered ones (a flush every
 100 ms) are both measured: they exercise the burst and read bookkeeping
@@ -84,7 +84,7 @@ def replay(seconds: int, buffered: bool) -> dict[str, float]:
     track_s += time.perf_counter() - started
     live.absorb("w1", tracker.take())
     started = time.perf_counter()
-    report = live.report()
+    report = live.view()
     report_s = time.perf_counter() - started
     chunks = len(records) * seconds * CHUNKS_PER_S
     verdicts = sorted({row["buffering"]["verdict"] for row in report["rows"]})

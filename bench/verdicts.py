@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.perfdoc import write_section
 from stream_harness.cli import main as harness
 
-SECTION = "## Buffering verdicts on real runs (python -m bench.verdicts)"
+SECTION = "## Buffering verdicts on real runs (make bench-verdicts)"
 #: Faults the detector must call `buffered` (fake-backend harness fields).
 FAULTS = {
     "buffer 50 ms": {"buffer_ms": 50},

@@ -14,7 +14,7 @@ from fake_backend.sio import UserSessionService
 
 
 def create_app(config: BackendConfig | None = None) -> socketio.ASGIApp:
-    """The fake backend: every PROTOCOL.md endpoint plus the ``/UserSession`` namespace."""
+    """The fake backend: every endpoint of docs/PROTOCOL.md plus the ``/UserSession`` namespace."""
     config = config or BackendConfig()
     registry = StreamRegistry()
     emit_log = EmitLog()

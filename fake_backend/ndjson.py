@@ -1,4 +1,4 @@
-"""The NDJSON streaming endpoints (PROTOCOL.md section 1).
+"""The NDJSON streaming endpoints (docs/PROTOCOL.md, "NDJSON").
 
 Each stream is written by a raw ASGI response (``NdjsonStream``) rather than
 Starlette's ``StreamingResponse``: the stream needs to control exactly when

@@ -6,8 +6,7 @@ and print the same ready line that ``fake_backend.process`` waits for.
 
 ``--http2`` serves with Hypercorn instead (uvicorn speaks HTTP/1.1 only):
 HTTP/1.1 and HTTP/2 on one port, HTTP/2 by prior knowledge on plain TCP
-(``h2c``) and by ALPN over TLS (with a certificate and key), websockets
-(Socket.io) over HTTP/1.1 as before.
+(``h2c``) and by ALPN over TLS, websockets (Socket.io) over HTTP/1.1 as before.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -35,12 +35,21 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def base_url(sock: socket.socket) -> str:
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    """A PEM certificate (chain) and its private key: the server speaks https and wss."""
+
+    certfile: str
+    keyfile: str
+
+
+def base_url(sock: socket.socket, tls: bool = False) -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-async def _serve(app: Any, sock: socket.socket, log_level: str) -> None:
+async def _serve(app: Any, sock: socket.socket, log_level: str, tls: TLSFiles | None) -> None:
     config = uvicorn.Config(
         app,
         http="httptools",
@@ -50,6 +59,8 @@ async def _serve(app: Any, sock: socket.socket, log_level: str) -> None:
         access_log=False,
         timeout_graceful_shutdown=2,
         backlog=2048,
+        ssl_certfile=tls.certfile if tls else None,
+        ssl_keyfile=tls.keyfile if tls else None,
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -58,24 +69,21 @@ async def _serve(app: Any, sock: socket.socket, log_level: str) -> None:
             serving.result()  # startup failed: uvicorn already logged why
             sys.exit(1)
         await asyncio.sleep(0.005)
-    print(READY_PREFIX + base_url(sock), flush=True)
+    print(READY_PREFIX + base_url(sock, tls is not None), flush=True)
     await serving
 
 
-def serve(app: Any, sock: socket.socket, log_level: str = "warning") -> None:
+def serve(app: Any, sock: socket.socket, log_level: str = "warning", tls: TLSFiles | None = None) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn's graceful shutdown, 2 s for open streams)."""
     install_log_filter()
-    uvloop.run(_serve(app, sock, log_level))
+    uvloop.run(_serve(app, sock, log_level, tls))
 
 
-def serve_http2(
-    app: Any, sock: socket.socket, log_level: str = "warning", certfile: str | None = None, keyfile: str | None = None
-) -> None:
+def serve_http2(app: Any, sock: socket.socket, log_level: str = "warning", tls: TLSFiles | None = None) -> None:
     """Serve with Hypercorn (HTTP/1.1 + HTTP/2) until SIGINT/SIGTERM (2 s grace for open streams).
 
-    With ``certfile``/``keyfile`` the port speaks TLS (ALPN ``h2``, ``http/1.1``)
-    and the announced URL is ``https://``.  A certificate that does not load
-    fails here, before the ready line.
+    With ``tls`` the port speaks TLS (ALPN ``h2``, ``http/1.1``).  A certificate
+    that does not load fails here (OSError), before the ready line.
     """
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
@@ -87,10 +95,9 @@ def serve_http2(
     config.accesslog = None
     config.graceful_timeout = 2.0
     config.backlog = 2048
-    if certfile:
-        config.certfile, config.keyfile = certfile, keyfile
+    if tls is not None:
+        config.certfile, config.keyfile = tls.certfile, tls.keyfile
         config.create_ssl_context()  # raises for an unusable certificate or key
     sock.listen(config.backlog)  # connections queue from now on; Hypercorn accepts them
-    url = base_url(sock)
-    print(READY_PREFIX + (url.replace("http://", "https://", 1) if certfile else url), flush=True)
+    print(READY_PREFIX + base_url(sock, tls is not None), flush=True)
     uvloop.run(hypercorn_serve(app, config))

@@ -1,4 +1,4 @@
-"""The Socket.io transport: namespace ``/UserSession`` (PROTOCOL.md section 2).
+"""The Socket.io transport: namespace ``/UserSession`` (docs/PROTOCOL.md, "Socket.io").
 
 A client emits ``<name>_service`` (``chat_service``, ``scraper_service``, ...)
 with ``{"taskName": str, "taskData": {...}}`` and an ack callback.  The ack

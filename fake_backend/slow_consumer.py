@@ -5,8 +5,9 @@ buffers; then the server's writes wait: uvicorn pauses the HTTP response's
 ``send`` (flow control) and the websocket writer of Engine.IO, and the
 Socket.io task waits on its queue (``fake_backend.sio.HIGH_WATER``).  Memory
 stays bounded, but without a limit such a stream would run for ever (a 5 s
-stream stays "active" as long as its client holds the socket).  So a write that makes no progress for ``send_timeout_s`` ends
-the stream with the outcome ``slow_consumer``:
+stream stays "active" as long as its client holds the socket).  So a write
+that makes no progress for ``send_timeout_s`` ends the stream with the
+outcome ``slow_consumer``:
 
 - NDJSON: :func:`watch_writes` runs beside the stream and cancels it; the
   response then drops the connection (``AbruptDisconnect``).  It costs the

@@ -16,8 +16,10 @@ RTT of each round (the least queueing), and from the rounds:
   within it) and drift in ``run.json`` under ``clock``.  The analysis withholds
   staleness and jitter when the uncertainty exceeds what they measure.
 
-A backend without the endpoint (a real one) answers 404: no rounds, no
-correction, ``clock`` is ``null``.
+Only the fake backend is asked (``backend_kind``): a real backend gets no
+probes, no correction, and ``clock`` is ``null``.  Rounds run in their own
+greenlet; the last round, at the end of the test, has a short time limit of
+its own so that a slow backend cannot hold up the end of a run.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ import numpy as np
 import orjson
 from gevent import ssl as gssl
 
-from loadtests.clients.connection import RECV_SIZE, open_connection, recv_head
+from loadtests.clients.backend_kind import is_fake_backend, known_fake_backend
+from loadtests.clients.connection import RECV_SIZE, make_ssl_context, open_connection, recv_head
 from loadtests.protocol.errors import ProtocolError
 from loadtests.protocol.http1 import USER_AGENT, Origin, encode_request, framing_for, merge_headers
 from loadtests.results.record import StreamRecord
@@ -46,6 +49,8 @@ PROBES_PER_ROUND: Final = 8
 ROUND_INTERVAL_S: Final = 30.0
 #: Drift is fitted only over rounds this far apart (earlier: a constant offset).
 MIN_DRIFT_SPAN_S: Final = 60.0
+#: The time limit of the last round, taken while the test stops.
+LAST_ROUND_TIMEOUT_S: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +130,7 @@ class BackendClock:
         self._timeout = timeout
         self._ssl = ssl_context
         self.samples: list[ClockSample] = []
-        self.available: bool | None = None  # None: not asked yet; False: the backend has no clock
+        self.available: bool | None = None  # None: not known yet; False: not the fake backend, or no clock
         self._greenlet: gevent.Greenlet | None = None
         self.model: ClockModel | None = None
 
@@ -137,12 +142,12 @@ class BackendClock:
             self._greenlet = gevent.spawn(self._loop)
 
     def stop(self) -> dict[str, Any] | None:
-        """A last round, then the summary for run.json (None: no clock)."""
+        """A last round if the backend has a clock, then the summary for run.json (None: no clock)."""
         if self._greenlet is not None:
             self._greenlet.kill(block=True)
             self._greenlet = None
-        if self.available is not False:  # a backend that answered 404 is not asked again
-            self._round()
+        if self.available is True:
+            self._round(min(self._timeout, LAST_ROUND_TIMEOUT_S))
         return self.summary()
 
     def summary(self) -> dict[str, Any] | None:
@@ -159,14 +164,17 @@ class BackendClock:
 
     def _loop(self) -> None:
         while True:
-            self._round()
+            if is_fake_backend(self._origin, self._timeout, self._ssl):
+                self._round(self._timeout)
+            elif known_fake_backend(self._origin) is False:
+                self.available = False
             if self.available is False:
                 return
             gevent.sleep(ROUND_INTERVAL_S)
 
-    def _round(self) -> None:
+    def _round(self, timeout: float) -> None:
         try:
-            exchanges = self._exchanges()
+            exchanges = self._exchanges(timeout)
         except (OSError, ProtocolError, ValueError) as exc:
             logger.debug("stream harness: clock probe failed: %s", exc)
             return
@@ -175,14 +183,14 @@ class BackendClock:
             self.samples.append(sample)
             self.model = fit(self.samples)
 
-    def _exchanges(self) -> list[tuple[float, float, float]]:
+    def _exchanges(self, timeout: float) -> list[tuple[float, float, float]]:
         defaults = [("Host", self._origin.host_header), ("User-Agent", USER_AGENT), ("Accept", "application/json")]
         request = encode_request("GET", self._origin.target(CLOCK_PATH), merge_headers(defaults, self._headers))
-        sock = open_connection(self._origin, self._timeout, self._ssl)
+        sock = open_connection(self._origin, timeout, self._ssl)
         out: list[tuple[float, float, float]] = []
         try:
             for _ in range(PROBES_PER_ROUND):
-                deadline = time.monotonic() + self._timeout
+                deadline = time.monotonic() + timeout
                 sent = time.time()
                 sock.sendall(request)
                 head, rest = recv_head(sock, deadline)
@@ -251,8 +259,9 @@ class ClockKeeper:
             return
         if origin is None:
             return
-        # the users' own credentials: a proxy in front of the backend lets the probe through as it lets them
-        self.clock = BackendClock(origin, options.auth_headers("harness-clock"))
+        # the users' own credentials and TLS settings: what lets them through lets the probe through
+        ssl_context = make_ssl_context(not options.insecure, options.ca_file) if origin.is_tls else None
+        self.clock = BackendClock(origin, options.auth_headers("harness-clock"), ssl_context=ssl_context)
         self.clock.start()
 
     def _on_test_stop(self, **_: Any) -> None:

@@ -19,9 +19,10 @@ from locust.runners import MasterRunner
 
 from loadtests.clock import ClockKeeper
 from loadtests.hooks import stream_finished_hook
+from loadtests.live import metrics, otel
 from loadtests.live.webui import LiveFeed
 from loadtests.live.webui import register as register_live_feed
-from loadtests.options import OptionError, check_startup
+from loadtests.options import OptionError, RunOptions, check_startup
 from loadtests.redaction import protect_secrets
 from loadtests.results.collector import StreamCollector
 from loadtests.selfcheck import SelfCheck
@@ -40,7 +41,8 @@ class HarnessRun:
     selfcheck: SelfCheck
     clock: ClockKeeper | None  # None on a master (it runs no users)
     collector: StreamCollector | None  # None without a runner (nothing to collect)
-    live: LiveFeed | None  # None when nobody watches (headless local run or master)
+    live: LiveFeed | None  # None when nobody watches (headless local run or master without exporters)
+    metrics_server: metrics.MetricsServer | None  # --metrics-port
 
     @classmethod
     def install(cls, environment: Environment, runner: Any = None) -> HarnessRun:
@@ -60,8 +62,16 @@ class HarnessRun:
         # quitting listeners run in reverse order of registration: registered after
         # the collector, the SIGINT policy marks the shutdown before the results are written
         hold_interrupts_while_stopping(environment)
-        live = register_live_feed(environment, selfcheck)
-        run = cls(environment, selfcheck, clock, collector, live)
+        options = RunOptions.from_namespace(environment.parsed_options)
+        live = register_live_feed(environment, selfcheck, keep_totals=metrics.wanted(options))
+        try:
+            metrics_server = metrics.install(environment, live)
+        except OptionError as exc:
+            print(f"locust: error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        if options.otel and live is not None and live.live is not None:
+            otel.install(lambda: metrics.metrics_view(live))
+        run = cls(environment, selfcheck, clock, collector, live, metrics_server)
         _RUNS[environment] = run
         return run
 

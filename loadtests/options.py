@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import ssl
 from argparse import Namespace
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +24,9 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from fake_backend.control import ControlError, check_values
+from loadtests.clients.connection import make_ssl_context
 from loadtests.errors import LoadtestError
+from loadtests.protocol.content import READ_OUTPUT_LIMIT, STREAM_OUTPUT_LIMIT, format_size
 from loadtests.redaction import command_line_secret
 from stream_harness.contract.kinds import TRANSPORTS, Endpoint
 
@@ -30,6 +34,9 @@ TRANSPORT_CHOICES: Final = (*(str(t) for t in TRANSPORTS), "both")
 ENDPOINTS: Final = tuple(str(e) for e in Endpoint)
 
 DEFAULT_ACCEPT_ENCODING: Final = "gzip, deflate, br"
+#: Size units of the decompression limits (binary: 1 KiB = 1024 bytes; K, KB mean the same).
+SIZE_UNITS: Final = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_SIZE: Final = re.compile(r"([0-9]+(?:\.[0-9]*)?)\s*([kmgKMG]?)(?:i?[bB])?")
 #: HTTP/2 streams per connection (--h2-streams-per-connection): a browser's usual fan-out per origin.
 DEFAULT_H2_STREAMS: Final = 6
 
@@ -96,6 +103,16 @@ def add_arguments(parser: Any) -> None:
         help="Accept-Encoding of the NDJSON requests (a browser's by default; 'identity' for none)",
     )
     parser.add_argument(
+        "--decompress-limit",
+        default=format_size(STREAM_OUTPUT_LIMIT).replace(" ", ""),
+        help="most bytes one NDJSON stream may decompress to before it fails as malformed (e.g. 64MiB)",
+    )
+    parser.add_argument(
+        "--decompress-read-limit",
+        default=format_size(READ_OUTPUT_LIMIT).replace(" ", ""),
+        help="most bytes decompressed in one step; the rest of a read follows step by step (e.g. 1MiB)",
+    )
+    parser.add_argument(
         "--backend-options",
         default="",
         help='extra fake-backend "harness" fields as a JSON object, e.g. {"buffer_ms": 100}',
@@ -137,6 +154,32 @@ def add_arguments(parser: Any) -> None:
         "transports; the rest are the protocol clients",
     )
     parser.add_argument(
+        "--ca-file",
+        default="",
+        help="PEM file of the CA(s) to trust for an https:// host instead of the system's (a private CA or a "
+        "self-signed certificate)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=False,
+        help="do not verify the https:// host's certificate (a TLS handshake still happens)",
+    )
+    # Process-level (read once at start-up), so not in the web UI's per-run form.
+    parser.add_argument(
+        "--metrics-port",
+        default="",
+        include_in_web_ui=False,
+        help="serve the stream metrics for Prometheus on this port (/metrics) in headless runs too; "
+        "the web UI always serves them on its own /metrics",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="",
+        include_in_web_ui=False,
+        help="interface of --metrics-port (default: all, like --web-host)",
+    )
+    parser.add_argument(
         "--no-emit-times",
         action="store_true",
         default=False,
@@ -166,6 +209,13 @@ class RunOptions:
     sio_service: str | None = None  # None: by endpoint (stream_harness.contract.protocol.SOCKETIO_TASKS)
     emit_times: bool = True
     warmup_s: float = 0.0
+    ca_file: str | None = None  # None: the system's trust store
+    insecure: bool = False  # skip certificate verification
+    metrics_port: int | None = None  # --metrics-port: serve Prometheus metrics there
+    metrics_host: str = ""  # its interface ("": all)
+    otel: bool = False  # Locust's own --otel: the stream metrics go to its meter provider too
+    decoded_stream_limit: int = STREAM_OUTPUT_LIMIT
+    decoded_read_limit: int = READ_OUTPUT_LIMIT
     http2: bool = False
     h2_streams_per_connection: int = DEFAULT_H2_STREAMS
     browser_users: int = 0
@@ -190,6 +240,12 @@ class RunOptions:
         if not accept_encoding:
             raise OptionError("--accept-encoding must not be empty (use 'identity' to ask for no compression)")
         sio_service = str(get("sio_service", "") or "").strip() or None
+        ca_file = str(get("ca_file", "") or "").strip() or None
+        insecure = _bool(get("insecure", False))
+        if ca_file is not None and insecure:
+            raise OptionError("--ca-file and --insecure contradict each other: pick one")
+        decoded_stream_limit = _size("decompress-limit", get("decompress_limit", STREAM_OUTPUT_LIMIT))
+        decoded_read_limit = _size("decompress-read-limit", get("decompress_read_limit", READ_OUTPUT_LIMIT))
         return cls(
             transport=transport,
             ndjson_weight=ndjson_weight,
@@ -209,6 +265,13 @@ class RunOptions:
             sio_service=sio_service,
             emit_times=not _bool(get("no_emit_times", False)),
             warmup_s=_float("warmup", get("warmup", "0"), minimum=0.0, maximum=86400.0),
+            ca_file=ca_file,
+            insecure=insecure,
+            metrics_port=_optional(get("metrics_port", ""), _port),
+            metrics_host=str(get("metrics_host", "") or "").strip(),
+            otel=_bool(get("otel", False)),
+            decoded_stream_limit=decoded_stream_limit,
+            decoded_read_limit=decoded_read_limit,
             http2=_bool(get("http2", False)),
             h2_streams_per_connection=_int(
                 "h2-streams-per-connection", get("h2_streams_per_connection", str(DEFAULT_H2_STREAMS)), minimum=1
@@ -286,6 +349,11 @@ class RunOptions:
             "sio_service": self.sio_service,
             "emit_times": self.emit_times,
             "warmup_s": self.warmup_s,
+            "ca_file": self.ca_file,
+            "insecure": self.insecure,
+            "metrics_port": self.metrics_port,
+            "decompress_limit": self.decoded_stream_limit,
+            "decompress_read_limit": self.decoded_read_limit,
             "http2": self.http2,
             "h2_streams_per_connection": self.h2_streams_per_connection,
             "browser_users": self.browser_users,
@@ -298,6 +366,7 @@ def check_startup(ns: Namespace | None, host: str | None) -> RunOptions:
     users = getattr(ns, "num_users", None)
     if isinstance(users, int) and users < 0:  # Locust itself would fail later with a traceback
         raise OptionError(f"-u/--users must be >= 0 (got {users})")
+    check_ca_file(options.ca_file)
     if options.browser_users:
         check_browser()
     if not getattr(ns, "worker", False):  # a worker gets host and paths from its master
@@ -329,6 +398,21 @@ def check_host(host: str | None) -> None:
         raise OptionError(f"--host {host!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in host):
         raise OptionError(f"--host must be an http:// or https:// base URL (got {host!r})")
+
+
+def check_ca_file(path: str | None) -> None:
+    """--ca-file must hold at least one PEM certificate this process can read."""
+    if path is None:
+        return
+    try:
+        make_ssl_context(verify=True, ca_file=path)
+    except FileNotFoundError:
+        raise OptionError(f"--ca-file {path}: no such file") from None
+    except ssl.SSLError as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise OptionError(f"--ca-file {path}: not a PEM certificate file ({reason})") from None
+    except OSError as exc:
+        raise OptionError(f"--ca-file {path}: cannot read it ({exc.strerror or exc})") from None
 
 
 def check_results_dir(path: str | None) -> None:
@@ -384,10 +468,23 @@ def _range(minimum: float | None, maximum: float | None) -> str:
     return f"{lo}..{hi}"
 
 
+def _size(flag: str, value: Any) -> int:
+    """A byte count with an optional binary unit: 65536, 512KiB, 64MiB, 1.5G."""
+    match = _SIZE.fullmatch(str(value).strip())
+    size = float(match[1]) * SIZE_UNITS[match[2].lower()] if match else 0.0
+    if not 1 <= size <= 1 << 40:
+        raise OptionError(f"--{flag} must be a size from 1 byte to 1TiB such as 65536, 512KiB or 64MiB (got {value!r})")
+    return int(size)
+
+
 def _optional(value: Any, convert: Any) -> Any:
     if value is None or str(value).strip() == "":
         return None
     return convert(value)
+
+
+def _port(value: Any) -> int:
+    return _int("metrics-port", value, minimum=1, maximum=65535)
 
 
 def _bool(value: Any) -> bool:

@@ -12,9 +12,16 @@ runs, one greenlet samples:
 
 Sampling starts ``WARMUP_S`` (2 s) after the test starts: imports, forks and
 the first connections make one-off hiccups that say nothing about the run.
+But nothing can hide a blocked loop from the monitor: every sleep's real
+length is measured (the warm-up's too, so a stall that outlasts the
+warm-up counts), and a sleep still overdue when a summary is taken (the loop
+was blocked until the test stopped) counts as the lag it has reached.
 
-A run is marked ``saturated`` when either
+A run is marked ``saturated`` when any of
 
+- one stall: a single loop-lag sample of at least ``STALL_MS`` (250 ms, far
+  beyond any gap a stream is judged on), whatever the number of samples;
+  the reason says how long ("event loop blocked for 12.0 s");
 - loop-lag p99 >= ``LAG_P99_SATURATED_MS`` (25 ms: several times the 3 ms
   inter-chunk gap of a 10,000-chunk 30-second stream, so gap and jitter
   numbers are then about the harness), judged once there are
@@ -50,6 +57,8 @@ LAG_INTERVAL_S: Final = 0.1
 CPU_INTERVAL_S: Final = 1.0
 WARMUP_S: Final = 2.0
 LAG_P99_SATURATED_MS: Final = 25.0
+#: One loop-lag sample this long marks the run saturated by itself.
+STALL_MS: Final = 250.0
 MIN_LAG_SAMPLES: Final = 30
 CPU_SATURATED_PERCENT: Final = 90.0
 CPU_SATURATED_SHARE: Final = 0.25
@@ -82,6 +91,7 @@ class SelfCheck:
         self._warmup = warmup
         self._process = psutil.Process()
         self._greenlet: gevent.Greenlet | None = None
+        self._asleep_until = 0.0  # perf_counter when the sampler's current sleep should end (0: awake)
         self.lag_ms = array("d")
         self.cpu_percent = array("d")
         self.probes: list[Probe] = []
@@ -101,25 +111,44 @@ class SelfCheck:
         self._greenlet = gevent.spawn(self._sample)
 
     def stop(self) -> dict[str, Any]:
-        """Stop sampling and return the summary."""
+        """Stop sampling and return the summary (an overdue sleep counts as its lag so far)."""
         if self._greenlet is not None:
+            overdue, samples = self._overdue_ms(), len(self.lag_ms)
             self._greenlet.kill(block=True)
             self._greenlet = None
+            if overdue and len(self.lag_ms) == samples:  # (it may have woken up to record it itself)
+                self.lag_ms.append(overdue)
+            self._asleep_until = 0.0
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
-        """The samples so far, summarised (see :func:`summarize`), with the probes'."""
-        return with_probes(summarize(self.cpu_percent, self.lag_ms), self.probes)
+        """The samples so far, summarised (see :func:`summarize`), an overdue sleep included, with the probes'."""
+        overdue = self._overdue_ms()
+        lag = [*self.lag_ms, overdue] if overdue else self.lag_ms
+        return with_probes(summarize(self.cpu_percent, lag), self.probes)
+
+    def _overdue_ms(self) -> float:
+        """How late the sampler's current sleep already is (0 when awake or on time)."""
+        if not self._asleep_until:
+            return 0.0
+        return max(0.0, (time.perf_counter() - self._asleep_until) * 1000.0)
+
+    def _sleep(self, seconds: float) -> float:
+        """Sleep; the lag in ms (how much longer than ``seconds`` the sleep really took)."""
+        before = time.perf_counter()
+        self._asleep_until = before + seconds
+        gevent.sleep(seconds)
+        self._asleep_until = 0.0
+        return max(0.0, (time.perf_counter() - before - seconds) * 1000.0)
 
     def _sample(self) -> None:
-        gevent.sleep(self._warmup)
+        # The warm-up's own overshoot is run time (past the warm-up) the loop was blocked.
+        self.lag_ms.append(self._sleep(self._warmup))
         self._process.cpu_percent(None)  # primes psutil: the first reading is meaningless
         last_cpu = time.perf_counter()
         while True:
-            before = time.perf_counter()
-            gevent.sleep(self._lag_interval)
+            self.lag_ms.append(self._sleep(self._lag_interval))
             now = time.perf_counter()
-            self.lag_ms.append(max(0.0, (now - before - self._lag_interval) * 1000.0))
             if now - last_cpu >= self._cpu_interval:
                 last_cpu = now
                 self.cpu_percent.append(self._process.cpu_percent(None))
@@ -132,6 +161,9 @@ def summarize(cpu_percent: Any, lag_ms: Any) -> dict[str, Any]:
     lag_p99 = float(np.percentile(lag, 99)) if lag.size else None
     busy_share = float(np.mean(cpu >= CPU_SATURATED_PERCENT)) if cpu.size else 0.0
     reasons = []
+    lag_max = float(lag.max()) if lag.size else None
+    if lag_max is not None and lag_max >= STALL_MS:
+        reasons.append(f"event loop blocked for {_duration(lag_max)} (one stall >= {STALL_MS:g} ms)")
     if lag.size >= MIN_LAG_SAMPLES and lag_p99 is not None and lag_p99 >= LAG_P99_SATURATED_MS:
         reason = f"event-loop lag p99 {lag_p99:.1f} ms >= {LAG_P99_SATURATED_MS:g} ms"
         if cpu.size and float(cpu.mean()) < STARVED_CPU_PERCENT:
@@ -150,7 +182,7 @@ def summarize(cpu_percent: Any, lag_ms: Any) -> dict[str, Any]:
         "cpu_busy_share": busy_share,
         "loop_lag_ms_p50": float(np.percentile(lag, 50)) if lag.size else None,
         "loop_lag_ms_p99": lag_p99,
-        "loop_lag_ms_max": float(lag.max()) if lag.size else None,
+        "loop_lag_ms_max": lag_max,
         "samples": int(lag.size),
         "reasons": reasons,
     }
@@ -165,6 +197,10 @@ def with_probes(summary: dict[str, Any], probes: list[Probe]) -> dict[str, Any]:
             summary["saturated"] = True
             summary["reasons"] = [*summary.get("reasons", []), *found.get("reasons", [])]
     return summary
+
+
+def _duration(ms: float) -> str:
+    return f"{ms / 1000.0:.1f} s" if ms >= 1000.0 else f"{ms:.0f} ms"
 
 
 def worst(per_process: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -67,11 +67,26 @@ _REASONS = {
 }
 
 
+#: How the clients' connect failures name a TLS problem (``connection.connect_error_text``).
+TLS_MARK = "TLS: "
+
+
+def tls_failure(record: StreamRecord) -> str | None:
+    """``TLS: <why>`` when the stream failed in the TLS handshake (e.g. an untrusted certificate)."""
+    detail = record.error_detail or ""
+    if record.error != "connect" or TLS_MARK not in detail:
+        return None
+    return detail[detail.index(TLS_MARK) :]
+
+
 def stream_failure(record: StreamRecord) -> StreamFailure | None:
     """The failure to report for ``record``; ``None`` when it completed (or was cancelled)."""
     if record.status != "failed":
         return None
     kind = record.error or "unknown"
+    tls = tls_failure(record)
+    if tls is not None:  # OpenSSL's reason is stable per cause: fine as a Locust failure group
+        return StreamFailure(kind, f"{_REASONS['connect']}: {tls}")
     if kind == "http_status":
         return StreamFailure(kind, f"HTTP {record.http_status}")
     if kind == "timeout" and record.error_detail and "first" in record.error_detail.lower():

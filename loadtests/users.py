@@ -28,10 +28,12 @@ import itertools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
 import gevent
 from gevent import GreenletExit
+from gevent.pool import Group
 from locust import User, constant, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
@@ -40,9 +42,10 @@ from loadtests.clients.ndjson import NdjsonClient
 from loadtests.clients.ndjson_h2 import H2NdjsonClient
 from loadtests.clients.socketio import SessionError, SocketIOSession
 from loadtests.hooks import stream_ending_hook, stream_finished_hook, stream_started_hook
-from loadtests.options import OptionError, RunOptions, check_host, check_results_dir
+from loadtests.options import OptionError, RunOptions, check_ca_file, check_host, check_results_dir
 from loadtests.redaction import redact_record
 from loadtests.results.record import StreamRecord
+from loadtests.stats_rows import tls_failure
 from stream_harness.contract.kinds import Client, ErrorKind, StreamStatus
 from stream_harness.contract.protocol import NDJSON_PATHS, SOCKETIO_TASKS
 
@@ -53,6 +56,9 @@ logger = logging.getLogger("stream_harness")
 WAIT_BETWEEN_STREAMS_S: Final = 0.05
 #: Back-off after a failed connect (doubles up to the max, reset by any connect).
 RECONNECT_BACKOFF_S: Final = (0.5, 8.0)
+#: How long a stopping user waits for its streams' follow-ups (emit-time
+#: look-ups) before handing those records on without them.
+FOLLOW_UP_GRACE_S: Final = 2.0
 
 PROMPT: Final = "Explain, step by step, how streaming responses reach a browser."
 
@@ -68,6 +74,23 @@ def request_payload(endpoint: str, harness: dict[str, Any]) -> dict[str, Any]:
     if harness:
         payload["harness"] = harness
     return payload
+
+
+_TLS_WARNED: set[str] = set()
+
+
+def warn_tls_failure(record: StreamRecord, host: str | None) -> None:
+    """Say on the console, once per cause and process, that connecting failed in TLS, and what helps."""
+    tls = tls_failure(record)
+    if tls is None or tls in _TLS_WARNED:
+        return
+    _TLS_WARNED.add(tls)
+    logger.error(
+        "stream harness: could not connect to %s: %s (--ca-file PATH trusts a private CA or a self-signed "
+        "certificate; --insecure skips verification)",
+        host,
+        tls,
+    )
 
 
 class StreamUser(User):
@@ -93,6 +116,7 @@ class StreamUser(User):
         self.headers: dict[str, str] = {}
         self.secrets: tuple[str, ...] = ()  # scrubbed from every record (loadtests.redaction)
         self._backoff = RECONNECT_BACKOFF_S[0]
+        self._follow_ups = Group()  # records finishing off the critical path
 
     def on_start(self) -> None:
         self.options = RunOptions.from_namespace(self.environment.parsed_options)
@@ -115,7 +139,7 @@ class StreamUser(User):
         record = self.new_record()
         stream_started_hook(self.environment.events).fire(record=record)
         try:
-            self.run_stream(record)
+            follow_up = self.run_stream(record)
         except BaseException as exc:
             # GreenletExit: Locust stops this user mid-stream; anything else is
             # a harness bug (Locust reports it).  Either way the stream counts.
@@ -126,8 +150,19 @@ class StreamUser(User):
                     record.fail(ErrorKind.DISCONNECT, f"client error: {exc!r}"[:200])
             self.hand_on(record)
             raise
-        self.hand_on(record)
+        if follow_up is None:
+            self.hand_on(record)
+        else:  # the user goes on with its next stream meanwhile
+            self._follow_ups.spawn(self._complete, record, follow_up)
         self.after_stream(record)
+
+    def run_stream(self, record: StreamRecord) -> Callable[[], None] | None:
+        """Fill ``record`` with one stream (never raises for network or stream faults).
+
+        Returns what is left to do for the record off the user's critical path
+        (it is handed on when that is done), or None.
+        """
+        raise NotImplementedError
 
     def hand_on(self, record: StreamRecord) -> None:
         """The record is final: scrub it, let it be completed, announce it."""
@@ -136,14 +171,24 @@ class StreamUser(User):
         stream_ending_hook(events).fire(record=record)
         stream_finished_hook(events).fire(record=record)
 
-    def run_stream(self, record: StreamRecord) -> None:
-        """Fill ``record`` with one stream (never raises for network or stream faults)."""
-        raise NotImplementedError
+    def _complete(self, record: StreamRecord, follow_up: Callable[[], None]) -> None:
+        try:
+            follow_up()
+        except Exception:
+            logger.exception("stream harness: completing stream %s failed", record.stream_id)
+        finally:
+            self.hand_on(record)
+
+    def finish_follow_ups(self) -> None:
+        """On stop: give the pending follow-ups a moment, then hand their records on as they are."""
+        self._follow_ups.join(timeout=FOLLOW_UP_GRACE_S)
+        self._follow_ups.kill(block=True, timeout=FOLLOW_UP_GRACE_S)
 
     def after_stream(self, record: StreamRecord) -> None:
         """Back off after a failed connect, so a dead backend is not hammered
         (and the results not flooded with thousands of instant failures)."""
         if record.error == ErrorKind.CONNECT:
+            warn_tls_failure(record, self.host)
             gevent.sleep(self._backoff)
             self._backoff = min(self._backoff * 2, RECONNECT_BACKOFF_S[1])
         else:
@@ -164,9 +209,20 @@ class NdjsonStreamUser(StreamUser):
                 self.host,
                 accept_encoding=self.options.accept_encoding,
                 streams_per_connection=self.options.h2_streams_per_connection,
+                verify_tls=not self.options.insecure,
+                ca_file=self.options.ca_file,
+                decoded_read_limit=self.options.decoded_read_limit,
+                decoded_stream_limit=self.options.decoded_stream_limit,
             )
         else:
-            self.client = NdjsonClient(self.host, accept_encoding=self.options.accept_encoding)
+            self.client = NdjsonClient(
+                self.host,
+                accept_encoding=self.options.accept_encoding,
+                verify_tls=not self.options.insecure,
+                ca_file=self.options.ca_file,
+                decoded_read_limit=self.options.decoded_read_limit,
+                decoded_stream_limit=self.options.decoded_stream_limit,
+            )
 
     def on_stop(self) -> None:
         self.client.close()
@@ -196,6 +252,7 @@ class SocketIOStreamUser(StreamUser):
         if self.session is not None:
             self.session.close()
             self.session = None
+        self.finish_follow_ups()
 
     def _new_session(self) -> SocketIOSession:
         assert self.host, "select_user_classes checks --host before users start"
@@ -204,6 +261,8 @@ class SocketIOStreamUser(StreamUser):
             auth_token=self.options.auth_token,
             headers=self.headers,
             connect_timeout=self.options.first_chunk_timeout,
+            verify_tls=not self.options.insecure,
+            ca_file=self.options.ca_file,
         )
 
     def _ensure_connected(self, record: StreamRecord) -> bool:
@@ -224,13 +283,14 @@ class SocketIOStreamUser(StreamUser):
             return False
         return True
 
-    def run_stream(self, record: StreamRecord) -> None:
+    def run_stream(self, record: StreamRecord) -> Callable[[], None] | None:
         if not self._ensure_connected(record):
-            return
+            return None
         options = self.options
         service, task_name = SOCKETIO_TASKS[options.endpoint]
-        assert self.session is not None
-        self.session.run_task(
+        session = self.session
+        assert session is not None
+        task = session.run_task(
             record,
             options.sio_service or service,
             task_name,
@@ -238,8 +298,9 @@ class SocketIOStreamUser(StreamUser):
             ack_timeout=options.first_chunk_timeout,
             first_chunk_timeout=options.first_chunk_timeout,
             stream_timeout=options.stream_timeout,
-            emit_times=options.emit_times,
+            emit_times=False,  # looked up below, off the critical path
         )
+        return session.emit_times_lookup(task) if options.emit_times else None
 
 
 def select_user_classes(environment: Environment, **_: Any) -> None:
@@ -254,6 +315,7 @@ def select_user_classes(environment: Environment, **_: Any) -> None:
         if not environment.host:
             raise OptionError("no target: pass --host URL (or fill Host in the web UI)")
         check_host(environment.host)
+        check_ca_file(options.ca_file)
         if not isinstance(environment.runner, WorkerRunner):
             check_results_dir(options.results_dir)
     except OptionError as exc:

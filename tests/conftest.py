@@ -1,4 +1,4 @@
-"""Fixtures every test folder shares: the fake backend, the Mermaid checker."""
+"""Fixtures every test folder shares: the fake backend, gevent's clock set, the Mermaid checker."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import gevent
 import pytest
 
 from fake_backend.process import BackendProcess, start_backend
@@ -40,3 +41,16 @@ def mermaid_check() -> Path:
         )
         assert done.returncode == 0, f"npm ci in {MERMAID_CHECK} failed: {done.stderr[-2000:]}"
     return MERMAID_CHECK / "check.mjs"
+
+
+@pytest.fixture(autouse=True)
+def _gevent_clock_set() -> None:
+    """gevent's loop clock is set to the real time as each test starts.
+
+    ``gevent.joinall(timeout=...)`` and ``gevent.sleep`` time their timer from
+    the loop's clock, which only moves when the loop runs (``gevent.Timeout``
+    sets it first, they do not); in this process the loop may not have run for
+    minutes (tests that use no gevent), and a 30 s ``joinall`` then returns at
+    once, its greenlets still running ("a stream outlived its timeouts").
+    """
+    gevent.get_hub().loop.update_now()

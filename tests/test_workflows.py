@@ -128,6 +128,41 @@ def test_nightly_workflow_schedule_baseline_and_gate() -> None:
     assert sum(u.startswith("actions/upload-artifact@") for u in uses) == 2
 
 
+def test_nightly_history_chart_never_decides() -> None:
+    """benchmark.json goes to github-action-benchmark's chart; only the statistical gate fails the night."""
+    nightly = load(NIGHTLY)
+    history = nightly["jobs"]["history"]
+    assert history["needs"] == "bench"
+    assert history["permissions"] == {"contents": "write"}
+    assert "default_branch" in history["if"] and "!cancelled()" in history["if"]
+    action = "benchmark-action/github-action-benchmark@"
+    (publish,) = [s for s in history["steps"] if s.get("uses", "").startswith(action)]
+    options = publish["with"]
+    assert options["tool"] == "customSmallerIsBetter"
+    assert options["output-file-path"].endswith("benchmark.json")
+    assert options["fail-on-alert"] is False and options["comment-on-alert"] is False
+    assert options["auto-push"] is True
+    (download,) = [s for s in history["steps"] if s.get("uses", "").startswith("actions/download-artifact@")]
+    uploads = [s["with"]["name"] for s in nightly["jobs"]["bench"]["steps"] if "upload-artifact" in s.get("uses", "")]
+    assert download["with"]["name"] in uploads
+
+
+def test_workflows_install_from_the_lock_file() -> None:
+    """make install is the only installer, and the pip cache is keyed on the lock."""
+    for workflow in (NIGHTLY, PR_BENCH):
+        text = workflow.read_text()
+        assert "pip install" not in text, workflow.name
+        setups = [
+            step
+            for job in load(workflow)["jobs"].values()
+            for step in job.get("steps", [])
+            if step.get("uses", "").startswith("actions/setup-python@")
+        ]
+        assert setups and all(s["with"]["cache-dependency-path"] == "requirements/test.txt" for s in setups)
+    makefile = (REPO / "Makefile").read_text()
+    assert "--require-hashes --no-deps -r $(LOCK)" in makefile
+
+
 def test_commands_the_workflows_call_exist() -> None:
     """`make -n` knows the targets; the modules parse their flags."""
     for target in ("bench", "bench-compare"):

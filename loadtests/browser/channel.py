@@ -44,7 +44,7 @@ class PageStream:
     def __init__(self, record: StreamRecord, transport: str) -> None:
         self.record = record
         self.transport = transport
-        self.listener_of = array("b")  # Socket.io: listener index per event
+        self.listener_of = array("i")  # Socket.io: listener index per event (as a Task keeps it)
         self.paint_lag = array("d")
         self.facts: dict[str, Any] | None = None
         self.done = Event()

@@ -7,11 +7,10 @@ browser context.  A stream is the same record as a protocol user's
 (``client = browser``), announced and handed on through the same hooks; the
 page fills it through the bridge, and the record's outcome follows the
 protocol clients' rules (:func:`~loadtests.browser.channel.conclude`).
-Socket.io emit times are fetched from the fake backend afterwards, as the
-protocol client does.
+Socket.io emit times are fetched from the fake backend afterwards, off the
+user's path, as the protocol client does.
 
-TLS: ``insecure`` and ``ca_file`` (the harness's ``--insecure`` /
-``--ca-file``) are read from the run options when they exist; Chromium also
+TLS: ``--insecure`` and ``--ca-file`` apply to the pages too; Chromium also
 trusts what ``SSL_CERT_FILE`` names, as the protocol clients do.
 """
 
@@ -19,13 +18,14 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
 from loadtests.browser.channel import PageChannel, PageStream, conclude
 from loadtests.browser.fleet import BrowserError, BrowserFleet
 from loadtests.browser.orders import ndjson_order, socketio_order
 from loadtests.clients.connection import make_ssl_context
-from loadtests.clients.socketio.emit_times import fill_emit_times
+from loadtests.clients.socketio.emit_times import EmitTimes
 from loadtests.clients.socketio.task import Task
 from loadtests.harness_run import harness_run
 from loadtests.protocol.http1 import Origin, parse_base_url
@@ -56,8 +56,8 @@ class BrowserStreamUser(StreamUser):
         self.page = None
 
     def tls(self) -> tuple[bool, str | None]:
-        """(insecure, ca_file) from the run options (``--insecure`` / ``--ca-file``) when they exist."""
-        return bool(getattr(self.options, "insecure", False)), getattr(self.options, "ca_file", None)
+        """(insecure, ca_file): the run's ``--insecure`` and ``--ca-file``, which the pages follow too."""
+        return self.options.insecure, self.options.ca_file
 
     def _ensure_page(self, record: StreamRecord) -> PageChannel | None:
         """This user's page (opened again if it crashed); a failure is this stream's ``connect`` failure."""
@@ -78,10 +78,10 @@ class BrowserStreamUser(StreamUser):
             return None
         return self.page
 
-    def run_stream(self, record: StreamRecord) -> None:
+    def run_stream(self, record: StreamRecord) -> Callable[[], None] | None:
         page = self._ensure_page(record)
         if page is None:
-            return
+            return None
         options = self.options
         timeout = options.stream_timeout + options.first_chunk_timeout + PAGE_GRACE_S
         record.started_at = time.time()  # until the page's own stamp of the request arrives
@@ -89,14 +89,15 @@ class BrowserStreamUser(StreamUser):
         if stream.facts is None and page.dead is None:
             page.close("it did not report a stream")  # reopened for the next stream
         conclude(stream, gave_up_after_s=timeout)
-        self.after_page_stream(stream)
+        return self.follow_up(stream)
 
     def order(self, record: StreamRecord) -> dict[str, Any]:
         """What the page is told to do for ``record``."""
         raise NotImplementedError
 
-    def after_page_stream(self, stream: PageStream) -> None:
-        """Anything left to fill in once the page reported."""
+    def follow_up(self, stream: PageStream) -> Callable[[], None] | None:
+        """What is left to fill in once the page reported, off the user's path (``StreamUser.run_stream``)."""
+        return None
 
 
 class NdjsonBrowserUser(BrowserStreamUser):
@@ -120,24 +121,28 @@ class SocketIOBrowserUser(BrowserStreamUser):
         task_data = request_payload(options.endpoint, options.harness_fields(Transport.SOCKETIO))
         return socketio_order(record.stream_id, self.origin, options, task_data)
 
-    def after_page_stream(self, stream: PageStream) -> None:
-        """The fake backend's emit times, by the protocol client's own code (404 elsewhere: NaN kept)."""
+    def on_start(self) -> None:
+        super().on_start()
+        insecure, ca_file = self.tls()
+        ssl_context = make_ssl_context(not insecure, ca_file) if self.origin.is_tls else None
+        self.emit_times = EmitTimes(self.origin, self.options.first_chunk_timeout, ssl_context)
+
+    def on_stop(self) -> None:
+        super().on_stop()
+        self.finish_follow_ups()
+
+    def follow_up(self, stream: PageStream) -> Callable[[], None] | None:
+        """The fake backend's emit times, by the protocol client's own code (none from a real backend)."""
         facts = stream.facts or {}
         listeners = facts.get("listeners")
         if not self.options.emit_times or not isinstance(listeners, list) or not listeners:
-            return
+            return None
         task = Task(stream.record)
         task.listeners = [str(name) for name in listeners]
         task.listener_of = stream.listener_of if len(listeners) > 1 else None
         task.n_chunks = int(facts.get("n_chunks") or 0)
         task.cancelled = bool(facts.get("cancelled"))
-        insecure, ca_file = self.tls()
-        ssl_context = None
-        if self.origin.is_tls:
-            ssl_context = make_ssl_context(not insecure)
-            if ca_file:
-                ssl_context.load_verify_locations(cafile=ca_file)
-        fill_emit_times(task, self.origin, self.headers, self.options.first_chunk_timeout, ssl_context)
+        return lambda: self.emit_times.fill(task)
 
 
 _FLEETS: weakref.WeakKeyDictionary[Any, BrowserFleet] = weakref.WeakKeyDictionary()

@@ -7,10 +7,13 @@ was not monkey-patched (tests, benchmarks).
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
+import gevent
 from gevent import socket as gsocket
 from gevent import ssl as gssl
 
@@ -26,16 +29,56 @@ from loadtests.protocol.http1 import (
 )
 
 RECV_SIZE = 65536
+#: A read loop hands the gevent hub a turn after this much work without one.
+#: A ``recv`` that finds data waiting returns without switching greenlets, so
+#: a peer that sends fast enough would otherwise keep timers, the other users
+#: and the self-check from running at all.  Checked against the time a loop
+#: takes after each read anyway; ``gevent.sleep(0)`` only when it is spent.
+YIELD_AFTER_S: Final = 0.005
 
 
-def make_ssl_context(verify: bool) -> gssl.SSLContext:
-    """A client TLS context speaking HTTP/1.1 only; ``verify=False`` for self-signed staging."""
-    ctx = gssl.create_default_context()
+#: The sleep of a turn.  Not ``gevent.sleep(0)``: that only queues a callback,
+#: and gevent runs up to 50 callbacks in a row before it looks at its timers
+#: again, so a loop that yields that way every 5 ms still starves timers for
+#: 250 ms.  A timer wakes up through the event loop's next iteration, after
+#: the I/O, timers and callbacks already due.
+_TURN_S: Final = 1e-6
+
+
+def take_turn() -> float:
+    """Let every other ready greenlet and due timer run; the time to yield again by.
+
+    A timer due meanwhile (a phase deadline) raises in the caller from here.
+    """
+    gevent.sleep(_TURN_S)
+    return time.perf_counter() + YIELD_AFTER_S
+
+
+def make_ssl_context(verify: bool, ca_file: str | None = None) -> gssl.SSLContext:
+    """A client TLS context speaking HTTP/1.1 only.
+
+    ``ca_file`` (PEM) replaces the system's trust store, like curl's
+    ``--cacert``: a private CA or a self-signed certificate.  ``verify=False``
+    skips verification (``--insecure``).  A bad ``ca_file`` raises OSError or
+    ssl.SSLError.
+    """
+    ctx = gssl.create_default_context(cafile=ca_file)
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = gssl.CERT_NONE
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
+
+
+def connect_error_text(exc: BaseException) -> str:
+    """One line naming why a connection failed; a TLS failure says so in OpenSSL's words,
+    e.g. ``TLS: certificate verify failed: self-signed certificate``."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        reason = getattr(exc, "reason", None)  # OpenSSL's code, e.g. WRONG_VERSION_NUMBER
+        return f"TLS: {reason.replace('_', ' ').lower()}" if reason else f"TLS: {exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def open_connection(origin: Origin, timeout: float, ssl_context: gssl.SSLContext | None = None) -> gsocket.socket:
@@ -69,6 +112,7 @@ def recv_head(
     """
     reader = HeadReader(keep_switching=skip_informational)
     found = reader.feed(buf)
+    yield_at = time.perf_counter() + YIELD_AFTER_S
     while found is None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -78,6 +122,8 @@ def recv_head(
         if not data:
             raise ConnectionError("connection closed before the response head")
         found = reader.feed(data)
+        if time.perf_counter() >= yield_at:
+            yield_at = take_turn()
     return found
 
 
@@ -116,7 +162,10 @@ def simple_request(
         framing = framing_for(head, method)
         parts = [framing.feed(rest)] if rest else []
         size = len(parts[0]) if parts else 0
+        yield_at = time.perf_counter() + YIELD_AFTER_S
         while not framing.done:
+            if time.perf_counter() >= yield_at:
+                yield_at = take_turn()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise gsocket.timeout("timed out reading the response body")

@@ -25,22 +25,33 @@ from gevent import socket as gsocket
 
 from loadtests.clients.connection import (
     RECV_SIZE,
+    YIELD_AFTER_S,
+    connect_error_text,
     make_ssl_context,
     open_connection,
     simple_request,
+    take_turn,
 )
 from loadtests.clients.errors import ClientError
-from loadtests.protocol.content import ContentDecoder, ContentDecodingError, make_content_decoder
+from loadtests.protocol.content import (
+    READ_OUTPUT_LIMIT,
+    STREAM_OUTPUT_LIMIT,
+    ContentDecoder,
+    ContentDecodingError,
+    make_content_decoder,
+)
 from loadtests.protocol.errors import FramingError
 from loadtests.protocol.http1 import (
     USER_AGENT,
     BodyFraming,
     HeadReader,
+    Origin,
     ResponseHead,
     encode_request,
     framing_for,
     merge_headers,
     parse_base_url,
+    resolve_location,
 )
 from loadtests.protocol.lines import LineSplitter
 from loadtests.results.record import StreamRecord
@@ -55,6 +66,9 @@ END_GRACE_S = 2.0
 #: How much of a non-2xx body is read (for the failure detail) before giving up on it.
 ERROR_BODY_LIMIT = 64 * 1024
 MAX_SEQ = 0x7FFFFFFF
+#: 307 / 308 redirects followed per stream (same method and body, as fetch does).
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = (307, 308)
 #: Placeholder until a stream has its connection (never read from).
 _NO_SOCKET: gsocket.socket = gsocket.socket()
 _NO_SOCKET.close()
@@ -85,12 +99,20 @@ class NdjsonClient:
         accept_encoding: str = "gzip, deflate, br",
         connect_timeout: float = 10.0,
         verify_tls: bool = True,
+        ca_file: str | None = None,
+        decoded_read_limit: int = READ_OUTPUT_LIMIT,
+        decoded_stream_limit: int = STREAM_OUTPUT_LIMIT,
     ) -> None:
         self._origin = parse_base_url(base_url)
         self._accept_encoding = accept_encoding
         self._connect_timeout = connect_timeout
-        self._ssl = make_ssl_context(verify_tls) if self._origin.is_tls else None
+        self._verify_tls = verify_tls
+        self._ca_file = ca_file
+        self._ssl = make_ssl_context(verify_tls, ca_file) if self._origin.is_tls else None
         self._sock: gsocket.socket | None = None
+        self._sock_origin: Origin | None = None
+        self.decoded_read_limit = decoded_read_limit
+        self.decoded_stream_limit = decoded_stream_limit
         self.last_request_id = None
 
     # ------------------------------------------------------------------ public API
@@ -111,26 +133,18 @@ class NdjsonClient:
         killed mid-stream, the socket is closed, the record marked ``stopped``
         and the exception re-raised.
 
-        Read indexes count every socket read of the response from 0, the
-        read(s) carrying the response head included; ``first_chunk_timeout``
+        Read indexes count every socket read of the (final) response from 0,
+        the read(s) carrying the response head included; ``first_chunk_timeout``
         runs until the first ``chunk`` line (the TTFC definition), not the
-        first byte.  An ``end`` whose reason starts with "cancel" makes the
-        stream ``cancelled`` (not ``short_stream``).
+        first byte, and both timeouts run from the first request through any
+        redirects.  An ``end`` whose reason starts with "cancel" makes the
+        stream ``cancelled`` (not ``short_stream``).  307 / 308 redirects are
+        followed like fetch follows them (same method and body, at most
+        ``MAX_REDIRECTS``); the hops are noted in ``error_detail``.
         """
-        payload = orjson.dumps(body)
-        defaults = [
-            ("Host", self._origin.host_header),
-            ("User-Agent", USER_AGENT),
-            ("Accept", "*/*"),
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(payload))),
-        ]
-        if self._accept_encoding:
-            defaults.append(("Accept-Encoding", self._accept_encoding))
-        request = encode_request("POST", self._origin.target(path), merge_headers(defaults, headers), payload)
         run = _StreamRun(self, record, first_chunk_timeout, stream_timeout)
         try:
-            run.execute(request)
+            run.execute(path, orjson.dumps(body), headers)
         except BaseException as exc:
             # GreenletExit (Locust stopping the user), an outer gevent.Timeout, or a bug.
             self._drop_connection()
@@ -160,15 +174,30 @@ class NdjsonClient:
     def close(self) -> None:
         self._drop_connection()
 
-    # ------------------------------------------------------------------ connection reuse
-    def _checkout(self) -> tuple[gsocket.socket, bool]:
-        """The kept-alive connection if it is still usable, else a new one (OSError if none)."""
+    # ------------------------------------------------------------------ requests and connections
+    def _request(self, origin: Origin, target: str, headers: Mapping[str, str], payload: bytes) -> bytes:
+        defaults = [
+            ("Host", origin.host_header),
+            ("User-Agent", USER_AGENT),
+            ("Accept", "*/*"),
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+        ]
+        if self._accept_encoding:
+            defaults.append(("Accept-Encoding", self._accept_encoding))
+        return encode_request("POST", target, merge_headers(defaults, headers), payload)
+
+    def _checkout(self, origin: Origin) -> tuple[gsocket.socket, bool]:
+        """The kept-alive connection to ``origin`` if it is still usable, else a new one (OSError if none)."""
         sock = self._sock
         if sock is not None:
-            if _idle_connection_usable(sock):
+            if self._sock_origin == origin and _idle_connection_usable(sock):
                 return sock, True
             self._drop_connection()
-        self._sock = open_connection(self._origin, self._connect_timeout, self._ssl)
+        if origin.is_tls and self._ssl is None:  # a redirect from http:// to https://
+            self._ssl = make_ssl_context(self._verify_tls, self._ca_file)
+        self._sock = open_connection(origin, self._connect_timeout, self._ssl if origin.is_tls else None)
+        self._sock_origin = origin
         return self._sock, False
 
     def _drop_connection(self) -> None:
@@ -213,11 +242,12 @@ class _StreamRun:
         self.splitter = LineSplitter()
         self.first_chunk_deadline = self.stream_deadline = self.deadline = math.inf
         self.timer: gevent.Timeout | None = None
+        self.yield_at = 0.0
 
     # ------------------------------------------------------------------ orchestration
-    def execute(self, request: bytes) -> None:
+    def execute(self, path: str, payload: bytes, headers: Mapping[str, str]) -> None:
         try:
-            self._execute(request)
+            self._follow(path, payload, headers)
         finally:
             self.disarm()
 
@@ -236,59 +266,109 @@ class _StreamRun:
             self.timer.close()
             self.timer = None
 
-    def _execute(self, request: bytes) -> None:
+    def _follow(self, path: str, payload: bytes, headers: Mapping[str, str]) -> None:
+        """The request, then each 307 / 308 hop, until a response that is not a redirect."""
+        client = self.client
+        origin = client._origin
+        target = origin.target(path)
+        hops: list[str] = []
+        while True:
+            redirect = self._exchange(origin, client._request(origin, target, headers, payload), hop=len(hops))
+            if redirect is None:
+                break
+            status, location = redirect
+            if len(hops) == MAX_REDIRECTS:
+                self.finish_failed("http_status", f"HTTP {status}: more than {MAX_REDIRECTS} redirects", drop=True)
+                break
+            try:
+                next_origin, target = resolve_location(origin, target, location)
+            except ValueError as exc:
+                self.finish_failed("http_status", f"HTTP {status}: {exc}", drop=True)
+                break
+            if next_origin != origin:
+                # fetch drops the credentials of a request redirected to another origin
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                hops.append(f"{status} to {location.strip()[:60]}")
+            else:
+                hops.append(f"{status} to {target[:60]}")
+            origin = next_origin
+        if hops:
+            record = self.record
+            note = "redirected: " + ", ".join(hops)
+            record.error_detail = f"{record.error_detail}; {note}" if record.error_detail else note
+
+    def _exchange(self, origin: Origin, request: bytes, hop: int) -> tuple[int, str] | None:
+        """Send ``request`` and read its response into the record; (status, Location) of a redirect.
+
+        On the first hop the clock starts and the phase timer is armed; later
+        hops run under it.
+        """
         record = self.record
         client = self.client
         for attempt in (0, 1):
-            self.t0 = time.perf_counter()
-            record.t0 = self.t0
-            record.started_at = time.time()
+            if hop == 0:
+                self.t0 = time.perf_counter()
+                record.t0 = self.t0
+                record.started_at = time.time()
             try:
-                sock, reused = client._checkout()
-            except OSError as exc:
-                self.finish_failed("connect", f"{type(exc).__name__}: {exc}")
-                return
-            self.sock = sock
-            try:
-                sock.settimeout(client._connect_timeout)
-                sock.sendall(request)
-            except OSError as exc:
-                client._drop_connection()
-                if reused and attempt == 0:
-                    continue
-                self.finish_failed("connect", f"sending the request failed: {exc}")
-                return
-            self.t0 = time.perf_counter()
-            record.t0 = self.t0
-            record.started_at = time.time()
-            self.stream_deadline = self.t0 + self.stream_timeout
-            self.first_chunk_deadline = self.t0 + self.first_chunk_timeout
-            try:
+                try:
+                    sock, reused = client._checkout(origin)
+                except OSError as exc:
+                    self.finish_failed("connect", connect_error_text(exc))
+                    return None
+                self.sock = sock
+                try:
+                    sock.settimeout(client._connect_timeout)
+                    sock.sendall(request)
+                except OSError as exc:
+                    client._drop_connection()
+                    if reused and attempt == 0:
+                        continue
+                    self.finish_failed("connect", f"sending the request failed: {exc}")
+                    return None
+                if hop == 0:
+                    self.t0 = time.perf_counter()
+                    record.t0 = self.t0
+                    record.started_at = time.time()
+                    self.stream_deadline = self.t0 + self.stream_timeout
+                    self.first_chunk_deadline = self.t0 + self.first_chunk_timeout
+                self.reads = 0
                 sock.settimeout(None)  # deadlines come from self.timer
-                self.arm(min(self.first_chunk_deadline, self.stream_deadline))
-                self.read_response(may_retry=reused and attempt == 0)
+                if hop == 0:
+                    self.arm(min(self.first_chunk_deadline, self.stream_deadline))
+                return self.read_response(may_retry=reused and attempt == 0)
             except _Expired:
                 self.on_expired()
+                return None
             except _Retry:
                 client._drop_connection()
                 continue
-            return
+        return None
 
-    def read_response(self, may_retry: bool) -> None:
+    def read_response(self, may_retry: bool) -> tuple[int, str] | None:
         record = self.record
         try:
             head, rest = self.read_head(may_retry)
         except _Expired:
             self.on_expired()
-            return
+            return None
         except _Retry:
             raise
         except FramingError as exc:
             self.finish_failed("malformed", str(exc), drop=True)
-            return
+            return None
         except OSError as exc:
             self.finish_failed("disconnect", f"before the response head: {exc}", drop=True)
-            return
+            return None
+        try:
+            framing = framing_for(head, "POST")
+        except FramingError as exc:
+            self.finish_failed("malformed", str(exc), drop=True)
+            return None
+        location = head.get("location")
+        if head.status in REDIRECT_STATUSES and location:
+            self.skip_body(head, framing, rest)
+            return head.status, location
 
         record.time_to_headers_ms = (self.now - self.t0) * 1000.0
         record.http_status = head.status
@@ -297,41 +377,50 @@ class _StreamRun:
         promised = head.get(PROMISED_CHUNKS_HEADER)
         if promised is not None and promised.strip().isdigit():
             record.expected_chunks = int(promised)
-        try:
-            framing = framing_for(head, "POST")
-        except FramingError as exc:
-            self.finish_failed("malformed", str(exc), drop=True)
-            return
         if not 200 <= head.status < 300:
             self.read_error_body(head, framing, rest)
-            return
+            return None
         try:
-            decoder = make_content_decoder(head.get("content-encoding"))
+            decoder = make_content_decoder(
+                head.get("content-encoding"),
+                read_limit=self.client.decoded_read_limit,
+                stream_limit=self.client.decoded_stream_limit,
+            )
         except ContentDecodingError as exc:
             self.finish_failed("malformed", str(exc), drop=True)
-            return
+            return None
         try:
             clean = self.read_body(framing, decoder, rest)
+            if clean:
+                self.on_clean_end(head, framing, decoder)
+                return None
         except _Expired:
             self.on_expired()
-            return
+            return None
         except FramingError as exc:
             self.finish_failed("malformed", f"bad chunked framing: {exc}", drop=True)
-            return
+            return None
         except ContentDecodingError as exc:
             self.finish_failed("malformed", str(exc), drop=True)
-            return
+            return None
         except OSError as exc:
             self.on_cut(f"{type(exc).__name__}: {exc}")
-            return
-        if not clean:
-            self.on_cut("connection closed")
-            return
-        self.on_clean_end(head, framing, decoder)
+            return None
+        self.on_cut("connection closed")
+        return None
 
     # ------------------------------------------------------------------ reading
     def recv(self) -> bytes:
-        """One socket read (the phase timer may throw _Expired in), stamped right after it returns."""
+        """One socket read (the phase timer may throw _Expired in), stamped right after it returns.
+
+        Hands the hub a turn when the loop has not for ``YIELD_AFTER_S``, and
+        raises _Expired itself once the phase deadline has passed.
+        """
+        now = self.now
+        if now >= self.yield_at:
+            self.yield_at = take_turn()
+        if now >= self.deadline:
+            raise _Expired
         data = self.sock.recv(RECV_SIZE)
         self.now = time.perf_counter()
         if data:
@@ -340,6 +429,8 @@ class _StreamRun:
 
     def read_head(self, may_retry: bool) -> tuple[ResponseHead, bytes]:
         reader = HeadReader()
+        self.now = time.perf_counter()
+        self.yield_at = self.now + YIELD_AFTER_S
         while True:
             try:
                 data = self.recv()
@@ -361,26 +452,40 @@ class _StreamRun:
         The hot loop: one recv, one timestamp, then framing -> decoding ->
         line splitting -> one ``add_event`` per line.  ``data`` (bytes that
         came with the head) belongs to the read that completed the head.
+        Between reads: a turn for the hub every ``YIELD_AFTER_S`` and the
+        phase deadline checked, so neither a fast peer nor a decompression
+        bomb keeps the timers (or anyone else) from running.
         """
         feed = framing.feed
-        decompress = decoder.decompress if decoder is not None else None
         split = self.splitter.feed
         on_lines = self.on_lines
         recv = self.sock.recv
         perf = time.perf_counter
         now = self.now
         read_idx = self.reads - 1
+        yield_at = self.yield_at
         while True:
             if data:
-                payload = feed(data)
-                if payload and decompress is not None:
-                    payload = decompress(payload)
+                try:
+                    payload = feed(data)
+                except FramingError as exc:
+                    if exc.payload:  # what came before the fault in this read still counts
+                        self.deliver(exc.payload, decoder, now, read_idx)
+                    raise
                 if payload:
-                    lines = split(payload)
-                    if lines:
-                        on_lines(lines, now, read_idx)
+                    if decoder is not None:
+                        self.deliver(payload, decoder, now, read_idx)
+                        yield_at = self.yield_at
+                    else:
+                        lines = split(payload)
+                        if lines:
+                            on_lines(lines, now, read_idx)
             if framing.done:
                 return True
+            if now >= yield_at:
+                yield_at = self.yield_at = take_turn()
+            if now >= self.deadline:
+                raise _Expired
             data = recv(RECV_SIZE)  # the phase timer may throw _Expired in
             now = perf()
             self.now = now
@@ -388,6 +493,28 @@ class _StreamRun:
                 return framing.clean_at_eof
             read_idx += 1
             self.reads = read_idx + 1
+
+    def deliver(self, payload: bytes, decoder: ContentDecoder | None, now: float, read_idx: int) -> None:
+        """Decode ``payload`` (in budget-sized pieces, with hub turns between) and record its lines."""
+        if decoder is None:
+            lines = self.splitter.feed(payload)
+            if lines:
+                self.on_lines(lines, now, read_idx)
+            return
+        out = decoder.decompress(payload)
+        while True:
+            if out:
+                lines = self.splitter.feed(out)
+                if lines:
+                    self.on_lines(lines, now, read_idx)
+            if not decoder.pending:
+                return
+            tick = time.perf_counter()
+            if tick >= self.yield_at:
+                self.yield_at = take_turn()
+            if tick >= self.deadline:
+                raise _Expired
+            out = decoder.decompress(b"")
 
     def on_lines(self, lines: list[bytes], now: float, read_idx: int) -> None:
         """Record the events completed by one read (all get that read's time and index)."""
@@ -397,6 +524,8 @@ class _StreamRun:
         loads = orjson.loads
         kind_of = EVENT_CODE_BY_NAME.get
         for line in lines:
+            if not line:
+                continue  # a blank line is not an event, nor malformed
             try:
                 obj = loads(line)
             except orjson.JSONDecodeError:
@@ -408,6 +537,8 @@ class _StreamRun:
                 continue
             event = obj.get("event")
             kind = kind_of(event, OTHER) if type(event) is str else OTHER
+            if kind == CHUNK and self.n_chunks == 0 and now >= self.first_chunk_deadline:
+                raise _Expired  # the first chunk came after its deadline (the timer had no turn)
             seq = obj.get("seq", NO_SEQ)
             if type(seq) is not int or seq < 0 or seq > MAX_SEQ:
                 seq = NO_SEQ
@@ -441,11 +572,12 @@ class _StreamRun:
             detail = "error event"
         self.record.fail("stream_error_event", detail[:200])
 
-    def read_error_body(self, head: ResponseHead, framing: BodyFraming, data: bytes) -> None:
-        """Non-2xx: keep a snippet of the body for the detail, and the connection if cheap."""
-        parts: list[bytes] = []
+    def drain_body(self, framing: BodyFraming, data: bytes, parts: list[bytes]) -> bool:
+        """Read a body we do not stream (error, redirect) into ``parts``, up to a limit.
+
+        True if it ended cleanly; _Expired when the phase deadline passes.
+        """
         size = 0
-        clean = False
         try:
             while True:
                 if data:
@@ -453,19 +585,32 @@ class _StreamRun:
                     parts.append(chunk)
                     size += len(chunk)
                 if framing.done:
-                    clean = True
-                    break
+                    return True
                 if size > ERROR_BODY_LIMIT:
-                    break
+                    return False
                 data = self.recv()
                 if not data:
-                    break
-        except (_Expired, OSError, FramingError):
-            pass
+                    return False
+        except (OSError, FramingError):
+            return False
+
+    def read_error_body(self, head: ResponseHead, framing: BodyFraming, data: bytes) -> None:
+        """Non-2xx: keep a snippet of the body for the detail, and the connection if cheap."""
+        parts: list[bytes] = []
+        try:
+            clean = self.drain_body(framing, data, parts)
+        except _Expired:
+            clean = False
         snippet = b"".join(parts)[:200].decode("utf-8", "replace").strip()
         detail = f"HTTP {head.status}" + (f": {snippet}" if snippet else "")
         reusable = clean and head.keep_alive and not framing.leftover and not head.get("content-encoding")
         self.finish_failed("http_status", detail, drop=not reusable)
+
+    def skip_body(self, head: ResponseHead, framing: BodyFraming, data: bytes) -> None:
+        """A redirect's body: read and dropped, and the connection with it unless it can be reused."""
+        clean = self.drain_body(framing, data, [])
+        if not (clean and head.keep_alive and not framing.leftover):
+            self.client._drop_connection()
 
     # ------------------------------------------------------------------ outcomes
     def set_duration_now(self) -> None:
@@ -483,7 +628,7 @@ class _StreamRun:
 
     def on_expired(self) -> None:
         self.client._drop_connection()
-        if self.ended:
+        if self.ended and self.t0 + self.end_ms / 1000.0 < self.stream_deadline:
             self.record.fail("disconnect", f"body not terminated within {END_GRACE_S:g} s after end")
             self.record.duration_ms = self.end_ms
         elif self.n_chunks == 0 and self.first_chunk_deadline <= self.stream_deadline:
@@ -504,10 +649,15 @@ class _StreamRun:
         self.set_duration_now()
 
     def on_clean_end(self, head: ResponseHead, framing: BodyFraming, decoder: ContentDecoder | None) -> None:
+        """The body ended as its framing says: classify the stream (_Expired if a deadline passed)."""
         record = self.record
         rest = self.splitter.take_rest()
         if rest:
             self.on_lines([rest], self.now, self.reads - 1)
+        if not self.ended and (
+            self.now >= self.stream_deadline or (self.n_chunks == 0 and self.now >= self.first_chunk_deadline)
+        ):
+            raise _Expired  # a deadline passed before the body ended (the timer had no turn)
         if decoder is not None:
             try:
                 decoder.finish()

@@ -49,10 +49,23 @@ from h2.events import (
 )
 from h2.exceptions import H2Error
 
-from loadtests.clients.connection import RECV_SIZE, open_connection, simple_request
+from loadtests.clients.connection import (
+    RECV_SIZE,
+    YIELD_AFTER_S,
+    connect_error_text,
+    open_connection,
+    simple_request,
+    take_turn,
+)
 from loadtests.clients.errors import ClientError
 from loadtests.clients.outcome import conclude_ndjson, http_error_detail
-from loadtests.protocol.content import ContentDecoder, ContentDecodingError, make_content_decoder
+from loadtests.protocol.content import (
+    READ_OUTPUT_LIMIT,
+    STREAM_OUTPUT_LIMIT,
+    ContentDecoder,
+    ContentDecodingError,
+    make_content_decoder,
+)
 from loadtests.protocol.errors import FramingError
 from loadtests.protocol.http1 import USER_AGENT, Origin, parse_base_url
 from loadtests.protocol.http2 import new_client_connection, request_headers, response_status
@@ -81,17 +94,19 @@ def h2_ssl_context(
 ) -> gssl.SSLContext:
     """A client TLS context offering ``h2`` first in ALPN, as a browser does (``alpn``).
 
-    The settings of ``connection.make_ssl_context`` (the system's trust store,
-    ``verify_tls=False`` for self-signed staging), plus the certificates of
-    ``ca_file``.  Built from gevent's own ``SSLContext``: ``gssl.create_default_context``
-    is the standard library's function, whose sockets block the whole process
-    where gevent did not patch ``ssl`` (tests, benchmarks), and a reader
-    greenlet blocked in ``recv`` would stall every stream of the connection.
+    The settings of ``connection.make_ssl_context``: the system's trust store,
+    or only the certificates of ``ca_file`` (``--ca-file``); no verification
+    with ``verify_tls=False`` (``--insecure``).  Built from gevent's own
+    ``SSLContext``: ``gssl.create_default_context`` is the standard library's
+    function, whose sockets block the whole process where gevent did not patch
+    ``ssl`` (tests, benchmarks), and a reader greenlet blocked in ``recv``
+    would stall every stream of the connection.
     """
     ctx = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_default_certs()
     if ca_file:
         ctx.load_verify_locations(cafile=ca_file)
+    else:
+        ctx.load_default_certs()
     if not verify_tls:
         ctx.check_hostname = False
         ctx.verify_mode = gssl.CERT_NONE
@@ -122,12 +137,17 @@ class _Stream:
         "failure",
         "finished",
         "got_chunk",
+        "first_chunk_ms",
         "end_seen",
         "wakeup",
+        "limits",
     )
 
-    def __init__(self, record: StreamRecord) -> None:
+    def __init__(
+        self, record: StreamRecord, limits: tuple[int, int] = (READ_OUTPUT_LIMIT, STREAM_OUTPUT_LIMIT)
+    ) -> None:
         self.record = record
+        self.limits = limits  # (decoded bytes per step, per stream)
         self.t0 = NAN
         self.stream_id = 0
         self.reads = 0  # socket reads that carried something for this stream
@@ -143,6 +163,7 @@ class _Stream:
         self.failure: tuple[str, str] | None = None  # the first fault seen by the reader
         self.finished = False  # END_STREAM, reset or the connection lost
         self.got_chunk = False
+        self.first_chunk_ms = NAN
         self.end_seen = False
         self.wakeup = Event()
 
@@ -170,7 +191,10 @@ class _Stream:
             self.error_body = []
             return
         try:
-            self.decoder = make_content_decoder(head.get("content-encoding"))
+            read_limit, stream_limit = self.limits
+            self.decoder = make_content_decoder(
+                head.get("content-encoding"), read_limit=read_limit, stream_limit=stream_limit
+            )
         except ContentDecodingError as exc:
             self.fault(ErrorKind.MALFORMED, str(exc))
 
@@ -184,16 +208,25 @@ class _Stream:
             if sum(map(len, self.error_body)) < ERROR_BODY_LIMIT:
                 self.error_body.append(data)
             return
+        decoder = self.decoder
+        if decoder is None:
+            lines = self.splitter.feed(data)
+            if lines:
+                self._lines(lines, t_ms, read)
+            return
         try:
-            payload = self.decoder.decompress(data) if self.decoder is not None else data
+            out = decoder.decompress(data)
+            while True:  # in budget-sized pieces, the hub getting its turns between them
+                if out:
+                    lines = self.splitter.feed(out)
+                    if lines:
+                        self._lines(lines, t_ms, read)
+                if not decoder.pending or self.failure is not None:
+                    return
+                take_turn()
+                out = decoder.decompress(b"")
         except ContentDecodingError as exc:
             self.fault(ErrorKind.MALFORMED, str(exc))
-            return
-        if not payload:
-            return
-        lines = self.splitter.feed(payload)
-        if lines:
-            self._lines(lines, t_ms, read)
 
     def _lines(self, lines: list[bytes], t_ms: float, read: int) -> None:
         found = self.lines
@@ -203,6 +236,7 @@ class _Stream:
             self.record.fail(ErrorKind.STREAM_ERROR_EVENT, found.error_detail)
         if not self.got_chunk and found.n_chunks:
             self.got_chunk = True
+            self.first_chunk_ms = t_ms
             self.wakeup.set()
         if found.ended and not self.end_seen:
             self.end_seen = True
@@ -328,12 +362,15 @@ class _Connection:
         streams = self.streams
         perf = time.perf_counter
         killed = False
+        yield_at = perf() + YIELD_AFTER_S
         try:
             while True:
                 data = recv(RECV_SIZE)
                 now = perf()
                 if not data:
                     return
+                if now >= yield_at:  # a peer that always has data must not keep the hub from the others
+                    yield_at = take_turn()
                 self.reads += 1
                 read_no = self.reads
                 try:
@@ -539,6 +576,8 @@ class H2NdjsonClient:
         streams_per_connection: int = DEFAULT_STREAMS_PER_CONNECTION,
         verify_tls: bool = True,
         ca_file: str | None = None,
+        decoded_read_limit: int = READ_OUTPUT_LIMIT,
+        decoded_stream_limit: int = STREAM_OUTPUT_LIMIT,
         pool: H2Pool | None = None,
     ) -> None:
         self.pool = pool or shared_pool(
@@ -546,6 +585,7 @@ class H2NdjsonClient:
         )
         self.pool.users += 1
         self._accept_encoding = accept_encoding
+        self._limits = (decoded_read_limit, decoded_stream_limit)
         self._closed = False
         self.last_request_id = None
 
@@ -577,7 +617,7 @@ class H2NdjsonClient:
             defaults.append(("accept-encoding", self._accept_encoding))
         request = request_headers("POST", origin.scheme, origin.host_header, origin.target(path), defaults, headers)
         record.http_version = HTTP_VERSION
-        stream = _Stream(record)
+        stream = _Stream(record, self._limits)
         stream.t0 = record.t0 = time.perf_counter()
         record.started_at = time.time()
         conn = self._send(stream, request, payload)
@@ -612,7 +652,7 @@ class H2NdjsonClient:
             try:
                 conn = self.pool.acquire()
             except (OSError, ClientError) as exc:
-                record.fail(ErrorKind.CONNECT, f"{type(exc).__name__}: {exc}")
+                record.fail(ErrorKind.CONNECT, connect_error_text(exc))
                 break
             try:
                 conn.start(stream, request, payload)
@@ -635,6 +675,11 @@ class H2NdjsonClient:
         stream_deadline = t0 + stream_timeout
         end_deadline = math.inf
         while not stream.finished:
+            if stream.first_chunk_ms > first_chunk_timeout * 1000.0:  # came late, before we woke up
+                conn.reset(stream)
+                stream.got_chunk = False
+                self._expired(stream, first_chunk_timeout, stream_timeout, time.perf_counter())
+                return
             if stream.end_seen and end_deadline == math.inf:
                 end_deadline = time.perf_counter() + END_GRACE_S
             if stream.end_seen:

@@ -211,7 +211,7 @@ class LiveStats:
             keys.update(k for k, n in per_node.items() if n)
         return sorted(keys)
 
-    def harness_state(self) -> dict[str, Any]:
+    def selfcheck_state(self) -> dict[str, Any]:
         """All load processes' self-checks: the worst wins (``harness_monitor.worst``)."""
         merged = worst(self.harness)
         for key in ("cpu_percent_now", "loop_lag_ms_recent_p99"):
@@ -254,7 +254,7 @@ class LiveStats:
             out[transport] = points
         return out
 
-    def row_report(self, key: Key, harness: dict[str, Any]) -> dict[str, Any]:
+    def row_view(self, key: Key, harness: dict[str, Any]) -> dict[str, Any]:
         """One transport x endpoint x client: ``summary.json``'s transport object plus the live keys."""
         agg = self.total.rows.get(key) or Aggregate()
         running = self.running_streams(key)
@@ -294,15 +294,15 @@ class LiveStats:
                 out[transport] = found
         return out
 
-    def report(self) -> dict[str, Any]:
+    def view(self) -> dict[str, Any]:
         """Everything the Streams tab shows, JSON-ready."""
-        harness = self.harness_state()
+        harness = self.selfcheck_state()
         return {
             "generated_at": self._clock(),
             "reset_at": self.reset_at,
             "bin_s": BIN_S,
             "harness": harness,
-            "rows": [self.row_report(key, harness) for key in self.keys()],
+            "rows": [self.row_view(key, harness) for key in self.keys()],
             "series": self.series(),
             "calibration": self.calibration(harness),
         }
@@ -314,7 +314,7 @@ class LiveStats:
 RECENT_LAG_SAMPLES: Final = 100
 
 
-def harness_gauge(monitor: SelfCheck | None) -> dict[str, Any]:
+def selfcheck_gauge(monitor: SelfCheck | None) -> dict[str, Any]:
     """A process's self-check so far plus its current CPU and recent loop lag."""
     if monitor is None:
         return {}

@@ -18,7 +18,9 @@ Where the numbers come from (``loadtests.live.tracker`` -> ``loadtests.live.stat
 - distributed: each worker adds its delta, running streams and harness
   self-check to Locust's regular worker report (``events.report_to_master``,
   key ``REPORT_KEY``); the master merges them (``events.worker_report``);
-- headless local runs and masters keep nothing (nobody would see it).
+- headless local runs and masters keep nothing (nobody would see it), unless
+  an exporter reads the totals (``loadtests.live.metrics``: ``--metrics-port``,
+  ``--otel``).
 
 The totals reset with Locust's "Reset stats" (``events.reset_stats``) and at
 the start of every new run.
@@ -41,7 +43,7 @@ from locust.env import Environment
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from loadtests.hooks import stream_finished_hook, stream_started_hook
-from loadtests.live.stats import LiveStats, Snapshot, harness_gauge, live_key
+from loadtests.live.stats import LiveStats, Snapshot, live_key, selfcheck_gauge
 from loadtests.live.tracker import POLL_S, StreamTracker
 from loadtests.selfcheck import SelfCheck
 from stream_harness.contract.kinds import Client
@@ -52,8 +54,8 @@ TAB_KEY: Final = "streams"
 #: Key of our part of a worker's report dict (Locust owns "stats", "errors", ...).
 REPORT_KEY: Final = "stream_harness_live"
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
-#: The report served to the UI is recomputed at most this often.
-REPORT_MAX_AGE_S: Final = 1.0
+#: The view served to the UI is recomputed at most this often.
+VIEW_MAX_AGE_S: Final = 1.0
 
 #: Table columns: (row key, title); times in ms.  Keys are snake_case: Locust's
 #: UI camel-cases both the structure and the rows, so they keep matching.
@@ -107,11 +109,11 @@ def _num(value: float | None, digits: int = 1) -> float | str:
     return round(value, digits)
 
 
-def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Streams table's rows from :meth:`LiveStats.report` (one per transport x endpoint x client;
+def table_rows(view: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Streams table's rows from :meth:`LiveStats.view` (one per transport x endpoint x client;
     a browser users' row says so)."""
     rows = []
-    for row in report["rows"]:
+    for row in view["rows"]:
         streams, ttfc, gap = row["streams"], row["ttfc_ms"], row["gap_ms"]
         staleness = row["staleness_ms"] or {}
         reasons = row["buffering"]["reasons"]
@@ -145,12 +147,12 @@ def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def rows_csv(report: dict[str, Any]) -> str:
+def rows_csv(view: dict[str, Any]) -> str:
     """The Streams numbers as CSV, one row per transport x endpoint x client."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
-    for row in table_rows(report):
+    for row in table_rows(view):
         writer.writerow([row[key] for key in CSV_COLUMNS])
     return out.getvalue()
 
@@ -172,7 +174,7 @@ class LiveFeed:
         self.live: LiveStats | None = None
         self.tracker: StreamTracker | None = None
         self._poller: gevent.Greenlet | None = None
-        self._report: tuple[float, dict[str, Any]] | None = None
+        self._view: tuple[float, dict[str, Any]] | None = None
         events = environment.events
         is_master = isinstance(self.runner, MasterRunner)
         if not is_master:  # this process runs users
@@ -207,7 +209,7 @@ class LiveFeed:
         data[REPORT_KEY] = {
             "delta": self.tracker.take().to_list(),
             "running": [[t, e, c, n] for (t, e, c), n in sorted(self.tracker.running().items())],
-            "harness": harness_gauge(self.selfcheck),
+            "harness": selfcheck_gauge(self.selfcheck),
         }
 
     def _on_worker_test_stop(self, **_: Any) -> None:
@@ -249,7 +251,7 @@ class LiveFeed:
             return
         self.tracker.poll(_yield)
         self.live.absorb(
-            "local", self.tracker.take(), running=self.tracker.running(), harness=harness_gauge(self.selfcheck)
+            "local", self.tracker.take(), running=self.tracker.running(), harness=selfcheck_gauge(self.selfcheck)
         )
 
     def _on_local_test_stop(self, **_: Any) -> None:
@@ -265,7 +267,7 @@ class LiveFeed:
         """A new run (first start, or start after stop) begins with empty totals."""
         assert self.live is not None
         self.live.reset()
-        self._report = None
+        self._view = None
         if self.tracker is not None:
             self.tracker.take()
             if self._poller is None:
@@ -277,10 +279,10 @@ class LiveFeed:
             self.tracker.poll(_yield)
             self.tracker.take()
         self.live.reset()
-        self._report = None
+        self._view = None
 
-    def report(self) -> dict[str, Any]:
-        """The live report, JSON-safe (no NaN), at most ``REPORT_MAX_AGE_S`` old.
+    def view(self) -> dict[str, Any]:
+        """The live view, JSON-safe (no NaN), at most ``VIEW_MAX_AGE_S`` old.
 
         The table poll and the tab script each ask every 2 s, maybe from
         several browsers: computing it once per interval keeps the UI's CPU
@@ -288,14 +290,14 @@ class LiveFeed:
         """
         assert self.live is not None
         now = time.monotonic()
-        if self._report is not None and now - self._report[0] < REPORT_MAX_AGE_S:
-            return self._report[1]
+        if self._view is not None and now - self._view[0] < VIEW_MAX_AGE_S:
+            return self._view[1]
         self.flush_local()
         self.forget_gone_workers()
-        report = self.live.report()
-        report["state"] = getattr(self.runner, "state", None)
-        self._report = (now, _json_safe(report))
-        return self._report[1]
+        view = self.live.view()
+        view["state"] = getattr(self.runner, "state", None)
+        self._view = (now, _json_safe(view))
+        return self._view[1]
 
 
 # --------------------------------------------------------------------------- web UI
@@ -326,17 +328,17 @@ def _install_ui(environment: Environment, feed: LiveFeed) -> None:
     @bp.route("/streams/live.json")
     @auth
     def streams_live() -> Response:
-        return jsonify(feed.report())
+        return jsonify(feed.view())
 
     @bp.route("/streams/csv")
     @auth
     def streams_csv() -> Response:
-        return _download(rows_csv(feed.report()), "text/csv", "stream_stats.csv")
+        return _download(rows_csv(feed.view()), "text/csv", "stream_stats.csv")
 
     @bp.route("/streams/json")
     @auth
     def streams_json() -> Response:
-        body = json.dumps(feed.report(), indent=2, allow_nan=False)
+        body = json.dumps(feed.view(), indent=2, allow_nan=False)
         return _download(body, "application/json", "stream_stats.json")
 
     @bp.route("/streams/tab.js")
@@ -350,7 +352,7 @@ def _install_ui(environment: Environment, feed: LiveFeed) -> None:
         if endpoint == "locust.request_stats" and response.mimetype == "application/json":
             payload = response.get_json(silent=True)
             if isinstance(payload, dict):
-                payload["extended_stats"] = [{"key": TAB_KEY, "data": table_rows(feed.report())}]
+                payload["extended_stats"] = [{"key": TAB_KEY, "data": table_rows(feed.view())}]
                 response.set_data(json.dumps(payload))
         elif endpoint == "locust.index" and response.mimetype == "text/html":
             html = response.get_data(as_text=True)
@@ -373,18 +375,19 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def register(environment: Environment, selfcheck: SelfCheck | None) -> LiveFeed | None:
+def register(environment: Environment, selfcheck: SelfCheck | None, *, keep_totals: bool = False) -> LiveFeed | None:
     """Set up the live stream statistics of ``environment`` (call on ``events.init``).
 
     Every role gets its part: processes running users track their streams,
     workers report to the master (which may have a UI: they cannot tell), the
     master or local runner keeps the totals and shows the Streams tab.  A
-    local run or master without a web UI (``--headless``) has nobody to show
-    them to and keeps nothing.  Returns the feed (None on a headless local run
-    or master, or without a runner); ``feed.live`` holds the totals.
+    local run or master without a web UI (``--headless``) keeps nothing unless
+    an exporter reads the totals (``keep_totals``: ``--metrics-port``,
+    ``--otel``).  Returns the feed (None when nothing is kept, or without a
+    runner); ``feed.live`` holds the totals.
     """
     runner = environment.runner
-    if runner is None or (environment.web_ui is None and not isinstance(runner, WorkerRunner)):
+    if runner is None or (environment.web_ui is None and not isinstance(runner, WorkerRunner) and not keep_totals):
         return None
     feed = LiveFeed(environment, selfcheck)
     if feed.live is not None and environment.web_ui is not None:

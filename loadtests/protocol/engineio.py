@@ -37,6 +37,11 @@ SIO_BINARY_EVENT = 5
 SIO_BINARY_ACK = 6
 
 
+#: Most binary attachments one packet may announce, and most digits of an ack id.
+MAX_ATTACHMENTS = 1000
+MAX_ACK_ID_DIGITS = 15
+
+
 class PacketError(ProtocolError):
     """A packet that does not follow the Engine.IO / Socket.IO grammar."""
 
@@ -101,10 +106,12 @@ def parse_sio(message: bytes) -> SioPacket:
     n = len(message)
     attachments = 0
     if kind in (SIO_BINARY_EVENT, SIO_BINARY_ACK):
-        dash = message.find(b"-", pos)
+        dash = message.find(b"-", pos, pos + 5)
         if dash < 0 or not message[pos:dash].isdigit():
             raise PacketError("binary packet without attachment count")
         attachments = int(message[pos:dash])
+        if attachments > MAX_ATTACHMENTS:
+            raise PacketError(f"binary packet announcing {attachments} attachments")
         pos = dash + 1
     namespace = "/"
     if pos < n and message[pos] == 0x2F:  # "/"
@@ -115,6 +122,8 @@ def parse_sio(message: bytes) -> SioPacket:
     start = pos
     while pos < n and 0x30 <= message[pos] <= 0x39:
         pos += 1
+    if pos - start > MAX_ACK_ID_DIGITS:
+        raise PacketError("ack id too long")
     ack_id = int(message[start:pos]) if pos > start else None
     data = None
     if pos < n:
@@ -123,3 +132,24 @@ def parse_sio(message: bytes) -> SioPacket:
         except orjson.JSONDecodeError as exc:
             raise PacketError(f"bad Socket.IO payload: {exc}") from None
     return SioPacket(kind, namespace, ack_id, data, attachments)
+
+
+def fill_placeholders(data: Any, attachments: list[bytes]) -> Any:
+    """A binary packet's data with each ``{"_placeholder": true, "num": n}`` replaced by attachment n."""
+    try:
+        return _fill(data, attachments)
+    except RecursionError:
+        raise PacketError("binary packet nested too deeply") from None
+
+
+def _fill(data: Any, attachments: list[bytes]) -> Any:
+    if type(data) is list:
+        return [_fill(item, attachments) for item in data]
+    if type(data) is dict:
+        if data.get("_placeholder") is True and len(data) == 2:
+            num = data.get("num")
+            if type(num) is not int or not 0 <= num < len(attachments):
+                raise PacketError(f"placeholder for attachment {num!r} of {len(attachments)}")
+            return attachments[num]
+        return {key: _fill(value, attachments) for key, value in data.items()}
+    return data

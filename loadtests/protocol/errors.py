@@ -8,4 +8,10 @@ class ProtocolError(Exception):
 
 
 class FramingError(ProtocolError):
-    """The peer broke HTTP/1.1 message framing: status line, headers, chunked body."""
+    """The peer broke HTTP/1.1 message framing: status line, headers, chunked body.
+
+    ``payload``: body bytes that came before the fault in the same read, which
+    a reader still delivers before failing the stream.
+    """
+
+    payload: bytes = b""

@@ -109,6 +109,11 @@ class Writer:
         return {"summary": json_safe(summary), "streams": len(streams), "failed": failed}
 
 
+def one_line(error: BaseException) -> str:
+    first = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtests.results.writer")
     parser.add_argument("directory", type=Path)
@@ -120,23 +125,35 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     writer = Writer(args.directory, args.run_id, args.warmup_until)
+    failure: str | None = None  # the first error: later batches are read and dropped, finish reports it
     for message in read_frames(stdin):
         op = message.get("op")
         if op == "records":
-            writer.add(message["records"], message.get("byteorder", sys.byteorder))
+            if failure is None:
+                try:
+                    writer.add(message["records"], message.get("byteorder", sys.byteorder))
+                except Exception as error:
+                    failure = one_line(error)
         elif op == "finish":
-            try:
-                reply = writer.finish(message["run"])
-            except Exception as error:  # one line back to the load process, which reports it
-                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                reply = {"error": f"{type(error).__name__}: {first}"}
+            if failure is None:
+                try:
+                    reply = writer.finish(message["run"])
+                except Exception as error:  # one line back to the load process, which reports it
+                    failure = one_line(error)
+            if failure is not None:
+                reply = {"error": failure}
             write_frame(stdout, reply)
-            return 0 if "error" not in reply else 2
+            return 0 if failure is None else 2
         elif op == "abort":
             writer.files.abort()
             return 0
-    writer.fold()
-    writer.files.close_parts()
+    # the load process went away without finishing: keep what was measured as complete parts
+    if failure is None:
+        try:
+            writer.fold()
+            writer.files.close_parts()
+        except Exception as error:
+            print(f"stream harness result writer: {one_line(error)}", file=sys.stderr)
     return 1
 
 

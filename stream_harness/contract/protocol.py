@@ -42,10 +42,12 @@ CONVERSATION_ID_HEADER: Final = "x-conversation-id"
 PROMISED_CHUNKS_HEADER: Final = "x-harness-chunks"
 #: The seed of a stream's plan (NDJSON response header), to replay it.
 SEED_HEADER: Final = "x-harness-seed"
+#: Where the fake backend's measurement endpoints live (a real backend has none).
+MEASUREMENT_PREFIX: Final = "/api/_harness/"
 #: Emit times of one Socket.io task's messages, by listener name.
-EMIT_TIMES_PATH: Final = "/api/_harness/emit-times/{listener}"
+EMIT_TIMES_PATH: Final = MEASUREMENT_PREFIX + "emit-times/{listener}"
 #: What the fake backend runs now (leak checks; also how a client learns it
 #: talks to the fake backend).
-STATS_PATH: Final = "/api/_harness/stats"
+STATS_PATH: Final = MEASUREMENT_PREFIX + "stats"
 #: The fake backend's wall clock, for clock-offset estimates across hosts.
-CLOCK_PATH: Final = "/api/_harness/clock"
+CLOCK_PATH: Final = MEASUREMENT_PREFIX + "clock"

@@ -70,7 +70,9 @@ STREAM_COLUMNS: Final[tuple[Column, ...]] = (
     _record("status", "string", StreamStatus.FAILED, "completed | failed | cancelled", True),
     _record("error", "string", None, "error kind (ErrorKind) or None", True),
     _derived("stream_key", "int32", MISSING_INT, "row index; the events refer to it"),
-    _record("error_detail", "string", None, "one human line about the failure (no secrets)"),
+    _record(
+        "error_detail", "string", None, "one human line about the failure, and the redirects followed (no secrets)"
+    ),
     _record("http_status", "int32", 0, "NDJSON status code; 0 for Socket.io"),
     _record("content_encoding", "string", "", "response Content-Encoding ('' when none)"),
     _record("malformed_lines", "int32", 0, "lines or messages that were not valid events"),

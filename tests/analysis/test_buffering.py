@@ -167,3 +167,11 @@ def test_verdict_json_carries_reasons_and_evidence():
     payload = classify(evidence()).as_json()
     assert payload["verdict"] == "clean" and payload["reasons"]
     assert payload["evidence"]["chunks"] == 5000 and payload["evidence"]["encodings"] == []
+
+
+def test_with_no_gap_to_judge_no_reason_prints_nan():
+    no_rate = dict(chunk_rate_per_s=math.nan, staleness_p99_ms=math.nan, staleness_max_ms=math.nan)
+    one_chunk_each = classify(evidence(**no_rate, coalesced_share=math.nan, stale_share=math.nan))
+    assert one_chunk_each.verdict == "inconclusive" and "no gap between chunks" in one_chunk_each.reasons[0]
+    for verdict in (one_chunk_each, classify(evidence(**no_rate, stale_share=math.nan))):
+        assert not any("nan" in reason for reason in verdict.reasons), verdict.reasons

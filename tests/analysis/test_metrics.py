@@ -1,4 +1,4 @@
-"""Metrics of CONTRACTS.md on arrival series small enough to compute by hand.
+"""Metrics as docs/RESULTS.md defines them, on arrival series small enough to compute by hand.
 
 Stream A (ndjson/chat, emit times known, headers at 2 ms):
 

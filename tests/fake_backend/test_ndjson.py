@@ -1,4 +1,4 @@
-"""The fake backend's NDJSON endpoints, checked line by line against PROTOCOL.md."""
+"""The fake backend's NDJSON endpoints, checked line by line against docs/PROTOCOL.md."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def stream(
 
 
 def check_line(line: dict) -> None:
-    """One NDJSON line has exactly the shape PROTOCOL.md gives its event type."""
+    """One NDJSON line has exactly the shape docs/PROTOCOL.md gives its event type."""
     assert set(line) <= {"event", "data", "seq", "ts"} and {"event", "data"} <= set(line), line
     kind, data = line["event"], line["data"]
     assert isinstance(data, dict), line

@@ -123,7 +123,7 @@ def test_the_streams_tab_compares_the_clients_live():
             tracker.finished(record)
     live = LiveStats(clock=lambda: 2000.0)
     live.absorb("local", Snapshot.from_list(tracker.take().to_list()))
-    report = live.report()
+    report = live.view()
     assert {(row["transport"], row["client"]) for row in report["rows"]} == {
         ("ndjson", "protocol"),
         ("ndjson", "browser"),
@@ -142,14 +142,12 @@ def test_an_older_workers_rows_are_the_protocol_clients():
 # --------------------------------------------------------------------------- the fake backend's HTTP/2
 
 
-def test_the_fake_backend_serves_http2_and_checks_its_tls_flags(tmp_path: Path):
+def test_the_fake_backend_serves_http2_over_tls_and_names_a_bad_certificate(tmp_path: Path):
     cert, key = self_signed_certificate(tmp_path)
-    with start_backend("--http2", "--certfile", str(cert), "--keyfile", str(key)) as backend:
+    with start_backend("--http2", "--tls-cert", str(cert), "--tls-key", str(key)) as backend:
         assert backend.url.startswith("https://127.0.0.1:")
-    command = [sys.executable, "-m", "fake_backend", "--port", "0"]
-    done = subprocess.run([*command, "--certfile", str(cert), "--keyfile", str(key)], capture_output=True, text=True)
-    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "--http2" in done.stderr
+    command = [sys.executable, "-m", "fake_backend", "--port", "0", "--http2"]
     done = subprocess.run(
-        [*command, "--http2", "--certfile", str(key), "--keyfile", str(key)], capture_output=True, text=True, timeout=30
+        [*command, "--tls-cert", str(key), "--tls-key", str(key)], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 1 and "cannot serve TLS" in done.stderr and done.stderr.strip().count("\n") == 0

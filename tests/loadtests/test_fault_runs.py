@@ -50,6 +50,7 @@ from tests.support.locust_runs import (
     start_workers,
     stop_all,
     wait_for_output,
+    wait_for_spawning,
 )
 from tests.support.synthetic import SyntheticSpec, synthetic_run, write_synthetic_run
 from tests.support.waiting import started_counts, streams_started, wait_until
@@ -114,7 +115,7 @@ def run_with_signal(backend: BackendProcess, tmp_path: Path, moment: str) -> tup
             wait_until(lambda: streams_started(backend.url, 1, before), 30, "the first streams while users spawn")
             process.send_signal(signal.SIGINT)
         else:
-            wait_for_output(log, "All users spawned")
+            wait_for_spawning(log)
             wait_until(lambda: streams_started(backend.url, 2, before), 30, "streams of both transports under way")
             if moment == "SIGTERM mid-stream":
                 process.send_signal(signal.SIGTERM)
@@ -164,7 +165,7 @@ def test_backend_down_at_start_killed_mid_run_and_restarted(tmp_path: Path):
     )
     backend: BackendProcess | None = None
     try:
-        wait_for_output(log, "All users spawned")
+        wait_for_spawning(log)
         time.sleep(1.0)  # phase 1: nothing listens on the port
         first_up = time.time()
         backend = start_backend("--port", str(port))
@@ -370,7 +371,7 @@ def test_a_killed_worker_is_named_in_the_summary_and_its_streams_are_kept(backen
             "--only-summary",
             log=log,
         )
-        wait_for_output(log, "All users spawned")
+        wait_for_spawning(log)
         time.sleep(2.5)  # streams ship in 1 s batches
         workers[0].kill()  # SIGKILL: no goodbye, no final report
         wait_for_output(log, "missing", timeout=30)  # Locust notices the missing heartbeat
@@ -458,7 +459,7 @@ def test_results_dir_that_becomes_unwritable_fails_with_one_line_and_exit_2(back
         log=log,
     )
     try:
-        wait_for_output(log, "All users spawned")
+        wait_for_spawning(log)
         wait_until(lambda: list(out.glob(".partial-*/events/*.parquet")), 30, "the first events on disk")
         shutil.rmtree(out)  # the run's staged parts with it
         out.write_text("someone put a file here")  # the write at the end must fail
@@ -469,9 +470,10 @@ def test_results_dir_that_becomes_unwritable_fails_with_one_line_and_exit_2(back
             process.kill()
             process.wait()
     assert process.returncode == 2, output[-3000:]
-    assert "Traceback" not in output
+    assert "Traceback" not in output, output[-6000:]
     errors = [line for line in output.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "could not write results to" in errors[0], errors
+    assert "Error: " in errors[0], errors  # and why: the operating system's error, in one line
 
 
 def _corrupt(good: Path, target: Path, how: str) -> Path:
@@ -606,7 +608,9 @@ def test_secrets_never_reach_results_reports_logs_or_csv(flag: str, secret: str,
             text=True,
             timeout=90,
         )
-        sent = [r.headers.get("authorization", "") + r.headers.get("x-fingerprint-id", "") for r in bad.requests]
+        sent = [
+            r.headers.get("authorization", "") + r.headers.get("x-fingerprint-id", "") for r in bad.product_requests
+        ]
     assert any(secret in header for header in sent), "the credential was not even sent"
     streams = pd.read_parquet(out / STREAMS_FILE)
     assert (streams["error"] == "http_status").any()
@@ -669,7 +673,7 @@ def test_web_ui_never_shows_the_secrets_but_runs_still_use_them(tmp_path: Path):
         finally:
             process.send_signal(signal.SIGTERM)
             output = finish(process, timeout=30)
-        authorizations = {r.headers.get("authorization") for r in bad.requests}
+        authorizations = {r.headers.get("authorization") for r in bad.product_requests}
     assert authorizations == {f"Bearer {TOKEN}"}  # the placeholder meant "the command line's token"
     everything = every_output(out, output, *pages)
     assert TOKEN not in everything and FINGERPRINT not in everything

@@ -31,7 +31,7 @@ from tests.support.locust_runs import (
     start_workers,
     stats_row,
     stop_all,
-    wait_for_output,
+    wait_for_spawning,
 )
 from tests.support.waiting import started_counts, streams_started, wait_until
 
@@ -58,6 +58,9 @@ def test_headless_run_writes_summary_and_streams(both_run: LocustRun):
     assert set(summary["transports"]) == {"ndjson", "socketio"}
     assert summary["run"]["users"] == 2 and summary["run"]["workers"] == 0
     assert set(summary["run"]["harness"]) >= {"saturated", "cpu_percent_max", "loop_lag_ms_p99"}
+    # the fake backend has a clock: the process that ran the users measured its offset to it
+    clock = both_run.run["clock"]["local"]
+    assert clock["rounds"] >= 1 and abs(clock["offset_ms"]) <= clock["uncertainty_ms"] + 0.5
 
 
 def test_every_chunk_the_backend_sent_is_counted(both_run: LocustRun):
@@ -264,7 +267,7 @@ def test_interrupted_run_still_writes_results_with_unfinished_streams_stopped(
     else:
         before = started_counts(backend.url)
         process = popen_locust(*args, "-t", "60s", log=log)
-        wait_for_output(log, "All users spawned")
+        wait_for_spawning(log)
         wait_until(lambda: streams_started(backend.url, 1, before), 30, "a stream of each transport under way")
         time.sleep(1.0)  # the scenario: interrupted one second into its 20 s streams
         process.send_signal(getattr(signal, how))
@@ -384,6 +387,7 @@ def test_a_worker_that_dies_is_named_and_its_streams_so_far_are_kept(backend: Ba
     port = free_port()
     workers = start_workers(port, 2)
     log = tmp_path / "master.log"
+    before = started_counts(backend.url).get("ndjson", 0)
     try:
         master = popen_locust(
             "--headless",
@@ -413,8 +417,9 @@ def test_a_worker_that_dies_is_named_and_its_streams_so_far_are_kept(backend: Ba
             "--only-summary",
             log=log,
         )
-        wait_for_output(log, "All users spawned")
-        time.sleep(2.5)  # streams are shipped in 1 s batches: at least two batches are out
+        wait_for_spawning(log)
+        # 2 users of 0.2 s streams: 20 streams take 2 s, the workers ship theirs every 0.5 s
+        wait_until(lambda: started_counts(backend.url).get("ndjson", 0) - before >= 20, 30, "20 streams under way")
         workers[0].kill()
         output = finish(master, log=log)
     finally:

@@ -21,6 +21,7 @@ from loadtests.selfcheck import (
     LAG_P99_SATURATED_MS,
     MIN_CPU_SAMPLES,
     MIN_LAG_SAMPLES,
+    STALL_MS,
     summarize,
     worst,
 )
@@ -90,6 +91,8 @@ def test_web_ui_strings_are_converted_like_cli_values():
         ({"backend_options": '{"bufer_ms": 1}'}, "unknown harness key 'bufer_ms'"),
         ({"ndjson_backend_options": '{"buffer_ms": -5}'}, "--ndjson-backend-options: harness.buffer_ms"),
         ({"accept_encoding": "  "}, "--accept-encoding must not be empty"),
+        ({"decompress_limit": "lots"}, "--decompress-limit must be a size from 1 byte to 1TiB"),
+        ({"decompress_read_limit": "0"}, "--decompress-read-limit must be a size"),
     ],
 )
 def test_bad_values_give_one_line_naming_the_flag(values, message):
@@ -97,6 +100,14 @@ def test_bad_values_give_one_line_naming_the_flag(values, message):
         RunOptions.from_namespace(ns(**values))
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_decompression_limits_take_sizes_with_binary_units():
+    assert (RunOptions().decoded_stream_limit, RunOptions().decoded_read_limit) == (64 << 20, 1 << 20)
+    options = RunOptions.from_namespace(ns(decompress_limit="1.5GiB", decompress_read_limit="256 KiB"))
+    assert (options.decoded_stream_limit, options.decoded_read_limit) == (3 << 29, 256 << 10)
+    assert RunOptions.from_namespace(ns(decompress_limit="65536")).decoded_stream_limit == 65536
+    assert options.public()["decompress_limit"] == 3 << 29
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1:8000", "ftp://x", "http://"])
@@ -238,3 +249,52 @@ def test_monitor_sees_a_blocked_event_loop_as_lag():
     assert verdict["loop_lag_ms_max"] >= 100
     assert verdict["samples"] >= 5
     assert verdict["cpu_percent_max"] is not None
+
+
+def test_one_stall_marks_the_run_saturated_whatever_the_sample_count():
+    stalled = summarize([10.0], [1.0, 12_000.0])  # two samples: the 12 s one could not be taken on time
+    assert stalled["saturated"] is True
+    assert stalled["reasons"] == [f"event loop blocked for 12.0 s (one stall >= {STALL_MS:g} ms)"]
+    short = summarize([10.0], [1.0, STALL_MS])
+    assert short["reasons"] == [f"event loop blocked for {STALL_MS:.0f} ms (one stall >= {STALL_MS:g} ms)"]
+    assert summarize([10.0], [1.0, STALL_MS - 1])["saturated"] is False  # left to the p99 rule
+    verdict = worst({"w1": summarize([10.0], [1.0]), "w2": stalled})
+    assert verdict["saturated"] and verdict["reasons"][0].startswith("w2: event loop blocked for 12.0 s")
+
+
+def _block(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)  # not gevent-aware: the hub (and the monitor's timer) cannot run
+
+
+def test_monitor_counts_a_sleep_the_loop_has_not_woken_from_yet():
+    import gevent
+
+    from loadtests.selfcheck import SelfCheck
+
+    monitor = SelfCheck(lag_interval=0.05, cpu_interval=1.0, warmup=0.0)
+    monitor.start()
+    gevent.sleep(0.12)  # a few normal samples
+    _block(0.4)
+    live = monitor.summary()  # taken while the sampler still waits for its wake-up
+    verdict = monitor.stop()
+    for summary in (live, verdict):
+        assert summary["saturated"] is True, summary
+        assert summary["loop_lag_ms_max"] >= 300
+        assert "event loop blocked for" in summary["reasons"][0]
+    assert verdict["samples"] <= 5  # the stall counted once
+
+
+def test_monitor_counts_a_stall_that_outlasts_the_warm_up():
+    import gevent
+
+    from loadtests.selfcheck import SelfCheck
+
+    monitor = SelfCheck(lag_interval=0.05, cpu_interval=1.0, warmup=0.1)
+    monitor.start()
+    gevent.sleep(0)  # the sampler starts its warm-up sleep
+    _block(0.5)  # blocked from the warm-up well into the run
+    gevent.sleep(0.1)
+    verdict = monitor.stop()
+    assert verdict["saturated"] is True and verdict["loop_lag_ms_max"] >= 350, verdict

@@ -66,9 +66,10 @@ def locust_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args]
 
 
-def popen_locust(*args: str, log: Path | None = None) -> subprocess.Popen[str]:
-    """Locust in a subprocess; its output is piped, or goes to ``log`` to be watched while it runs."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def popen_locust(*args: str, log: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Locust in a subprocess; its output is piped, or goes to ``log`` to be watched while it runs.
+    ``env`` adds to (or overrides) this process's environment."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     out = subprocess.PIPE if log is None else log.open("w")
     return subprocess.Popen(locust_command(*args), cwd=REPO, env=env, text=True, stdout=out, stderr=subprocess.STDOUT)
 
@@ -88,6 +89,19 @@ def wait_for_output(log: Path, text: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while text not in log.read_text():
         assert time.monotonic() < deadline, f"no {text!r} in:\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)
+
+
+#: Locust's log line once it has spawned every user.  A master whose workers
+#: report late (a busy machine) logs the second form instead.
+SPAWNED_LINES = ("All users spawned", "Spawning is complete and report waittime is expired")
+
+
+def wait_for_spawning(log: Path, timeout: float = 30) -> None:
+    """Wait until Locust logged that it spawned its users."""
+    deadline = time.monotonic() + timeout
+    while not any(line in log.read_text() for line in SPAWNED_LINES):
+        assert time.monotonic() < deadline, f"no {SPAWNED_LINES[0]!r} in:\n{log.read_text()[-3000:]}"
         time.sleep(0.1)
 
 

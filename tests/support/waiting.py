@@ -9,15 +9,24 @@ from typing import Any
 import httpx
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``check`` until it returns something truthy (returned); fail naming ``what`` after ``timeout`` s."""
+def wait_until(
+    check: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> Any:
+    """Poll ``check`` until it returns something truthy (returned); fail naming ``what`` after ``timeout`` s.
+
+    ``sleep=gevent.sleep`` waits on greenlets of this thread (in a process gevent has not patched).
+    """
     deadline = time.monotonic() + timeout
     while True:
         found = check()
         if found:
             return found
         assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
-        time.sleep(interval)
+        sleep(interval)
 
 
 def backend_stats(url: str) -> dict[str, Any] | None:

@@ -15,7 +15,14 @@ this one does instead:
   kept (with their read time) until the ack names them.
 
 Cost: ~one ``orjson.loads`` and one ``add_event`` per message, no per-message
-objects beyond that, no greenlet switches per message.
+objects beyond that, no greenlet switches per message (the reader hands the
+hub a turn only after ``YIELD_AFTER_S`` of uninterrupted work, so a server
+that sends without pause cannot starve timers and other users).
+
+Binary events and acks are assembled from their attachments (binary frames)
+and then handled like text ones; a binary frame no packet announced, or a
+packet whose attachments never came, is counted as malformed.  A server that
+sends nothing for its advertised ``pingInterval + pingTimeout`` is dead.
 """
 
 from __future__ import annotations
@@ -23,22 +30,27 @@ from __future__ import annotations
 import math
 import time
 from array import array
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import gevent
 import orjson
+from gevent import select as gselect
 from gevent.lock import Semaphore
 from greenlet import GreenletExit
 
 from loadtests.clients.connection import (
     RECV_SIZE,
+    YIELD_AFTER_S,
+    connect_error_text,
     make_ssl_context,
     open_connection,
     recv_head,
+    take_turn,
 )
 from loadtests.clients.errors import ClientError
-from loadtests.clients.socketio.emit_times import fill_emit_times
+from loadtests.clients.socketio.emit_times import EmitTimes
 from loadtests.clients.socketio.task import Task, error_detail
 from loadtests.protocol.engineio import (
     EIO_CLOSE,
@@ -46,22 +58,27 @@ from loadtests.protocol.engineio import (
     EIO_PING,
     PONG,
     SIO_ACK,
+    SIO_BINARY_ACK,
+    SIO_BINARY_EVENT,
     SIO_CONNECT,
     SIO_CONNECT_ERROR,
     SIO_DISCONNECT,
     SIO_EVENT,
     PacketError,
+    SioPacket,
     encode_connect,
     encode_disconnect,
     encode_event,
     engineio_path,
     event_prefix,
+    fill_placeholders,
     parse_open,
     parse_sio,
 )
 from loadtests.protocol.errors import ProtocolError
 from loadtests.protocol.http1 import USER_AGENT, encode_request, merge_headers, parse_base_url
 from loadtests.protocol.websocket import (
+    OP_BINARY,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
@@ -73,6 +90,7 @@ from loadtests.protocol.websocket import (
     encode_frame,
     handshake_headers,
     new_key,
+    parse_close,
 )
 from loadtests.results.record import StreamRecord
 from stream_harness.contract.protocol import SOCKETIO_NAMESPACE
@@ -80,9 +98,10 @@ from stream_harness.contract.protocol import SOCKETIO_NAMESPACE
 NAN = math.nan
 #: Messages kept for a task whose ack has not been handled yet (bounded).
 MAX_EARLY_MESSAGES = 100_000
-#: Extra slack on top of the server's pingInterval + pingTimeout before a
-#: connection without any read counts as dead.
-PING_SLACK_S = 5.0
+#: Slack on top of the server's pingInterval + pingTimeout before a connection
+#: without any read counts as dead (socket.io-client allows none; this covers
+#: a ping that is a few scheduler ticks late).
+PING_SLACK_S = 0.25
 
 
 class SessionError(ClientError):
@@ -109,13 +128,14 @@ class SocketIOSession:
         headers: Mapping[str, str] | None = None,
         connect_timeout: float = 10.0,
         verify_tls: bool = True,
+        ca_file: str | None = None,
     ) -> None:
         self._origin = parse_base_url(base_url)
         self._namespace = namespace
         self._auth = {"token": auth_token} if auth_token is not None else None
         self._headers = dict(headers or {})
         self._connect_timeout = connect_timeout
-        self._ssl = make_ssl_context(verify_tls) if self._origin.is_tls else None
+        self._ssl = make_ssl_context(verify_tls, ca_file) if self._origin.is_tls else None
         self._sock = None
         self._reader: gevent.Greenlet | None = None
         self._watchdog: gevent.Greenlet | None = None
@@ -126,9 +146,13 @@ class SocketIOSession:
         self._routes: dict[str, tuple[Task, int]] = {}
         self._early: list[tuple[str, Any, float, int]] = []
         self._reads = 0
+        self._last_read = 0.0  # perf_counter of the latest read (the watchdog's clock)
+        self._binary: SioPacket | None = None  # a binary packet waiting for its attachments
+        self._attachments: list[bytes] = []
         self._event_prefix = event_prefix(namespace)
+        self._emit_times = EmitTimes(self._origin, connect_timeout, self._ssl)
         self.sid: str | None = None
-        self.malformed_messages = 0
+        self._end_detail = "server closed the session"  # what the server said when it ended the session
 
     # ------------------------------------------------------------------ connection
     @property
@@ -148,9 +172,9 @@ class SocketIOSession:
         try:
             sock = open_connection(self._origin, self._connect_timeout, self._ssl)
         except OSError as exc:
-            raise SessionError("connect", f"{type(exc).__name__}: {exc}") from None
+            raise SessionError("connect", connect_error_text(exc)) from None
         try:
-            parser, backlog, ping_window = self._handshake(sock, deadline)
+            parser, backlog, window = self._handshake(sock, deadline)
         except SessionError:
             sock.close()
             raise
@@ -163,8 +187,10 @@ class SocketIOSession:
         sock.settimeout(None)  # liveness is the watchdog's job, not a per-read timer's
         self._sock = sock
         self._connected = True
+        self._last_read = time.perf_counter()
+        self._binary, self._attachments = None, []
         self._reader = gevent.spawn(self._read_loop, sock, parser, backlog)
-        self._watchdog = gevent.spawn(self._watch, sock, ping_window)
+        self._watchdog = gevent.spawn(self._watch, sock, window)
 
     def _handshake(self, sock, deadline: float) -> tuple[FrameParser, list, float]:
         key = new_key()
@@ -180,11 +206,14 @@ class SocketIOSession:
         parser = FrameParser()
         frames = parser.feed(rest) if rest else []
         opened: dict | None = None
+        yield_at = time.perf_counter() + YIELD_AFTER_S
         while True:
             while not frames:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise SessionError("connect", "timed out in the Socket.IO handshake")
+                if time.perf_counter() >= yield_at:
+                    yield_at = take_turn()
                 sock.settimeout(remaining)
                 data = sock.recv(RECV_SIZE)
                 if not data:
@@ -215,8 +244,8 @@ class SocketIOSession:
                     data = packet.data
                     message = data.get("message", data) if type(data) is dict else data
                     raise SessionError("connect", f"namespace {self._namespace} refused: {message}")
-        ping_window = (opened.get("pingInterval", 25000) + opened.get("pingTimeout", 20000)) / 1000.0
-        return parser, frames, ping_window + PING_SLACK_S
+        assert opened is not None  # a CONNECT is only read after the open packet
+        return parser, frames, ping_window(opened) + PING_SLACK_S
 
     def close(self) -> None:
         """Leave the namespace, close the websocket, stop the reader (idempotent)."""
@@ -233,19 +262,22 @@ class SocketIOSession:
     def _watch(self, sock, window: float) -> None:
         """The server pings every pingInterval: no read at all for interval + timeout means dead.
 
-        One wakeup per window instead of a socket timeout, which would arm a
-        timer on every blocking read of the hot loop.
+        Sleeps until ``window`` after the latest read (one wakeup per window
+        while the server talks, instead of a socket timeout, which would arm a
+        timer on every blocking read of the hot loop).  Bytes the reader has
+        not had a turn to take yet are not silence.
         """
-        last = self._reads
         while self._sock is sock:
-            gevent.sleep(window)
-            if self._sock is not sock:
-                return
-            if self._reads == last:
-                self._watchdog = None
-                self._teardown("no ping from the server in time (connection dead)")
-                return
-            last = self._reads
+            wait = self._last_read + window - time.perf_counter()
+            if wait > 0:
+                gevent.sleep(wait)
+                continue
+            if _data_waiting(sock):
+                gevent.sleep(YIELD_AFTER_S)
+                continue
+            self._watchdog = None
+            self._teardown(f"no ping from the server within pingInterval + pingTimeout ({window:g} s): connection dead")
+            return
 
     def _teardown(self, detail: str) -> None:
         watchdog, self._watchdog = self._watchdog, None
@@ -292,18 +324,27 @@ class SocketIOSession:
         handle = self._handle_frames
         perf = time.perf_counter
         frames, now = backlog, perf()
+        yield_at = now + YIELD_AFTER_S
         killed = False
         try:
             while True:
                 if frames and handle(frames, now):
-                    detail = "server closed the session"
+                    detail = self._end_detail
                     return
+                if now >= yield_at:  # a fast server must not keep timers and other users from running
+                    yield_at = take_turn()
                 data = recv(RECV_SIZE)
                 now = perf()
+                self._last_read = now
                 if not data:
                     return
                 self._reads += 1
-                frames = feed(data)
+                try:
+                    frames = feed(data)
+                except WebSocketError as exc:
+                    if exc.messages:  # what came before the fault in this read still counts
+                        handle(exc.messages, now)
+                    raise
         except OSError as exc:
             detail = f"{type(exc).__name__}: {exc}"
         except WebSocketError as exc:
@@ -328,6 +369,8 @@ class SocketIOSession:
         read = self._reads
         for opcode, payload in frames:
             if opcode == OP_TEXT:
+                if self._binary is not None:
+                    self._binary_cut()
                 if payload.startswith(prefix) and payload[plen : plen + 1] == b"[":
                     try:
                         args = loads(payload[plen:])
@@ -352,9 +395,15 @@ class SocketIOSession:
                     self._send(encode_frame(OP_TEXT, PONG))
                 elif first == EIO_CLOSE:
                     return True
+            elif opcode == OP_BINARY:
+                if self._on_attachment(payload, now, read):
+                    return True
             elif opcode == OP_PING:
                 self._send(encode_frame(OP_PONG, payload))
             elif opcode == OP_CLOSE:
+                code, reason = parse_close(payload)
+                said = " ".join(part for part in (str(code) if code is not None else "", reason) if part)
+                self._end_detail = f"server closed the websocket ({said})" if said else "server closed the websocket"
                 try:
                     self._send(encode_close())
                 except OSError:
@@ -363,19 +412,26 @@ class SocketIOSession:
         return False
 
     def _on_packet(self, message: bytes, now: float, read: int) -> bool:
-        """Socket.IO packets off the fast path: acks, disconnects, unusual events."""
+        """Socket.IO packets off the fast path: acks, disconnects, unusual and binary events."""
         try:
             packet = parse_sio(message)
         except PacketError:
             self._malformed()
             return False
+        if packet.attachments:  # binary event / ack: its attachments follow as binary frames
+            self._binary, self._attachments = packet, []
+            return False
+        return self._dispatch(packet, now, read)
+
+    def _dispatch(self, packet: SioPacket, now: float, read: int) -> bool:
         if packet.namespace != self._namespace:
             return False
-        if packet.type == SIO_ACK:
+        kind = packet.type
+        if kind in (SIO_ACK, SIO_BINARY_ACK):
             task = self._pending_acks.pop(packet.ack_id, None) if packet.ack_id is not None else None
             if task is not None:
                 self._on_ack(task, packet.data, now, read)
-        elif packet.type == SIO_EVENT:
+        elif kind in (SIO_EVENT, SIO_BINARY_EVENT):
             args = packet.data
             if type(args) is not list or not args or type(args[0]) is not str:
                 self._malformed()
@@ -385,9 +441,31 @@ class SocketIOSession:
                 route[0].deliver(route[1], args[1] if len(args) > 1 else None, now, read - route[0].read_base - 1)
             elif self._pending_acks:
                 self._keep_early(args, now, read)
-        elif packet.type == SIO_DISCONNECT:
+        elif kind == SIO_DISCONNECT:
             return True
         return False
+
+    def _on_attachment(self, payload: bytes, now: float, read: int) -> bool:
+        """One binary frame: the next attachment of the binary packet being assembled."""
+        packet = self._binary
+        if packet is None:
+            self._malformed()  # a binary frame no packet announced
+            return False
+        self._attachments.append(payload)
+        if len(self._attachments) < packet.attachments:
+            return False
+        attachments, self._binary, self._attachments = self._attachments, None, []
+        try:
+            packet.data = fill_placeholders(packet.data, attachments)
+        except PacketError:
+            self._malformed()
+            return False
+        return self._dispatch(packet, now, read)
+
+    def _binary_cut(self) -> None:
+        """A text frame came while a binary packet still waited for attachments: that packet is lost."""
+        self._binary, self._attachments = None, []
+        self._malformed()
 
     def _on_ack(self, task: Task, data: Any, now: float, read: int) -> None:
         record = task.record
@@ -404,7 +482,7 @@ class SocketIOSession:
             task.counts = [0] * len(listeners)
             task.open_listeners = len(listeners)
             if len(listeners) > 1:
-                task.listener_of = array("b")
+                task.listener_of = array("i")
             for li, name in enumerate(listeners):
                 self._routes[name] = (task, li)
             self._replay_early(task)
@@ -430,7 +508,6 @@ class SocketIOSession:
         self._early = keep if self._pending_acks else []
 
     def _malformed(self) -> None:
-        self.malformed_messages += 1
         tasks = {id(t): t for t in self._pending_acks.values()}
         tasks.update((id(t), t) for t, _ in self._routes.values())
         if len(tasks) == 1:
@@ -448,14 +525,15 @@ class SocketIOSession:
         first_chunk_timeout: float,
         stream_timeout: float,
         emit_times: bool = True,
-    ) -> None:
+    ) -> Task:
         """Emit ``service`` with an ack and record every message on the returned listeners.
 
         time_to_headers_ms = ack received.  Never raises for stream faults
         (classified into ``record.error``); a killed greenlet marks the record
-        ``stopped`` and re-raises.  With ``emit_times``, afterwards GETs the fake
-        backend's emit times per listener and fills ``record.emit_ms`` (404 =
-        real backend: left NaN); not counted in ``duration_ms``.
+        ``stopped`` and re-raises.  With ``emit_times``, afterwards fills
+        ``record.emit_ms`` from the fake backend (:meth:`emit_times_lookup`,
+        run right here; not counted in ``duration_ms``).  Returns the task, for
+        a caller that looks its emit times up later itself.
         """
         task = Task(record)
         record.t0 = task.t0
@@ -468,7 +546,7 @@ class SocketIOSession:
                 except SessionError as exc:
                     record.fail(exc.kind, exc.detail)
                     record.duration_ms = (time.perf_counter() - task.t0) * 1000.0
-                    return
+                    return task
             self._last_ack_id += 1
             task.ack_id = self._last_ack_id
             frame = encode_frame(
@@ -507,8 +585,23 @@ class SocketIOSession:
         record.duration_ms = task.end_ms
         if record.error is None:
             record.status = "cancelled" if task.cancelled else "completed"
-        if emit_times and task.listeners:
-            fill_emit_times(task, self._origin, self._headers, self._connect_timeout, self._ssl)
+        if emit_times:
+            lookup = self.emit_times_lookup(task)
+            if lookup is not None:
+                lookup()
+        return task
+
+    def emit_times_lookup(self, task: Task) -> Callable[[], None] | None:
+        """The fake backend's emit times of a finished ``task`` into its record, as a call to make.
+
+        None when there is nothing to look up.  The call asks the backend once
+        per process whether it is the fake backend (a real one never gets an
+        emit-time request) and then fetches per listener; it blocks, so a
+        load user makes it off its critical path, before handing the record on.
+        """
+        if not task.listeners:
+            return None
+        return partial(self._emit_times.fill, task)
 
     def _wait(self, task: Task, ack_timeout: float, first_chunk_timeout: float, stream_timeout: float) -> None:
         """Sleep until the reader finishes the task or a deadline passes (no per-message wakeups)."""
@@ -532,7 +625,7 @@ class SocketIOSession:
                 kind, why = "timeout", f"stream not done within stream_timeout={stream_timeout:g} s"
             now = time.perf_counter()
             if now >= deadline:
-                task.record.fail(kind, why)
+                task.record.fail(kind, why + task.silence_note())
                 task.end_ms = (now - t0) * 1000.0
                 task.finish(self._reads)
                 return
@@ -549,3 +642,22 @@ class SocketIOSession:
                 del self._routes[name]
         if not self._pending_acks:
             self._early.clear()
+
+
+def ping_window(opened: Mapping[str, Any]) -> float:
+    """pingInterval + pingTimeout of an Engine.IO open packet, in seconds (Engine.IO's defaults if absent)."""
+    interval, timeout = opened.get("pingInterval", 25000), opened.get("pingTimeout", 20000)
+    if type(interval) not in (int, float) or type(timeout) not in (int, float) or interval < 0 or timeout < 0:
+        raise PacketError(f"bad ping settings in the open packet: {interval!r}, {timeout!r}")
+    return (interval + timeout) / 1000.0
+
+
+def _data_waiting(sock) -> bool:
+    """Bytes (or an EOF) the reader has not taken yet."""
+    if getattr(sock, "pending", None) and sock.pending():
+        return True
+    try:
+        readable, _, _ = gselect.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return bool(readable)

@@ -19,6 +19,8 @@ from stream_harness.contract.kinds import ErrorKind, EventKind
 
 NAN = math.nan
 CHUNK = int(EventKind.CHUNK)
+#: Silent listeners named in a failure's detail (the rest are counted).
+NAMED_LISTENERS = 3
 
 
 def _is_end(value: Any) -> bool:
@@ -57,7 +59,7 @@ class Task:
         self.listeners: list[str] = []
         self.counts: list[int] = []
         self.open_listeners = 0
-        self.listener_of: array | None = None  # listener index per event (only with >1 listener)
+        self.listener_of: array | None = None  # listener index per event, int32 (only with >1 listener)
         self.got_chunk = False
         self.n_chunks = 0
         self.finished = False
@@ -115,6 +117,17 @@ class Task:
                 self.end_ms = t_ms
                 self.finish(self.read_base + read + 1)
 
+    def silence_note(self) -> str:
+        """``"; 49 of 50 listeners sent nothing: a, b, c and 46 more"`` ('' when all spoke, or one listener)."""
+        if len(self.listeners) < 2:
+            return ""
+        silent = [name for name, count in zip(self.listeners, self.counts) if count == 0]
+        if not silent:
+            return ""
+        named = ", ".join(name[:40] for name in silent[:NAMED_LISTENERS])
+        more = f" and {len(silent) - NAMED_LISTENERS} more" if len(silent) > NAMED_LISTENERS else ""
+        return f"; {len(silent)} of {len(self.listeners)} listeners sent nothing: {named}{more}"
+
     def finish(self, reads_at_end: int) -> None:
         """Done (end, failure or timeout); ``reads_at_end`` = session read count by then."""
         if not self.finished:
@@ -125,7 +138,7 @@ class Task:
     def lose(self, detail: str, now: float, reads_at_end: int) -> None:
         """The connection went away under this task."""
         if not self.finished:
-            self.record.fail(ErrorKind.DISCONNECT, detail)
+            self.record.fail(ErrorKind.DISCONNECT, detail + self.silence_note())
             self.end_ms = (now - self.t0) * 1000.0
             self.finish(reads_at_end)
 

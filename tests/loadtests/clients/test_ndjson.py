@@ -1,4 +1,4 @@
-"""NDJSON load client: the wire protocol (PROTOCOL.md section 1) and the measurement traps.
+"""NDJSON load client: the wire protocol (docs/PROTOCOL.md, "NDJSON") and the measurement traps.
 
 Part 1 feeds the decoders every possible read split.  Part 2 runs the client
 against loopback servers that send exact bytes.  Part 3 runs it against the

@@ -1,4 +1,4 @@
-"""Socket.io load client: Engine.IO v4 / Socket.IO v5 over websocket (PROTOCOL.md section 2).
+"""Socket.io load client: Engine.IO v4 / Socket.IO v5 over websocket (docs/PROTOCOL.md, "Socket.io").
 
 Part 1 checks the framing code on every possible read split.  Part 2 runs the
 session against a scripted loopback Socket.io server that sends exact frames
@@ -37,6 +37,7 @@ from loadtests.protocol.websocket import (
 )
 from loadtests.results.record import StreamRecord
 from stream_harness.contract.kinds import EventKind
+from stream_harness.contract.protocol import STATS_PATH
 from stream_harness.contract.schema import CHUNK, END, ERROR, OTHER
 from tests.support.loopback import ScriptedServer, free_port, sio_event, ws_frame
 
@@ -129,13 +130,18 @@ def test_socketio_packets():
 class FakeSocketIO:
     """Scripted server side of one Socket.io session: handshake, then ``script(conn)``.
 
-    Also answers ``GET /api/_harness/emit-times/<listener>`` from ``emit_times``.
+    Also answers ``GET /api/_harness/emit-times/<listener>`` from ``emit_times``
+    and, like the fake backend, ``GET /api/_harness/stats`` (404 with
+    ``fake_backend=False``, like a real backend).
     """
 
-    def __init__(self, script, emit_times: dict | None = None, refuse: str | None = None) -> None:
+    def __init__(
+        self, script, emit_times: dict | None = None, refuse: str | None = None, fake_backend: bool = True
+    ) -> None:
         self.script = script
         self.emit_times = emit_times or {}
         self.refuse = refuse
+        self.fake_backend = fake_backend
         self.auth: list = []
         self.upgrade_headers: list[dict] = []
         self.pongs = 0
@@ -146,6 +152,11 @@ class FakeSocketIO:
     def handle(self, conn) -> None:
         req = conn.read_request()
         if req is None:
+            return
+        if req.target == STATS_PATH:
+            body = b'{"active":{"ndjson":0,"socketio":1},"emit_log":{}}' if self.fake_backend else b"{}"
+            status = b"200 OK" if self.fake_backend else b"404 Not Found"
+            conn.send(b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
             return
         if req.target.startswith("/api/_harness/emit-times/"):
             doc = self.emit_times.get(req.target.rsplit("/", 1)[1])
@@ -370,7 +381,7 @@ def test_server_disconnect_mid_task_then_reconnect(how):
             elif how == "engineio-close":
                 conn.send(ws_frame("1"))
             elif how == "websocket-close":
-                conn.send(ws_frame(b"\x03\xe8", opcode=0x8))
+                conn.send(ws_frame(b"\x03\xf3going away", opcode=0x8))  # 1011 and a reason
             if how != "tcp-close":
                 srv.wait_closed(conn)  # the client must hang up by itself
             return
@@ -385,6 +396,8 @@ def test_server_disconnect_mid_task_then_reconnect(how):
         again = run(session)
         session.close()
     assert cut.error == "disconnect" and list(cut.kinds) == [CHUNK, CHUNK]
+    if how == "websocket-close":  # the close frame's code and reason reach the record
+        assert "server closed the websocket (1011 going away)" in cut.error_detail
     assert again.status == "completed" and srv.server.connections == 2
 
 
@@ -453,6 +466,51 @@ def test_a_task_can_listen_on_several_events_and_ends_when_all_ended():
     assert list(record.seqs) == [0, 0, 1, 1] and record.duration_ms > 150
     offsets = [v - record.emit_ms[0] for v in record.emit_ms]
     assert offsets == pytest.approx([0, 2000, 1000, 3000])
+
+
+def test_emit_times_of_200_listeners_land_on_each_listeners_own_messages():
+    names = [f"L{i}" for i in range(200)]
+
+    def script(srv, conn):
+        ack_id, _ = srv.recv_emit(conn)
+        t = time.time()
+        for i, name in enumerate(names):  # listener i's messages were emitted at t + i s (and + 0.5 s)
+            srv.emit_times[name] = {"listener": name, "chunks": 1, "done": True, "ts": [t + i, t + i + 0.5]}
+        frames = listening(ack_id, *names)
+        frames += b"".join(sio_event(name, "c") for name in reversed(names))
+        frames += b"".join(sio_event(name, {"end": True}) for name in names)
+        conn.send(frames)
+        srv.wait_closed(conn)
+
+    with FakeSocketIO(script) as srv:
+        session = SocketIOSession(srv.url)
+        record = run(session, emit_times=True)
+        session.close()
+    assert record.status == "completed" and record.expected_chunks == 200
+    offsets = [v - record.emit_ms[199] for v in record.emit_ms]  # event 199 is L0's chunk
+    assert offsets[:200] == pytest.approx([1000.0 * i for i in reversed(range(200))])
+    assert offsets[200:] == pytest.approx([1000.0 * i + 500.0 for i in range(200)])
+
+
+@pytest.mark.parametrize("fake_backend", [True, False], ids=["fake backend", "real backend"])
+def test_emit_times_are_looked_up_only_where_the_backend_is_the_fake_one(fake_backend: bool):
+    def script(srv, conn):
+        for n in range(4):
+            ack_id, _ = srv.recv_emit(conn)
+            conn.send(listening(ack_id, f"A{n}", f"B{n}") + sio_event(f"A{n}", "a") + sio_event(f"A{n}", {"end": True}))
+            conn.send(sio_event(f"B{n}", {"end": True}))
+        srv.wait_closed(conn)
+
+    with FakeSocketIO(script, fake_backend=fake_backend) as srv:
+        session = SocketIOSession(srv.url, auth_token="tok", headers={"Authorization": "Bearer secret"})
+        records = [run(session, emit_times=True) for _ in range(4)]
+        session.close()
+    assert [r.status for r in records] == ["completed"] * 4
+    probes = [r for r in srv.server.requests if r.target == STATS_PATH]
+    lookups = [r for r in srv.server.requests if r.target.startswith("/api/_harness/emit-times/")]
+    assert len(probes) == 1  # asked once, then remembered
+    assert len(lookups) == (8 if fake_backend else 0)
+    assert not any("authorization" in r.headers for r in probes + lookups)
 
 
 def test_killing_the_greenlet_marks_the_record_stopped():

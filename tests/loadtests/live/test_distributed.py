@@ -6,7 +6,8 @@ backend, a 100 ms buffer on NDJSON only, started the way the Start button
 starts a run (``POST /swarm`` with the custom parameters).  The master's tab
 must show the merge of both workers (their harness self-checks, the right
 verdicts), offer the downloads beside Locust's, and after Stop hold exactly
-the streams and chunks the post-run result set counts; "Reset stats" empties it.
+the streams and chunks the post-run result set counts, and so must its
+Prometheus ``/metrics``; "Reset stats" empties it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from fake_backend.process import start_backend
 from stream_harness.cli.ui import start_web_ui
@@ -198,6 +200,21 @@ def test_master_tab_merges_workers_and_matches_the_result_set(tmp_path: Path) ->
                 assert shown["streams"][key] == written["streams"][key], (transport, key)
             assert shown["events"]["chunks"] == written["events"]["chunks"], transport
             assert shown["streams"]["started"] > 0
+
+        # Prometheus /metrics on the master's web UI: the same merged totals
+        exposition = client.get("metrics")
+        assert exposition.status_code == 200 and exposition.headers["content-type"].startswith("text/plain")
+        values = {
+            (sample.name, sample.labels.get("transport"), sample.labels.get("status")): sample.value
+            for family in text_string_to_metric_families(exposition.text)
+            for sample in family.samples
+        }
+        for transport in ("ndjson", "socketio"):
+            written = summary["transports"][transport]
+            assert values[("stream_harness_streams_started_total", transport, None)] == written["streams"]["started"]
+            assert values[("stream_harness_streams_total", transport, "completed")] == written["streams"]["completed"]
+            assert values[("stream_harness_chunks_received_total", transport, None)] == written["events"]["chunks"]
+            assert values[("stream_harness_ttfc_seconds_count", transport, None)] > 0
 
         assert client.post("stats/reset").status_code == 200
         after = live()

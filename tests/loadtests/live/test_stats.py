@@ -299,9 +299,9 @@ def test_reset_starts_totals_afresh_but_keeps_running_gauges(synthetic) -> None:
         running={("ndjson", "chat", "protocol"): 3},
         harness={"saturated": False, "cpu_percent_max": 10.0},
     )
-    assert live.report()["rows"][0]["streams"]["completed"] == 1
+    assert live.view()["rows"][0]["streams"]["completed"] == 1
     live.reset()
-    report = live.report()
+    report = live.view()
     (row,) = report["rows"]  # still listed: streams are running there
     assert row["streams"] == {"running": 3, "started": 0, "completed": 0, "failed": 0, "cancelled": 0, "errors": {}}
     assert row["ttfc_ms"]["p50"] is None and report["series"] == {}
