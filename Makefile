@@ -21,7 +21,7 @@ SWEEP_ARGS ?=
 # make benchmark-json RUN=results/<run-id>: benchmark.json again (with RUN/capacity/capacity.json when there)
 RUN ?= results/latest
 
-.PHONY: install lock browser prometheus lint test bench sweep benchmark-json bench-sweep bench-backend bench-client bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+.PHONY: install lock browser prometheus nginx vendor-socketio lint test bench sweep benchmark-json bench-sweep bench-backend bench-client bench-http2 bench-browser bench-analysis bench-memory soak-capacity bench-compare bench-nightly bench-verdicts bench-live ui soak clean
 
 # Pinned dependencies.  requirements/test.txt (runtime + test extras; make install,
 # CI, the workflows) and requirements/runtime.txt (runtime only, same versions; the
@@ -55,7 +55,7 @@ lock:
 	$(UV_COMPILE) --extra bench --constraint $(LOCK) -o $(BENCH_LOCK)
 	$(MAKE) --no-print-directory install
 
-test: $(STAMP) browser prometheus lint
+test: $(STAMP) browser prometheus nginx lint
 	$(PY) -m pytest
 
 # ruff (lint + format) and mypy: the configuration is in pyproject.toml;
@@ -66,7 +66,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint deploy/Dockerfile
 
-# Headless Chromium for the web-UI browser test (tests/test_webui_browser.py):
+# Headless Chromium for the browser users and the web-UI browser test (tests/loadtests/live/test_webui_browser.py):
 # Debian's own package, driven by Playwright with executable_path; never a
 # downloaded browser build.  Installed with apt-get when missing and root.
 browser:
@@ -94,6 +94,27 @@ prometheus:
 	  fi; \
 	fi
 
+# Debian's nginx for the TLS + HTTP/2 edge the browser-calibration tests put in front of the fake
+# backend (tests/support/edge.py starts its own nginx on loopback with a generated config; the
+# package's service is not used).  Installed with apt-get when missing and root, like the browser.
+nginx:
+	@if ! test -x /usr/sbin/nginx; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's nginx for the TLS + HTTP/2 edge tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx >/dev/null; \
+	  else \
+	    echo "make nginx: /usr/sbin/nginx missing and not root: the edge tests will be skipped" >&2; \
+	  fi; \
+	fi
+
+# The npm socket.io-client the browser users' pages run, vendored into the package (no CDN, nothing
+# fetched at run time): tools/socketio-client pins the version; this refreshes the copy from it.
+vendor-socketio:
+	cd tools/socketio-client && npm ci --no-audit --no-fund --loglevel=error
+	cp tools/socketio-client/node_modules/socket.io-client/dist/socket.io.min.js loadtests/browser/static/
+	cp tools/socketio-client/node_modules/socket.io-client/LICENSE loadtests/browser/static/socket.io-client.LICENSE
+
 bench: $(STAMP)
 	$(HARNESS) run --seconds $(BENCH_SECONDS) --users $(BENCH_USERS) $(BENCH_ARGS)
 
@@ -111,6 +132,14 @@ bench-backend: $(STAMP)
 bench-client: $(STAMP)
 	$(PY) -m bench.client
 	$(PY) -m bench.client_capacity
+
+# HTTP/2 NDJSON client CPU per chunk beside the HTTP/1.1 client (target: at most 2x), one Hypercorn backend
+bench-http2: $(STAMP)
+	$(PY) -m bench.http2
+
+# browser users: page CPU per 1,000 chunks per transport, and how many run unsaturated beside the fake backend
+bench-browser: $(STAMP) browser
+	$(PY) -m bench.browser
 
 # the analysis against DuckDB and Polars (installed for the benchmark only: the [bench] extra)
 bench-analysis: $(STAMP)

@@ -89,6 +89,7 @@ def render_report(analysis: Analysis, charts: Mapping[str, Path] | None = None) 
             lines.append(f"- **{name} {buffering['verdict']}**: " + "; ".join(buffering["reasons"][:2]))
     for name, item in transports.items():
         lines.append(f"- {name}: {_headline(item)}")
+    lines += calibration_lines(transports)
     lines.append(f"- {_harness_line(run)}")
     for name, item in transports.items():
         note = item.get("staleness_note")
@@ -138,6 +139,9 @@ def render_compare_markdown(
         f"Baseline `{base.summary['run']['id']}` vs current `{current.summary['run']['id']}`.",
         "",
     ]
+    calibrated = calibration_lines(current_t)
+    if calibrated:
+        lines += [*calibrated, ""]
     for finding in comparison.regressions:
         lines.append(f"- :x: {finding.line}")
     improvements = [f for f in comparison.findings if f.status == "improvement"]
@@ -315,6 +319,23 @@ def _parity_section(parity: Parity) -> list[str]:
     lines += [f"- {reason}" for reason in parity.get("reasons") or []]
     lines += [f"- not judged: {what}" for what in parity.get("inconclusive") or [] if what not in parity["reasons"]]
     return [*lines, ""]
+
+
+def calibration_lines(transports: Mapping[str, TransportSummary]) -> list[str]:
+    """One line per transport read by both kinds of client: do the protocol clients agree with the browser?"""
+    lines = []
+    for name, item in transports.items():
+        found = item.get("calibration")
+        if not isinstance(found, Mapping):
+            continue
+        ttfc = found["ttfc_ms"]["p50"]
+        numbers = (
+            f" (TTFC p50 browser {_ms(ttfc['browser'])} ms vs protocol {_ms(ttfc['protocol'])} ms; "
+            f"verdicts {found['verdicts'].get('browser')} / {found['verdicts'].get('protocol')})"
+        )
+        mark = ":white_check_mark:" if found["agree"] else ":warning:"
+        lines.append(f"- {mark} {name}: {found['line']}" + (numbers if found["agree"] else ""))
+    return lines
 
 
 def _transport_section(name: str, item: TransportSummary) -> list[str]:

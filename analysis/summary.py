@@ -1,7 +1,8 @@
 """Aggregates and the streams table -> ``summary.json`` (schema 1), typed.
 
 Per transport, per endpoint of it and, when a run mixes protocol and browser
-clients, per client: the contract's objects
+clients, per client (with the calibration of one against the other,
+``analysis.calibration``): the contract's objects
 (``stream_harness.contract.summary.TransportSummary``) with the buffering
 verdict; with both transports, their parity (``analysis.parity``).
 Per-stream quantities (TTFC, time to headers, first event) come exactly from
@@ -24,6 +25,7 @@ import pandas as pd
 from analysis.accumulate import GroupKey, merged
 from analysis.aggregate import Aggregate
 from analysis.buffering import Evidence, classify, evidence
+from analysis.calibration import CalibrationThresholds, calibrate, load_calibration_thresholds
 from analysis.compare import RegressionThresholds, configured_thresholds
 from analysis.histogram import LogHistogram
 from analysis.parity import judge_parity
@@ -50,11 +52,14 @@ def build_summary(
     streams: pd.DataFrame,
     aggregates: Mapping[GroupKey, Aggregate],
     thresholds: RegressionThresholds | None = None,
+    calibration: CalibrationThresholds | None = None,
 ) -> Summary:
     """The run's summary: ``streams`` is the whole filled streams table.
 
     ``thresholds`` judge the parity of the transports (default: the
-    configured ones, :func:`analysis.compare.configured_thresholds`).
+    configured ones, :func:`analysis.compare.configured_thresholds`).  A
+    transport read by both kinds of client gets ``calibration``
+    (``analysis.calibration``; thresholds from ./pyproject.toml unless given).
     """
     counted = streams[~streams["warmup"].to_numpy(dtype=bool)] if len(streams) else streams
     duration_s = run_duration_s(run, streams)
@@ -82,6 +87,12 @@ def build_summary(
                 client: object_for(None, client, mine[(mine["client"] == client).to_numpy(dtype=bool)])
                 for client in clients
             }
+            if Client.PROTOCOL in clients and Client.BROWSER in clients:
+                if calibration is None:
+                    calibration = load_calibration_thresholds()
+                found = calibrate(item["by_client"], calibration)
+                if found is not None:
+                    item["calibration"] = found
         transports[transport] = item
     summary: Summary = {"schema": SCHEMA_VERSION, "run": run_summary(run, streams), "transports": transports}
     parity = judge_parity(

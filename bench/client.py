@@ -119,6 +119,29 @@ def _measure_ndjson(url: str, harness: dict, streams: int) -> dict:
     return _records_result(cpu, records)
 
 
+def _measure_ndjson_h2(url: str, harness: dict, streams: int) -> dict:
+    """H2NdjsonClient (``make bench-http2``): the streams multiplexed as the users multiplex them."""
+    import gevent
+
+    from loadtests.clients.ndjson_h2 import H2NdjsonClient
+    from loadtests.results.record import StreamRecord
+
+    clients = [H2NdjsonClient(url) for _ in range(streams)]
+    records = [StreamRecord("ndjson", "chat", f"bench-{i}") for i in range(streams)]
+    body = {"messages": [{"role": "user", "content": "bench"}], "harness": harness}
+    cpu0 = time.process_time()
+    gevent.joinall(
+        [
+            gevent.spawn(c.stream, r, CHAT_PATH, body, AUTH, first_chunk_timeout=60, stream_timeout=600)
+            for c, r in zip(clients, records)
+        ]
+    )
+    cpu = time.process_time() - cpu0
+    for c in clients:
+        c.close()
+    return _records_result(cpu, records)
+
+
 def _records_result(cpu: float, records: list) -> dict:
     bad = [r for r in records if r.status != "completed"]
     return {
@@ -303,6 +326,7 @@ MEASURES = {
     "recv-floor": _measure_recv_floor,
     "socketio": _measure_socketio,
     "sio-stock": _measure_sio_stock,
+    "ndjson-h2": _measure_ndjson_h2,  # needs an HTTP/2 backend: bench/http2.py runs it
 }
 
 
@@ -438,7 +462,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--clients", default=",".join(CLIENTS), help=f"subset of {','.join(CLIENTS)}")
     p.add_argument("--no-write", action="store_true", help="print the table, leave docs/ alone")
-    p.add_argument("--child", choices=CLIENTS, help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=tuple(MEASURES), help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--harness", help=argparse.SUPPRESS)
     p.add_argument("--streams", type=int, default=1, help=argparse.SUPPRESS)

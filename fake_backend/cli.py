@@ -1,6 +1,6 @@
 """The fake backend's command line: ``python -m fake_backend`` and ``stream-harness backend``.
 
-``[--host H] [--port P] [--require-auth] [--tls-cert PEM --tls-key PEM] [shape/fault defaults]``
+``[--host H] [--port P] [--require-auth] [--tls-cert PEM --tls-key PEM] [--http2] [shape/fault defaults]``
 
 Every harness key is also a flag (``--chunks``, ``--buffer-ms``, ``--gzip`` ...)
 setting the server-wide default; ``FAKE_BACKEND_PROFILE`` (a JSON object with
@@ -21,6 +21,7 @@ EXAMPLES = """\
   stream-harness backend --port 0 --require-auth --buffer-ms 100     # every stream buffered
   FAKE_BACKEND_PROFILE='{"pacing": "llm"}' stream-harness backend
   stream-harness backend --tls-cert cert.pem --tls-key key.pem   # https:// and wss://
+  stream-harness backend --http2                                  # HTTP/2 (h2c) and HTTP/1.1 on one port
 """
 
 
@@ -34,6 +35,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tls-cert", metavar="PEM", help="serve https/wss with this certificate (chain)")
     parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    parser.add_argument(
+        "--http2",
+        action="store_true",
+        help="serve HTTP/2 as well (Hypercorn): prior knowledge on plain TCP, ALPN h2 with --tls-cert",
+    )
     parser.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     parser.add_argument(
         "--send-timeout",
@@ -72,7 +78,7 @@ def execute(args: argparse.Namespace) -> int:
             print(f"fake_backend: cannot read {path}", file=sys.stderr)
             return 2
     from fake_backend.app import create_app
-    from fake_backend.server import TLSFiles, bind, serve
+    from fake_backend.server import TLSFiles, bind, serve, serve_http2
 
     try:
         sock = bind(args.host, args.port)
@@ -80,5 +86,12 @@ def execute(args: argparse.Namespace) -> int:
         print(f"fake_backend: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     tls = TLSFiles(args.tls_cert, args.tls_key) if args.tls_cert else None
+    if args.http2:
+        try:
+            serve_http2(create_app(config), sock, args.log_level, tls)
+        except OSError as exc:  # ssl.SSLError is an OSError
+            print(f"fake_backend: cannot serve TLS with {args.tls_cert}: {exc}", file=sys.stderr)
+            return 1
+        return 0
     serve(create_app(config), sock, args.log_level, tls)
     return 0

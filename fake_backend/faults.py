@@ -8,7 +8,7 @@
   disconnect the held lines are lost, as they would be in a real proxy.
 - ``AbruptDisconnect``: raised out of the ASGI app to make uvicorn drop the
   connection without finishing the chunked body; ``QuietAbruptDisconnects``
-  keeps uvicorn from logging a traceback for what is a requested fault.
+  keeps uvicorn (and Hypercorn) from logging a traceback for what is a requested fault.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class QuietAbruptDisconnects(logging.Filter):
 
 
 def install_log_filter() -> None:
-    logging.getLogger("uvicorn.error").addFilter(QuietAbruptDisconnects())
+    for name in ("uvicorn.error", "hypercorn.error"):
+        logging.getLogger(name).addFilter(QuietAbruptDisconnects())
 
 
 class Valve:

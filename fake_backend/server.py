@@ -1,8 +1,12 @@
-"""Run an ASGI app with uvicorn on a loopback port and announce it.
+"""Run an ASGI app on a loopback port and announce it: uvicorn, or Hypercorn for HTTP/2.
 
 Shared by ``python -m fake_backend`` and the benchmark's bare baselines, so
 both run on the identical server stack (uvloop + httptools, websockets-sansio)
-and print the same ready line that ``fake_backend.testing`` waits for.
+and print the same ready line that ``fake_backend.process`` waits for.
+
+``--http2`` serves with Hypercorn instead (uvicorn speaks HTTP/1.1 only):
+HTTP/1.1 and HTTP/2 on one port, HTTP/2 by prior knowledge on plain TCP
+(``h2c``) and by ALPN over TLS, websockets (Socket.io) over HTTP/1.1 as before.
 """
 
 from __future__ import annotations
@@ -73,3 +77,27 @@ def serve(app: Any, sock: socket.socket, log_level: str = "warning", tls: TLSFil
     """Serve until SIGINT/SIGTERM (uvicorn's graceful shutdown, 2 s for open streams)."""
     install_log_filter()
     uvloop.run(_serve(app, sock, log_level, tls))
+
+
+def serve_http2(app: Any, sock: socket.socket, log_level: str = "warning", tls: TLSFiles | None = None) -> None:
+    """Serve with Hypercorn (HTTP/1.1 + HTTP/2) until SIGINT/SIGTERM (2 s grace for open streams).
+
+    With ``tls`` the port speaks TLS (ALPN ``h2``, ``http/1.1``).  A certificate
+    that does not load fails here (OSError), before the ready line.
+    """
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    install_log_filter()
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.loglevel = log_level.upper()
+    config.accesslog = None
+    config.graceful_timeout = 2.0
+    config.backlog = 2048
+    if tls is not None:
+        config.certfile, config.keyfile = tls.certfile, tls.keyfile
+        config.create_ssl_context()  # raises for an unusable certificate or key
+    sock.listen(config.backlog)  # connections queue from now on; Hypercorn accepts them
+    print(READY_PREFIX + base_url(sock, tls is not None), flush=True)
+    uvloop.run(hypercorn_serve(app, config))

@@ -16,11 +16,12 @@ import gevent
 from locust import events
 from locust.env import Environment
 
+from loadtests.browser.users import NdjsonBrowserUser, SocketIOBrowserUser
 from loadtests.harness_run import HarnessRun
 from loadtests.options import add_arguments
 from loadtests.users import NdjsonStreamUser, SocketIOStreamUser
 
-__all__ = ["NdjsonStreamUser", "SocketIOStreamUser"]
+__all__ = ["NdjsonBrowserUser", "NdjsonStreamUser", "SocketIOBrowserUser", "SocketIOStreamUser"]
 
 events.init_command_line_parser.add_listener(add_arguments)
 

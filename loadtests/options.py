@@ -37,6 +37,8 @@ DEFAULT_ACCEPT_ENCODING: Final = "gzip, deflate, br"
 #: Size units of the decompression limits (binary: 1 KiB = 1024 bytes; K, KB mean the same).
 SIZE_UNITS: Final = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _SIZE: Final = re.compile(r"([0-9]+(?:\.[0-9]*)?)\s*([kmgKMG]?)(?:i?[bB])?")
+#: HTTP/2 streams per connection (--h2-streams-per-connection): a browser's usual fan-out per origin.
+DEFAULT_H2_STREAMS: Final = 6
 
 
 class OptionError(LoadtestError, ValueError):
@@ -134,6 +136,24 @@ def add_arguments(parser: Any) -> None:
         help="seconds at the start of the run whose streams are kept in the raw data but left out of every statistic",
     )
     parser.add_argument(
+        "--http2",
+        action="store_true",
+        default=False,
+        help="NDJSON users speak HTTP/2 (ALPN h2 over https://, prior knowledge over http://), "
+        "several streams per connection as a browser does",
+    )
+    parser.add_argument(
+        "--h2-streams-per-connection",
+        default=str(DEFAULT_H2_STREAMS),
+        help="with --http2: streams one connection carries at once before another is opened (integer >= 1)",
+    )
+    parser.add_argument(
+        "--browser-users",
+        default="0",
+        help="how many of the users are real headless Chromium pages (Debian's chromium), spread over the "
+        "transports; the rest are the protocol clients",
+    )
+    parser.add_argument(
         "--ca-file",
         default="",
         help="PEM file of the CA(s) to trust for an https:// host instead of the system's (a private CA or a "
@@ -196,6 +216,9 @@ class RunOptions:
     otel: bool = False  # Locust's own --otel: the stream metrics go to its meter provider too
     decoded_stream_limit: int = STREAM_OUTPUT_LIMIT
     decoded_read_limit: int = READ_OUTPUT_LIMIT
+    http2: bool = False
+    h2_streams_per_connection: int = DEFAULT_H2_STREAMS
+    browser_users: int = 0
 
     @classmethod
     def from_namespace(cls, ns: Namespace | None) -> RunOptions:
@@ -249,6 +272,11 @@ class RunOptions:
             otel=_bool(get("otel", False)),
             decoded_stream_limit=decoded_stream_limit,
             decoded_read_limit=decoded_read_limit,
+            http2=_bool(get("http2", False)),
+            h2_streams_per_connection=_int(
+                "h2-streams-per-connection", get("h2_streams_per_connection", str(DEFAULT_H2_STREAMS)), minimum=1
+            ),
+            browser_users=_int("browser-users", get("browser_users", "0"), minimum=0, maximum=1000),
         )
 
     @property
@@ -266,6 +294,20 @@ class RunOptions:
         if self.transport != "both":
             return 1
         return self.ndjson_weight if transport == "ndjson" else self.socketio_weight
+
+    def browser_count(self, transport: str) -> int:
+        """How many of the ``--browser-users`` pages run ``transport``: N spread by the transports'
+        weights (largest remainder, ties to the first transport), so ``--transport both`` halves it."""
+        weights = {t: self.weight(t) for t in self.transports}
+        total = sum(weights.values())
+        if not total or transport not in weights:
+            return 0
+        exact = {t: self.browser_users * w / total for t, w in weights.items()}
+        counts = {t: int(v) for t, v in exact.items()}
+        left = self.browser_users - sum(counts.values())
+        for t in sorted(weights, key=lambda t: counts[t] - exact[t])[:left]:
+            counts[t] += 1
+        return counts[transport]
 
     def auth_headers(self, fallback_fingerprint: str) -> dict[str, str]:
         """A signed-in user's bearer token, or a guest's fingerprint (``fallback_fingerprint`` if none given)."""
@@ -312,6 +354,9 @@ class RunOptions:
             "metrics_port": self.metrics_port,
             "decompress_limit": self.decoded_stream_limit,
             "decompress_read_limit": self.decoded_read_limit,
+            "http2": self.http2,
+            "h2_streams_per_connection": self.h2_streams_per_connection,
+            "browser_users": self.browser_users,
         }
 
 
@@ -394,12 +439,24 @@ def check_startup(ns: Namespace | None, host: str | None) -> RunOptions:
     if isinstance(users, int) and users < 0:  # Locust itself would fail later with a traceback
         raise OptionError(f"-u/--users must be >= 0 (got {users})")
     check_ca_file(options.ca_file)
+    if options.browser_users:
+        check_browser()
     if not getattr(ns, "worker", False):  # a worker gets host and paths from its master
         check_results_dir(options.results_dir)
         if getattr(ns, "headless", False) and not host:
             raise OptionError("--host is required with --headless (the backend's base URL)")
         check_host(host)
     return options
+
+
+def check_browser() -> None:
+    """--browser-users needs Debian's Chromium and Playwright here."""
+    from loadtests.browser.chromium import BrowserUnavailable, check_available
+
+    try:
+        check_available()
+    except BrowserUnavailable as exc:
+        raise OptionError(str(exc)) from None
 
 
 def check_host(host: str | None) -> None:

@@ -35,6 +35,11 @@ samples to tell a hiccup from a limit.
 
 In distributed mode every worker runs its own monitor and sends its summary
 to the master, which keeps the worst (:func:`worst`).
+
+Other parts of the load generator with their own limits add a
+:class:`Probe` (``SelfCheck.probes``): the browser pages
+(``loadtests.browser.monitor``) are one.  A probe's summary goes under its
+name, and its reasons, when it is saturated, make the run saturated too.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from __future__ import annotations
 import time
 from array import array
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import gevent
 import numpy as np
@@ -62,6 +67,19 @@ MIN_CPU_SAMPLES: Final = 3
 STARVED_CPU_PERCENT: Final = 50.0
 
 
+class Probe(Protocol):
+    """Another part of the load generator that can be the limit (e.g. the browser pages)."""
+
+    name: str
+
+    def reset(self) -> None:
+        """Forget earlier samples (a run starts)."""
+
+    def summary(self) -> dict[str, Any]:
+        """At least ``saturated`` and ``reasons``."""
+        ...
+
+
 class SelfCheck:
     """Samples loop lag and CPU of this process while a test runs."""
 
@@ -76,6 +94,7 @@ class SelfCheck:
         self._asleep_until = 0.0  # perf_counter when the sampler's current sleep should end (0: awake)
         self.lag_ms = array("d")
         self.cpu_percent = array("d")
+        self.probes: list[Probe] = []
 
     @property
     def running(self) -> bool:
@@ -87,6 +106,8 @@ class SelfCheck:
             return
         self.lag_ms = array("d")
         self.cpu_percent = array("d")
+        for probe in self.probes:
+            probe.reset()
         self._greenlet = gevent.spawn(self._sample)
 
     def stop(self) -> dict[str, Any]:
@@ -101,11 +122,10 @@ class SelfCheck:
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
-        """The samples so far, summarised (see :func:`summarize`), an overdue sleep included."""
+        """The samples so far, summarised (see :func:`summarize`), an overdue sleep included, with the probes'."""
         overdue = self._overdue_ms()
-        if overdue:
-            return summarize(self.cpu_percent, [*self.lag_ms, overdue])
-        return summarize(self.cpu_percent, self.lag_ms)
+        lag = [*self.lag_ms, overdue] if overdue else self.lag_ms
+        return with_probes(summarize(self.cpu_percent, lag), self.probes)
 
     def _overdue_ms(self) -> float:
         """How late the sampler's current sleep already is (0 when awake or on time)."""
@@ -168,6 +188,17 @@ def summarize(cpu_percent: Any, lag_ms: Any) -> dict[str, Any]:
     }
 
 
+def with_probes(summary: dict[str, Any], probes: list[Probe]) -> dict[str, Any]:
+    """``summary`` with each probe's summary under its name; a saturated probe saturates it."""
+    for probe in probes:
+        found = probe.summary()
+        summary[probe.name] = found
+        if found.get("saturated"):
+            summary["saturated"] = True
+            summary["reasons"] = [*summary.get("reasons", []), *found.get("reasons", [])]
+    return summary
+
+
 def _duration(ms: float) -> str:
     return f"{ms / 1000.0:.1f} s" if ms >= 1000.0 else f"{ms:.0f} ms"
 
@@ -198,4 +229,23 @@ def worst(per_process: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "samples": sum(int(s.get("samples") or 0) for s in summaries),
         "reasons": reasons,
         "processes": {name: dict(s) for name, s in per_process.items()},
+        **_worst_probes(summaries),
     }
+
+
+def _worst_probes(summaries: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Probe summaries (``pages``, ...) over processes: one as it is; several, the highest numbers."""
+    out: dict[str, Any] = {}
+    names = {key for s in summaries for key, value in s.items() if isinstance(value, Mapping) and "saturated" in value}
+    for name in sorted(names):
+        found = [s[name] for s in summaries if isinstance(s.get(name), Mapping)]
+        if len(found) == 1:
+            out[name] = dict(found[0])
+            continue
+        merged: dict[str, Any] = {"saturated": any(f.get("saturated") for f in found)}
+        merged["reasons"] = [r for f in found for r in f.get("reasons", [])]
+        for key in {k for f in found for k, v in f.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}:
+            values = [f[key] for f in found if isinstance(f.get(key), (int, float))]
+            merged[key] = sum(values) if key == "pages" else max(values)
+        out[name] = merged
+    return out

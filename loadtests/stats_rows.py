@@ -40,6 +40,7 @@ from locust.env import Environment
 
 from loadtests.errors import LoadtestError
 from loadtests.results.record import StreamRecord
+from stream_harness.contract.kinds import Client
 from stream_harness.contract.schema import CHUNK
 
 
@@ -102,8 +103,9 @@ def ttfc_ms(record: StreamRecord) -> float:
 
 
 def row_names(record: StreamRecord) -> tuple[str, str, str]:
-    """(request type, whole-stream row name, TTFC row name) of ``record``."""
-    return record.transport, f"{record.endpoint} stream", f"{record.endpoint} TTFC"
+    """(request type, whole-stream row name, TTFC row name) of ``record``; a browser user's rows say so."""
+    endpoint = record.endpoint if record.client == Client.PROTOCOL else f"{record.endpoint} ({record.client})"
+    return record.transport, f"{endpoint} stream", f"{endpoint} TTFC"
 
 
 def report_stream(environment: Environment, record: StreamRecord) -> None:

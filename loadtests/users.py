@@ -15,6 +15,9 @@ announced with ``stream_started`` and handed on with ``stream_finished``
 re-reads it) gives an unselected class weight 0, which Locust's dispatcher
 never spawns; ``--transport both`` uses ``--ndjson-weight`` /
 ``--socketio-weight`` (1:1 by default, so ``-u 2`` gives one of each).
+Browser users (``loadtests.browser.users``, ``client_kind = browser``) get fixed
+counts instead: ``--browser-users N`` of the users, spread over the
+transports the same way.
 Locust's own class pickers (class names on the command line,
 ``--class-picker``) keep working on top of that.
 """
@@ -36,13 +39,14 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from loadtests.clients.ndjson import NdjsonClient
+from loadtests.clients.ndjson_h2 import H2NdjsonClient
 from loadtests.clients.socketio import SessionError, SocketIOSession
 from loadtests.hooks import stream_ending_hook, stream_finished_hook, stream_started_hook
 from loadtests.options import OptionError, RunOptions, check_ca_file, check_host, check_results_dir
 from loadtests.redaction import redact_record
 from loadtests.results.record import StreamRecord
 from loadtests.stats_rows import tls_failure
-from stream_harness.contract.kinds import ErrorKind, StreamStatus
+from stream_harness.contract.kinds import Client, ErrorKind, StreamStatus
 from stream_harness.contract.protocol import NDJSON_PATHS, SOCKETIO_TASKS
 
 logger = logging.getLogger("stream_harness")
@@ -94,6 +98,7 @@ class StreamUser(User):
 
     abstract = True
     transport: ClassVar[str] = ""
+    client_kind: ClassVar[str] = Client.PROTOCOL  # who reads the streams: our protocol client or a browser page
     wait_time = constant(WAIT_BETWEEN_STREAMS_S)
     _user_numbers: ClassVar = itertools.count()
 
@@ -126,6 +131,7 @@ class StreamUser(User):
             stream_id=f"{self.worker_tag}-u{self.user_number}-s{self.stream_count}",
             worker=self.worker,
             user=self.user_number,
+            client=self.client_kind,
         )
 
     @task
@@ -197,14 +203,26 @@ class NdjsonStreamUser(StreamUser):
     def on_start(self) -> None:
         super().on_start()
         assert self.host, "select_user_classes checks --host before users start"
-        self.client = NdjsonClient(
-            self.host,
-            accept_encoding=self.options.accept_encoding,
-            verify_tls=not self.options.insecure,
-            ca_file=self.options.ca_file,
-            decoded_read_limit=self.options.decoded_read_limit,
-            decoded_stream_limit=self.options.decoded_stream_limit,
-        )
+        self.client: NdjsonClient | H2NdjsonClient
+        if self.options.http2:
+            self.client = H2NdjsonClient(
+                self.host,
+                accept_encoding=self.options.accept_encoding,
+                streams_per_connection=self.options.h2_streams_per_connection,
+                verify_tls=not self.options.insecure,
+                ca_file=self.options.ca_file,
+                decoded_read_limit=self.options.decoded_read_limit,
+                decoded_stream_limit=self.options.decoded_stream_limit,
+            )
+        else:
+            self.client = NdjsonClient(
+                self.host,
+                accept_encoding=self.options.accept_encoding,
+                verify_tls=not self.options.insecure,
+                ca_file=self.options.ca_file,
+                decoded_read_limit=self.options.decoded_read_limit,
+                decoded_stream_limit=self.options.decoded_stream_limit,
+            )
 
     def on_stop(self) -> None:
         self.client.close()
@@ -286,8 +304,12 @@ class SocketIOStreamUser(StreamUser):
 
 
 def select_user_classes(environment: Environment, **_: Any) -> None:
-    """``test_start`` listener: weights from --transport; nobody spawns on bad options."""
-    classes = (NdjsonStreamUser, SocketIOStreamUser)
+    """``test_start`` listener: weights from --transport, browser counts from --browser-users;
+    nobody spawns on bad options."""
+    classes = [c for c in environment.user_classes if issubclass(c, StreamUser)] or [
+        NdjsonStreamUser,
+        SocketIOStreamUser,
+    ]
     try:
         options = RunOptions.from_namespace(environment.parsed_options)
         if not environment.host:
@@ -302,4 +324,7 @@ def select_user_classes(environment: Environment, **_: Any) -> None:
             cls.weight, cls.fixed_count = 0, 0
         return
     for cls in classes:
-        cls.weight, cls.fixed_count = options.weight(cls.transport), 0
+        if cls.client_kind == Client.BROWSER:
+            cls.weight, cls.fixed_count = 0, options.browser_count(cls.transport)
+        else:
+            cls.weight, cls.fixed_count = options.weight(cls.transport), 0

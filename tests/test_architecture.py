@@ -3,9 +3,9 @@
 Imports are read with ``ast`` (nothing is imported): each package may import
 only the packages the architecture allows; no module imports another
 package's private (``_``) module; module-level imports have no cycles;
-product code never imports ``bench`` or ``tests``; the protocol package and
-the clients never import Locust; and the document names every package that
-exists, and only those.
+product code never imports ``bench`` or ``tests``; the protocol package,
+the clients and the browser package (but its users) never import Locust;
+and the document names every package that exists, and only those.
 """
 
 from __future__ import annotations
@@ -42,10 +42,16 @@ ALLOWED: dict[str, set[str]] = {
         "stream_harness.contract", "analysis", "loadtests.hooks", "loadtests.options", "loadtests.results",
         "loadtests.selfcheck",
     },
+    "loadtests.browser": {
+        "stream_harness.contract", "analysis", "loadtests.protocol", "loadtests.clients", "loadtests.results",
+        "loadtests.errors", "loadtests.options", "loadtests.selfcheck", "loadtests.users", "loadtests.harness_run",
+    },
 }  # fmt: skip
 #: Modules that only run as scripts (``python -m x``): entry points, exempt from the layering.
 ENTRY_POINTS = {"analysis.__main__", "stream_harness.__main__", "stream_harness.cli.__main__"}
 LOCUST_FREE = ("loadtests.protocol", "loadtests.clients")
+#: The browser package's Locust side: only its users (the rest runs in tests and the helper process too).
+BROWSER_LOCUST_SIDE = "loadtests.browser.users"
 
 
 def modules() -> dict[str, Path]:
@@ -147,6 +153,9 @@ def test_product_code_never_imports_bench_or_tests_and_clients_never_import_locu
             if root in ("bench", "tests"):
                 bad.append(f"{module} imports {target}")
             if root == "locust" and module.startswith(LOCUST_FREE):
+                bad.append(f"{module} imports {target}")
+            locust_side = root == "locust" or target in ("loadtests.users", "loadtests.harness_run")
+            if locust_side and module.startswith("loadtests.browser") and module != BROWSER_LOCUST_SIDE:
                 bad.append(f"{module} imports {target}")
     assert not bad, bad
 

@@ -1,6 +1,6 @@
 """The live stream statistics as Prometheus metrics: ``/metrics`` of the web UI and ``--metrics-port``.
 
-What the Streams tab shows, per transport x endpoint, in the shape Prometheus
+What the Streams tab shows, per transport x endpoint x client, in the shape Prometheus
 and Grafana expect (names under ``stream_harness_``, times in seconds):
 
 - histograms ``ttfc_seconds``, ``chunk_gap_seconds`` and ``staleness_seconds``
@@ -47,7 +47,7 @@ from analysis.aggregate import Aggregate
 from analysis.histogram import GAMMA, LogHistogram
 from loadtests.live.stats import verdict
 from loadtests.options import OptionError, RunOptions
-from stream_harness.contract.kinds import StreamStatus, Verdict
+from stream_harness.contract.kinds import Client, StreamStatus, Verdict
 
 if TYPE_CHECKING:  # importing locust monkey-patches the process: at run time only inside install()
     from locust.env import Environment
@@ -72,7 +72,7 @@ BOUND_KEYS: Final = np.arange(
 )
 #: The same bounds in seconds, as Prometheus ``le`` label values.
 BOUND_LABELS: Final = tuple(floatToGoString(GAMMA ** float(k) / 1000.0) for k in BOUND_KEYS)
-LABELS: Final = ("transport", "endpoint")
+LABELS: Final = ("transport", "endpoint", "client")  # client: protocol, or browser (--browser-users)
 
 
 # --------------------------------------------------------------------------- the narrow interface
@@ -80,7 +80,7 @@ LABELS: Final = ("transport", "endpoint")
 
 @dataclass(frozen=True, slots=True)
 class StreamRow:
-    """One transport x endpoint of the live totals (histograms in ms)."""
+    """One transport x endpoint x client of the live totals (histograms in ms)."""
 
     transport: str
     endpoint: str
@@ -95,6 +95,7 @@ class StreamRow:
     gap: LogHistogram
     staleness: LogHistogram
     verdict: str
+    client: str = Client.PROTOCOL  # or browser (--browser-users)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,7 @@ def metrics_view(feed: LiveFeed) -> MetricsView:
             StreamRow(
                 transport=key[0],
                 endpoint=key[1],
+                client=key[2],
                 running=running,
                 started=counts["started"],
                 completed=counts["completed"],
@@ -165,7 +167,7 @@ def _histogram(name: str, doc: str, rows: tuple[StreamRow, ...], pick: Callable[
     family = HistogramMetricFamily(f"{PREFIX}_{name}", doc, labels=LABELS)
     for row in rows:
         hist = pick(row)
-        family.add_metric([row.transport, row.endpoint], cumulative_buckets(hist), hist.total / 1000.0)
+        family.add_metric([row.transport, row.endpoint, row.client], cumulative_buckets(hist), hist.total / 1000.0)
     return family
 
 
@@ -188,7 +190,7 @@ def families(view: MetricsView) -> Iterator[Metric]:
         labels=(*LABELS, "verdict"),
     )
     for row in rows:
-        labels = [row.transport, row.endpoint]
+        labels = [row.transport, row.endpoint, row.client]
         started.add_metric(labels, row.started)
         for status, count in (
             (StreamStatus.COMPLETED, row.completed),

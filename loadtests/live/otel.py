@@ -18,7 +18,7 @@ instruments instead, read from the live totals at each export
 - ``stream_harness.buffering_verdict`` (1 for the current ``verdict``) and
   ``stream_harness.load_generator.saturated``.
 
-Attributes ``transport`` and ``endpoint`` on every point.  A histogram per
+Attributes ``transport``, ``endpoint`` and ``client`` on every point.  A histogram per
 chunk would need one ``record`` call per chunk on the load process's hot
 path; quantile gauges cost one read per export.  Only the process that holds
 the totals (a local runner or the master) reports them, so distributed runs
@@ -55,7 +55,7 @@ class _CachedView:
 
 
 def _attributes(row: StreamRow, **extra: str) -> dict[str, str]:
-    return {"transport": row.transport, "endpoint": row.endpoint, **extra}
+    return {"transport": row.transport, "endpoint": row.endpoint, "client": row.client, **extra}
 
 
 def install(read: Callable[[], MetricsView]) -> None:

@@ -1,4 +1,4 @@
-"""Live, mergeable stream statistics per transport x endpoint (the Streams tab's data).
+"""Live, mergeable stream statistics per transport x endpoint x client (the Streams tab's data).
 
 The result files are written when a test stops; engineers watching a run need
 the same quantities *while* it runs, from every worker at once.  So each load
@@ -42,10 +42,13 @@ import numpy as np
 
 from analysis.aggregate import Aggregate, TimeBin
 from analysis.buffering import Evidence, Verdict, classify, evidence
+from analysis.calibration import CalibrationThresholds, calibrate, load_calibration_thresholds
 from analysis.parity import headline
 from analysis.summary import transport_object
 from loadtests.selfcheck import SelfCheck, worst
+from stream_harness.contract.kinds import Client
 from stream_harness.contract.kinds import Verdict as VerdictKind
+from stream_harness.contract.summary import Calibration, TransportSummary
 
 #: Width of a time bin of the live series (s of wall clock, by chunk arrival).
 BIN_S: Final = 2
@@ -54,7 +57,7 @@ RATE_WINDOW_S: Final = 10
 #: How much series history the aggregating process keeps (s).
 SERIES_KEEP_S: Final = 900
 
-Key = tuple[str, str]  # (transport, endpoint)
+Key = tuple[str, str, str]  # (transport, endpoint, client)
 
 
 def bin_of(epoch_s: float) -> int:
@@ -75,7 +78,7 @@ def chunks_per_s(agg: Aggregate, now: float) -> float | None:
 
 
 class Snapshot:
-    """A set of aggregates by (transport, endpoint): a worker's delta or a total."""
+    """A set of aggregates by (transport, endpoint, client): a worker's delta or a total."""
 
     __slots__ = ("rows",)
 
@@ -96,12 +99,23 @@ class Snapshot:
         return bool(self.rows)
 
     def to_list(self) -> list[list[Any]]:
-        """Wire format (msgpack/JSON): ``[[transport, endpoint, aggregate], ...]``."""
-        return [[t, e, agg.to_dict()] for (t, e), agg in sorted(self.rows.items())]
+        """Wire format (msgpack/JSON): ``[[transport, endpoint, client, aggregate], ...]``."""
+        return [[t, e, c, agg.to_dict()] for (t, e, c), agg in sorted(self.rows.items())]
 
     @classmethod
     def from_list(cls, items: Iterable[Iterable[Any]]) -> Snapshot:
-        return cls({(str(t), str(e)): Aggregate.from_dict(d) for t, e, d in items})
+        """Inverse of :meth:`to_list`; an item without a client (an older worker) is the protocol clients'."""
+        out = cls()
+        for item in items:
+            *names, data = item
+            key = live_key(*names)
+            out.row(key).merge(Aggregate.from_dict(data))
+        return out
+
+
+def live_key(transport: Any, endpoint: Any, client: Any = Client.PROTOCOL) -> Key:
+    """The row key of a stream (or of an item from the wire)."""
+    return str(transport), str(endpoint), str(client)
 
 
 # --------------------------------------------------------------------------- verdict
@@ -153,8 +167,11 @@ class LiveStats:
     stats"; ``report`` is everything the Streams tab and its downloads show.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, calibration: CalibrationThresholds | None = None
+    ) -> None:
         self._clock = clock
+        self._calibration = calibration
         self.total = Snapshot()
         self.running: dict[str, dict[Key, int]] = {}
         self.harness: dict[str, dict[str, Any]] = {}
@@ -208,7 +225,7 @@ class LiveStats:
         """Per transport, one point per complete time bin: gap p99, staleness p99, chunks/s."""
         now_bin = bin_of(self._clock())
         parts: dict[str, list[dict[int, TimeBin]]] = {}
-        for (transport, _endpoint), agg in sorted(self.total.rows.items()):
+        for (transport, _endpoint, _client), agg in sorted(self.total.rows.items()):
             parts.setdefault(transport, []).append(agg.bins)
         bins_by_transport: dict[str, dict[int, TimeBin]] = {}
         for transport, bin_maps in parts.items():
@@ -239,15 +256,44 @@ class LiveStats:
         return out
 
     def row_view(self, key: Key, harness: dict[str, Any]) -> dict[str, Any]:
-        """One transport x endpoint: ``summary.json``'s transport object plus the live keys."""
+        """One transport x endpoint x client: ``summary.json``'s transport object plus the live keys."""
         agg = self.total.rows.get(key) or Aggregate()
         running = self.running_streams(key)
-        row: dict[str, Any] = dict(transport_object(agg, harness=harness))
+        row: dict[str, Any] = dict(self._live_object(agg, harness, running))
         row["streams"] = {"running": running, **row["streams"]}
-        row["buffering"] = verdict(agg, harness, streams_running=running).as_json()
         row["chunks_per_s"] = chunks_per_s(agg, self._clock())
-        row["transport"], row["endpoint"] = key
+        row["transport"], row["endpoint"], row["client"] = key
         return row
+
+    @staticmethod
+    def _live_object(agg: Aggregate, harness: dict[str, Any], running: int) -> TransportSummary:
+        """``transport_object`` with the live verdict (``verdict``) as its buffering object."""
+        found = transport_object(agg, harness=harness)
+        found["buffering"] = verdict(agg, harness, streams_running=running).as_json()
+        return found
+
+    def calibration(self, harness: dict[str, Any]) -> dict[str, Calibration]:
+        """Per transport read by both kinds of client: the post-run calibration, on the live numbers."""
+        merged: dict[str, dict[str, Aggregate]] = {}
+        running: dict[tuple[str, str], int] = {}
+        for key in self.keys():
+            transport, _endpoint, client = key
+            agg = merged.setdefault(transport, {}).setdefault(client, Aggregate())
+            agg.merge(self.total.rows.get(key) or Aggregate())
+            running[transport, client] = running.get((transport, client), 0) + self.running_streams(key)
+        out: dict[str, Calibration] = {}
+        for transport, clients in merged.items():
+            if not {Client.PROTOCOL, Client.BROWSER} <= set(clients):
+                continue
+            if self._calibration is None:
+                self._calibration = load_calibration_thresholds()
+            by_client = {
+                client: self._live_object(agg, harness, running[transport, client]) for client, agg in clients.items()
+            }
+            found = calibrate(by_client, self._calibration)
+            if found is not None:
+                out[transport] = found
+        return out
 
     def view(self) -> dict[str, Any]:
         """Everything the Streams tab shows, JSON-ready."""
@@ -259,6 +305,7 @@ class LiveStats:
             "harness": harness,
             "rows": [self.row_view(key, harness) for key in self.keys()],
             "series": self.series(),
+            "calibration": self.calibration(harness),
         }
 
 

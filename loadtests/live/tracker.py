@@ -28,7 +28,7 @@ from analysis.aggregate import Aggregate
 from analysis.buffering import HOLD_MS, RATE_MIN_CHUNKS
 from analysis.chunks import BURST_GAP_MS
 from analysis.histogram import prepare
-from loadtests.live.stats import BIN_S, Key, Snapshot, bin_of
+from loadtests.live.stats import BIN_S, Key, Snapshot, bin_of, live_key
 from loadtests.results.record import StreamRecord
 from stream_harness.contract.schema import CHUNK
 
@@ -98,7 +98,7 @@ class StreamTracker:
     # -- lifecycle ---------------------------------------------------------------
     def started(self, record: StreamRecord) -> None:
         """A stream is about to send its request (``stream_started``)."""
-        key = (record.transport, record.endpoint)
+        key = live_key(record.transport, record.endpoint, record.client)
         self._open[id(record)] = _Cursor(record, key)
         self.delta.row(key).add("started", 1)
 
@@ -106,7 +106,7 @@ class StreamTracker:
         """A stream's record is final (``stream_finished``)."""
         cursor = self._open.pop(id(record), None)
         if cursor is None:  # never announced: count its start now
-            cursor = _Cursor(record, (record.transport, record.endpoint))
+            cursor = _Cursor(record, live_key(record.transport, record.endpoint, record.client))
             self.delta.row(cursor.key).add("started", 1)
         self._ingest(cursor)
         self._close(cursor)

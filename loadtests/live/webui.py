@@ -3,8 +3,8 @@
 Locust's React UI takes extra tabs from its template arguments
 (``extended_tabs`` / ``extended_tables`` / ``extended_csv_files``) and the
 rows of such a table from an ``extended_stats`` list in the ``/stats/requests``
-poll; that carries the per transport x endpoint numbers and the live
-buffering verdict.  What a table cannot show, the harness banner (CPU, loop
+poll; that carries the per transport x endpoint (x client, when browser
+users run) numbers and the live buffering verdict.  What a table cannot show, the harness banner (CPU, loop
 lag, "saturated") and the small gap/staleness chart per transport, is drawn
 into the same tab by one small script (``static/streams_tab.js``) from
 ``streams/live.json``.  Downloads (CSV, JSON) sit beside Locust's own on the
@@ -51,9 +51,10 @@ from locust.env import Environment
 from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, STATE_STOPPING, MasterRunner, WorkerRunner
 
 from loadtests.hooks import stream_finished_hook, stream_started_hook
-from loadtests.live.stats import LiveStats, Snapshot, parity_banner, selfcheck_gauge
+from loadtests.live.stats import LiveStats, Snapshot, live_key, parity_banner, selfcheck_gauge
 from loadtests.live.tracker import POLL_S, StreamTracker
 from loadtests.selfcheck import SelfCheck
+from stream_harness.contract.kinds import Client
 
 logger = logging.getLogger("stream_harness")
 
@@ -105,6 +106,7 @@ CSV_COLUMNS: Final[tuple[str, ...]] = (
     "chunks_per_s",
     "verdict",
     "reasons",
+    "client",  # last: scripts written before browser users read the columns by position
 )
 
 
@@ -118,18 +120,21 @@ def _num(value: float | None, digits: int = 1) -> float | str:
 
 
 def table_rows(view: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Streams table's rows from :meth:`LiveStats.view` (one per transport x endpoint)."""
+    """The Streams table's rows from :meth:`LiveStats.view` (one per transport x endpoint x client;
+    a browser users' row says so)."""
     rows = []
     for row in view["rows"]:
         streams, ttfc, gap = row["streams"], row["ttfc_ms"], row["gap_ms"]
         staleness = row["staleness_ms"] or {}
         reasons = row["buffering"]["reasons"]
+        browser = row.get("client") == Client.BROWSER
         rows.append(
             {
-                "name": f"{row['transport']} {row['endpoint']}",
-                "stream": f"{row['transport']} · {row['endpoint']}",
+                "name": f"{row['transport']} {row['endpoint']}" + (" browser" if browser else ""),
+                "stream": f"{row['transport']} · {row['endpoint']}" + (" · browser" if browser else ""),
                 "transport": row["transport"],
                 "endpoint": row["endpoint"],
+                "client": row.get("client", Client.PROTOCOL),
                 "running": streams["running"],
                 "started": streams["started"],
                 "completed": streams["completed"],
@@ -153,7 +158,7 @@ def table_rows(view: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def rows_csv(view: dict[str, Any]) -> str:
-    """The Streams numbers as CSV, one row per transport x endpoint."""
+    """The Streams numbers as CSV, one row per transport x endpoint x client."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
@@ -219,7 +224,7 @@ class LiveFeed:
         self.tracker.poll(_yield)
         data[REPORT_KEY] = {
             "delta": self.tracker.take().to_list(),
-            "running": [[t, e, n] for (t, e), n in sorted(self.tracker.running().items())],
+            "running": [[t, e, c, n] for (t, e, c), n in sorted(self.tracker.running().items())],
             "harness": selfcheck_gauge(self.selfcheck),
         }
 
@@ -234,7 +239,7 @@ class LiveFeed:
             return
         try:
             delta = Snapshot.from_list(part.get("delta", []))
-            running = {(str(t), str(e)): int(n) for t, e, n in part.get("running", [])}
+            running = {live_key(*names): int(n) for *names, n in part.get("running", [])}
         except (KeyError, TypeError, ValueError) as exc:
             logger.warning("stream harness: ignored a malformed live report from %s: %s", client_id, exc)
             return

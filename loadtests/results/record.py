@@ -48,6 +48,7 @@ class StreamRecord:
     expected_chunks: int = _default("expected_chunks")  # what the backend promised, when known
     client: str = _default("client")
     http_version: str = _default("http_version")
+    paint_lag_p99_ms: float = NAN  # browser pages only: read -> next animation frame
     kinds: array = field(default_factory=lambda: array("b"))
     t_ms: array = field(default_factory=lambda: array("d"))
     reads: array = field(default_factory=lambda: array("i"))

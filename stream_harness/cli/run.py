@@ -30,6 +30,7 @@ EXAMPLES = """\
   stream-harness run --seconds 10 --users 4
   stream-harness run --seconds 120 --warmup 20         # the first 20 s of streams in no statistic
   stream-harness run --transport ndjson --backend-options '{"buffer_ms": 100}'
+  stream-harness run --http2 --users 10 --browser-users 2   # HTTP/2 NDJSON users, two Chromium pages
 """
 
 
@@ -65,6 +66,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-root", type=Path, default=RESULTS_ROOT, help="where result sets go (default ./results)")
     p.add_argument("--run-id", default="")
     p.add_argument("--no-report", action="store_true", help="skip report.md and charts")
+    p.add_argument(
+        "--http2",
+        action="store_true",
+        help="fake backend on Hypercorn (HTTP/1.1 and HTTP/2) and NDJSON users speaking HTTP/2 to it",
+    )
+    p.add_argument(
+        "--browser-users", type=int, default=0, help="how many of the users are headless Chromium pages (default 0)"
+    )
 
 
 def check(args: argparse.Namespace) -> None:
@@ -72,6 +81,8 @@ def check(args: argparse.Namespace) -> None:
         raise CommandError("--seconds, --users and --chunks must be positive, --stream-seconds >= 0")
     if not 0 <= args.warmup < args.seconds:
         raise CommandError(f"--warmup must be >= 0 and shorter than --seconds ({args.seconds:g}), got {args.warmup:g}")
+    if not 0 <= args.browser_users <= args.users:
+        raise CommandError("--browser-users must be between 0 and --users")
     if args.backend_options:
         try:
             if not isinstance(json.loads(args.backend_options), dict):
@@ -120,6 +131,10 @@ def locust_command(args: argparse.Namespace, host: str, run_dir: Path) -> list[s
         cmd += ["--backend-options", args.backend_options]
     if args.warmup:
         cmd += ["--warmup", f"{args.warmup:g}"]
+    if args.http2:
+        cmd.append("--http2")
+    if args.browser_users:
+        cmd += ["--browser-users", str(args.browser_users)]
     return cmd
 
 
@@ -130,7 +145,7 @@ def execute(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if args.backend_profile:
         env["FAKE_BACKEND_PROFILE"] = args.backend_profile
-    with start_backend(env=env) as backend:
+    with start_backend(*(["--http2"] if args.http2 else []), env=env) as backend:
         print(f"fake backend on {backend.url}; results in {run_dir}", flush=True)
         locust = subprocess.Popen(locust_command(args, backend.url, run_dir), cwd=PACKAGES_ROOT)
         try:

@@ -84,6 +84,7 @@ STREAM_COLUMNS: Final[tuple[Column, ...]] = (
     _derived("first_burst_chunks", "int32", 0, "chunks that arrived with the first one"),
     _derived("chunk_rate_per_s", "float64", NAN, "chunks per second while the stream streamed"),
     _derived("warmup", "bool", False, "started in the warm-up: kept, left out of every statistic"),
+    _record("paint_lag_p99_ms", "float64", NAN, "browser only: p99 of read -> the page's next animation frame"),
 )
 STREAM_DTYPES: Final[dict[str, str]] = {c.name: c.dtype for c in STREAM_COLUMNS}
 STREAM_DEFAULTS: Final[dict[str, object]] = {c.name: c.default for c in STREAM_COLUMNS}

@@ -79,6 +79,34 @@ class Buffering(TypedDict):
     evidence: NotRequired[Evidence]
 
 
+class CalibrationDelta(TypedDict):
+    """One compared number: each kind of client's value, browser minus protocol, the tolerance (ms)."""
+
+    protocol: float | None
+    browser: float | None
+    delta: float | None
+    allowed: float | None
+
+
+class CalibrationPair(TypedDict):
+    p50: CalibrationDelta
+    p99: CalibrationDelta
+
+
+class Calibration(TypedDict):
+    """Do the protocol clients see what the browser sees on this transport? (``analysis.calibration``)"""
+
+    agree: bool
+    line: str  # "protocol clients agree with the browser", or why not
+    reasons: list[str]
+    streams: dict[str, int]  # completed streams per kind of client
+    ttfc_ms: CalibrationPair
+    gap_ms: CalibrationPair
+    events_per_read: dict[str, float | None]  # mean per kind of client (shown, not judged)
+    verdicts: dict[str, str]  # buffering verdict per kind of client
+    thresholds: dict[str, float | int | bool]
+
+
 class TransportSummary(TypedDict):
     """One transport (or one endpoint of it, or one kind of client)."""
 
@@ -98,6 +126,7 @@ class TransportSummary(TypedDict):
     staleness_note: NotRequired[str]  # why staleness is None although emit times exist
     endpoints: NotRequired[dict[str, TransportSummary]]
     by_client: NotRequired[dict[str, TransportSummary]]
+    calibration: NotRequired[Calibration]  # when by_client has both protocol and browser
 
 
 class Harness(TypedDict):

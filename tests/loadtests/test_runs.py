@@ -79,7 +79,8 @@ def test_every_chunk_the_backend_sent_is_counted(both_run: LocustRun):
 
 
 def test_transport_both_with_two_users_runs_one_user_of_each_class(both_run: LocustRun):
-    assert '"NdjsonStreamUser": 1, "SocketIOStreamUser": 1' in both_run.output
+    assert '"NdjsonStreamUser": 1' in both_run.output and '"SocketIOStreamUser": 1' in both_run.output
+    assert '"NdjsonBrowserUser": 0' in both_run.output  # no --browser-users: none of those
     users = both_run.streams.groupby("transport")["user"].nunique()
     assert users.to_dict() == {"ndjson": 1, "socketio": 1}
 

@@ -187,8 +187,18 @@
     return '<div id="stream-harness-charts" style="display:flex;flex-wrap:wrap;margin-top:10px">' +
       names.map(function (t) {
         return '<div style="width:472px;margin:0 12px 8px 0">' +
-          chart(t, cut[t], yMax, verdictOf(data.rows, t), data.bin_s) + reasons(data.rows, t) + "</div>";
+          chart(t, cut[t], yMax, verdictOf(data.rows, t), data.bin_s) + calibration(data, t) +
+          reasons(data.rows, t) + "</div>";
       }).join("") + "</div>";
+  }
+
+  // One line per transport read by browsers and protocol clients: analysis/calibration.py, live.
+  function calibration(data, transport) {
+    var found = (data.calibration || {})[transport];
+    if (!found) return "";
+    return '<div class="stream-harness-calibration" data-transport="' + esc(transport) + '" data-agree="' +
+      (found.agree ? "true" : "false") + '" style="font-size:12px;margin:4px 0 2px 2px;font-weight:700;color:' +
+      (found.agree ? VERDICT_COLORS.clean : VERDICT_COLORS.inconclusive) + '">' + esc(found.line) + "</div>";
   }
 
   function reasons(rows, transport) {
@@ -197,8 +207,9 @@
       if (row.transport !== transport) return;
       var v = row.buffering.verdict;
       html += '<div class="stream-harness-reasons" data-transport="' + esc(transport) +
-        '" data-endpoint="' + esc(row.endpoint) + '" style="font-size:12px;color:#333;margin:2px 0 6px 2px">' +
-        "<strong>" + esc(row.endpoint) + ': <span style="color:' + (VERDICT_COLORS[v] || "#333") + '">' +
+        '" data-endpoint="' + esc(row.endpoint) + '" data-client="' + esc(row.client || "protocol") +
+        '" style="font-size:12px;color:#333;margin:2px 0 6px 2px">' + "<strong>" + esc(row.endpoint) +
+        (row.client === "browser" ? " (browser)" : "") + ': <span style="color:' + (VERDICT_COLORS[v] || "#333") + '">' +
         esc(v) + "</span></strong><ul style=\"margin:2px 0 0 0;padding-left:18px\">" +
         row.buffering.reasons.map(function (r) { return "<li>" + esc(r) + "</li>"; }).join("") +
         "</ul></div>";

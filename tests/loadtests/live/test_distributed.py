@@ -54,6 +54,7 @@ CSV_HEADER = [
     "chunks_per_s",
     "verdict",
     "reasons",
+    "client",
 ]
 
 pytestmark = pytest.mark.timeout(240)

@@ -68,7 +68,7 @@ def test_exposition_carries_the_live_totals(synthetic) -> None:  # noqa: F811 - 
     for record, events in fresh_records(synthetic):
         feed(tracker, record, events, rng)
     live = LiveStats()
-    live.absorb("local", tracker.take(), running={("ndjson", "chat"): 2}, harness={"saturated": False})
+    live.absorb("local", tracker.take(), running={("ndjson", "chat", "protocol"): 2}, harness={"saturated": False})
     source = Feed(live)
     text = generate_latest(make_registry(lambda: metrics_view(source))).decode()
     assert source.flushed == 1  # in-flight streams are read in before a scrape
@@ -82,7 +82,7 @@ def test_exposition_carries_the_live_totals(synthetic) -> None:  # noqa: F811 - 
         ]
 
     for transport in ("ndjson", "socketio"):
-        agg = live.total.rows[(transport, "chat")]
+        agg = live.total.rows[(transport, "chat", "protocol")]
         assert samples_of("stream_harness_ttfc_seconds", "_count", transport=transport) == [agg.hist["ttfc"].count]
         assert samples_of("stream_harness_chunk_gap_seconds", "_sum", transport=transport) == [
             pytest.approx(agg.hist["gap"].total / 1000.0)

@@ -189,7 +189,7 @@ def test_live_evidence_matches_the_post_run_detector(synthetic) -> None:
     live = LiveStats()
     live.absorb("local", tracker.take())
     for group, transport in enumerate(("ndjson", "socketio")):
-        mine = live_evidence(live.total.rows[(transport, "chat")])
+        mine = live_evidence(live.total.rows[(transport, "chat", "protocol")])
         want = expected[group]
         counted = {"coalesced_share", "stale_share", "staleness_max_ms"}  # exact, not bucketed
         for field in dataclasses.fields(Evidence):  # every piece of evidence, new ones too
@@ -220,13 +220,13 @@ def test_counts_follow_the_stream_lifecycle() -> None:
     )
     tracker = StreamTracker()
     tracker.started(record)
-    assert tracker.running() == {("ndjson", "chat"): 1}
+    assert tracker.running() == {("ndjson", "chat", "protocol"): 1}
     record.add_event(CHUNK, 10.0, 0)
     record.add_event(CHUNK, 10.0, 0)
     record.add_event(EventKind.STATUS_UPDATE, 12.0, 1)
     record.add_event(CHUNK, 15.0, 2)
     tracker.poll()
-    agg = tracker.delta.rows[("ndjson", "chat")]
+    agg = tracker.delta.rows[("ndjson", "chat", "protocol")]
     assert [agg.counts[n] for n in ("started", "completed", "failed", "events", "chunks")] == [1, 0, 0, 4, 3]
     assert agg.hist["ttfc"].quantile(0.5) == 10.0
     assert agg.hist["gap"].count == 2 and agg.counts["coalesced"] == 1
@@ -244,7 +244,7 @@ def test_a_stream_never_announced_still_counts() -> None:
     record = StreamRecord(transport="socketio", endpoint="chat", stream_id="y", status="completed")
     tracker = StreamTracker()
     tracker.finished(record)
-    agg = tracker.take().rows[("socketio", "chat")]
+    agg = tracker.take().rows[("socketio", "chat", "protocol")]
     assert (agg.counts["started"], agg.counts["completed"]) == (1, 1)
 
 
@@ -294,7 +294,10 @@ def test_reset_starts_totals_afresh_but_keeps_running_gauges(synthetic) -> None:
     feed(tracker, record, events, random.Random(1))
     live = LiveStats()
     live.absorb(
-        "w1", tracker.take(), running={("ndjson", "chat"): 3}, harness={"saturated": False, "cpu_percent_max": 10.0}
+        "w1",
+        tracker.take(),
+        running={("ndjson", "chat", "protocol"): 3},
+        harness={"saturated": False, "cpu_percent_max": 10.0},
     )
     assert live.view()["rows"][0]["streams"]["completed"] == 1
     live.reset()
@@ -310,7 +313,7 @@ def test_saturated_harness_makes_every_verdict_inconclusive(synthetic) -> None:
     buffered = [(r, e) for r, e in fresh_records(synthetic) if r.transport == "ndjson"]
     for record, events in buffered[:4]:
         feed(tracker, record, events, random.Random(2))
-    agg = tracker.take().rows[("ndjson", "chat")]
+    agg = tracker.take().rows[("ndjson", "chat", "protocol")]
     assert verdict(agg, {"saturated": False}).verdict == "buffered"
     judged = verdict(agg, {"saturated": True, "loop_lag_ms_p99": 40.0})
     assert judged.verdict == "inconclusive"
@@ -343,7 +346,7 @@ def test_no_verdict_before_a_stream_has_finished(synthetic) -> None:
     for row in events.itertuples():
         record.add_event(int(row.kind), float(row.t_ms), int(row.read), int(row.seq), float(row.emit_ms))
     tracker.poll()
-    agg = tracker.delta.rows[("ndjson", "chat")]
+    agg = tracker.delta.rows[("ndjson", "chat", "protocol")]
     assert agg.counts["chunks"] >= 50
     judged = verdict(agg, {"saturated": False})
     assert judged.verdict == "inconclusive" and "finished" in judged.reasons[0]

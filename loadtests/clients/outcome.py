@@ -1,0 +1,47 @@
+"""How an NDJSON stream ends up in its record: the rules every NDJSON client applies.
+
+The HTTP/2 client and the browser users (whose pages report what happened)
+call :func:`conclude_ndjson` once the stream is over, so a stream cut, a
+missing ``end``, a short stream or a cancel is classified the same way
+whoever read it.
+"""
+
+from __future__ import annotations
+
+from loadtests.protocol.ndjson_events import EventLines
+from loadtests.results.record import StreamRecord
+from stream_harness.contract.kinds import ErrorKind, StreamStatus
+
+
+def http_error_detail(status: int, body: bytes | str) -> str:
+    """``HTTP 503: <the first 200 characters of the body>``."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    snippet = text[:200].strip()
+    return f"HTTP {status}" + (f": {snippet}" if snippet else "")
+
+
+def conclude_ndjson(
+    record: StreamRecord,
+    lines: EventLines,
+    *,
+    failure: tuple[str, str] | None,
+    http_error: str | None,
+    last_ms: float,
+) -> None:
+    """Status, error and duration of a finished stream (the first failure reason wins).
+
+    ``failure``: a fault the reader saw (timeout, cut, malformed body) as
+    (ErrorKind, detail); ``http_error``: the detail of a non-2xx response;
+    ``last_ms``: when the last byte arrived (the duration when no ``end``).
+    """
+    if failure is not None:
+        record.fail(*failure)
+    elif http_error is not None:
+        record.fail(ErrorKind.HTTP_STATUS, http_error)
+    elif not lines.ended:
+        record.fail(ErrorKind.MISSING_END, f"body ended without an end line after {lines.n_chunks} chunks")
+    elif not lines.cancelled and 0 <= lines.n_chunks < record.expected_chunks:
+        record.fail(ErrorKind.SHORT_STREAM, f"{lines.n_chunks} of {record.expected_chunks} chunks")
+    if record.error is None:
+        record.status = StreamStatus.CANCELLED if lines.cancelled else StreamStatus.COMPLETED
+    record.duration_ms = lines.end_ms if lines.ended else last_ms
