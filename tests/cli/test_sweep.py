@@ -101,7 +101,8 @@ def test_the_sweep_finds_the_knee_within_one_step(swept, transport: str) -> None
         low, high = step["objectives"]["ttfc"]["interval"]
         assert 0 <= low <= high <= 1
     breaking = [s for s in steps if s["decision"] == "breaks"]
-    assert breaking and all(s["metrics"]["ttfc_p99_ms"] > SLO_TTFC_MS for s in breaking)
+    assert all(s["metrics"]["ttfc_p99_ms"] > SLO_TTFC_MS for s in breaking)
+    assert breaking or result["lower_bound"], result["summary"]  # only a saturated search may end without a break
     assert any(line == f"{transport}: {result['summary']}" for line in done.stdout.splitlines())
 
 
