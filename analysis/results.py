@@ -136,13 +136,23 @@ class ResultSetWriter:
         streams = _read_frame(path, coerce_streams)
         return streams.sort_values("stream_key", kind="stable", ignore_index=True)
 
-    def commit(self, run: Mapping[str, Any], summary: Mapping[str, Any], streams: pd.DataFrame) -> Path:
-        """Complete the set with ``streams`` (the final table), run.json and summary.json; install it."""
+    def commit(self, run: Mapping[str, Any], summary: Mapping[str, Any] | None, streams: pd.DataFrame) -> Path:
+        """Complete the set with ``streams`` (the final table), run.json and summary.json; install it.
+
+        ``summary`` None installs the raw data alone (a summary that could not
+        be built; ``stream-harness report`` builds it again), and removes a
+        summary.json an earlier set left in the directory.
+        """
         self.close_parts()
         _parquet_writer(coerce_streams(streams))(self.staging / STREAMS_FILE)
         _json_writer(dict(run))(self.staging / RUN_FILE)
-        _json_writer(dict(summary))(self.staging / SUMMARY_FILE)
-        install_set(self.staging, self.directory, (EVENTS_DIR, STREAMS_FILE, RUN_FILE, SUMMARY_FILE))
+        names = [EVENTS_DIR, STREAMS_FILE, RUN_FILE]
+        if summary is not None:
+            _json_writer(dict(summary))(self.staging / SUMMARY_FILE)
+            names.append(SUMMARY_FILE)
+        else:
+            (self.directory / SUMMARY_FILE).unlink(missing_ok=True)
+        install_set(self.staging, self.directory, names)
         shutil.rmtree(self.staging, ignore_errors=True)
         return self.directory
 

@@ -7,7 +7,9 @@ tens of milliseconds at a time at full load, delaying the very timestamps it
 measures.  So the load process only hands finished records over a pipe
 (raw ``array`` bytes, no per-event objects: ``loadtests.results.wire``), and
 this process folds and writes them; the load process's memory does not grow
-with the events, nor does this one's (one batch at a time).
+with the events, nor does this one's (one batch at a time).  It imports all
+its code when it starts: the end of an hour-long run does not depend on the
+files on disk by then.
 
 Protocol on stdin: frames of a 4-byte big-endian length and a msgpack map:
 
@@ -16,7 +18,8 @@ Protocol on stdin: frames of a 4-byte big-endian length and a msgpack map:
 - ``{"op": "finish", "run": {...}}``: write ``streams.parquet``, ``run.json``
   and ``summary.json``, install the set, answer one frame
   ``{"summary": {...}, "streams": n, "failed": n}`` (or ``{"error": "..."}``)
-  on stdout, exit;
+  on stdout, exit.  A summary that cannot be built still installs the raw
+  data (run.json, streams.parquet, events/) and answers the error;
 - ``{"op": "abort"}``: remove the staging directory and exit.
 
 End of input without ``finish`` (the load process died) keeps the staging
@@ -35,6 +38,13 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import msgpack
+
+from analysis.accumulate import RunAccumulator
+from analysis.frames import frames_from_records
+from analysis.results import ResultSetWriter, json_safe
+from analysis.summary import build_summary
+from loadtests.errors import LoadtestError
+from loadtests.results.wire import decode_records
 
 HEADER: Final = struct.Struct(">I")
 #: A batch is folded and written once it holds this many events, or once its
@@ -65,9 +75,6 @@ class Writer:
     """Folds batches of records into a staged result set (``analysis.results.ResultSetWriter``)."""
 
     def __init__(self, directory: Path, run_id: str, warmup_until: float) -> None:
-        from analysis.accumulate import RunAccumulator
-        from analysis.results import ResultSetWriter
-
         self.accumulator = RunAccumulator(warmup_until=warmup_until)
         self.files = ResultSetWriter(directory, run_id)
         self.next_key = 0
@@ -76,8 +83,6 @@ class Writer:
         self.pending_since = 0.0
 
     def add(self, items: list[dict[str, Any]], byteorder: str) -> None:
-        from loadtests.results.wire import decode_records
-
         records = decode_records(items, byteorder)
         if not self.pending:
             self.pending_since = time.monotonic()
@@ -87,8 +92,6 @@ class Writer:
             self.fold()
 
     def fold(self) -> None:
-        from analysis.frames import frames_from_records
-
         if not self.pending:
             return
         streams, events = frames_from_records(self.pending, first_key=self.next_key)
@@ -98,15 +101,22 @@ class Writer:
         self.files.append(filled, events)
 
     def finish(self, run: dict[str, Any]) -> dict[str, Any]:
-        from analysis.results import json_safe
-        from analysis.summary import build_summary
-
         self.fold()
         streams = self.files.streams()
-        summary = dict(build_summary(run, streams, self.accumulator.aggregates))
+        try:
+            summary = dict(build_summary(run, streams, self.accumulator.aggregates))
+        except Exception as error:  # what was measured is kept: the raw data, without a summary
+            self.files.commit(run, None, streams)
+            raise SummaryError(
+                f"{one_line(error)} (the raw data is written; `stream-harness report DIR` builds the summary again)"
+            ) from error
         self.files.commit(run, summary, streams)
         failed = int((streams["status"] == "failed").sum()) if len(streams) else 0
         return {"summary": json_safe(summary), "streams": len(streams), "failed": failed}
+
+
+class SummaryError(LoadtestError):
+    """The run's summary could not be built; the raw data is installed without it."""
 
 
 def one_line(error: BaseException) -> str:

@@ -8,8 +8,10 @@ tested in subprocesses, see test_locust_runs.py.)
 from __future__ import annotations
 
 import math
+import sys
 from argparse import Namespace
 from array import array
+from pathlib import Path
 
 import pytest
 
@@ -230,6 +232,24 @@ def test_wire_columns_are_bytes_and_foreign_byte_order_is_swapped():
     other = "big" if __import__("sys").byteorder == "little" else "little"
     (copy,) = decode_records([item], byteorder=other)
     assert list(copy.t_ms) == [4.0, 5.0, 9.5]
+
+
+def test_a_summary_that_cannot_be_built_still_leaves_the_raw_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import loadtests.results.writer as writer_module
+    from analysis.results import load_results
+
+    def broken(*_: object, **__: object) -> None:
+        raise KeyError("saturated")
+
+    monkeypatch.setattr(writer_module, "build_summary", broken)
+    (tmp_path / "summary.json").write_text("{}")  # an earlier set's: must not pass for this one's
+    writer = writer_module.Writer(tmp_path, "run-1", float("-inf"))
+    writer.add(encode_records([_record()]), sys.byteorder)
+    with pytest.raises(writer_module.SummaryError, match=r"KeyError: 'saturated' \(the raw data is written"):
+        writer.finish({"id": "run-1", "harness": {}})
+    assert not (tmp_path / "summary.json").exists()
+    loaded = load_results(tmp_path)
+    assert list(loaded.streams["stream_id"]) == ["w1-u0-s1"] and len(loaded.events) == 3
 
 
 def test_monitor_sees_a_blocked_event_loop_as_lag():
