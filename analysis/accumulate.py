@@ -3,8 +3,9 @@
 The one reduction every path shares: the load process folds each batch of
 finished streams as it writes them to disk (``loadtests.results.sink``), and
 ``stream-harness report`` folds a result set batch by batch as it reads it
-back (``analysis.scan``).  A batch is any set of streams together with *all*
-of their events; nothing here ever needs two batches at once, so a run of any
+back (``analysis.results.iter_event_batches`` into
+``analysis.metrics.fold_directory``).  A batch is any set of streams together
+with *all* of their events; nothing here ever needs two batches at once, so a run of any
 length is analysed in the memory of one batch.
 
 Per stream (exact, from that stream's own events): event and chunk counts,
