@@ -124,7 +124,8 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> Outcome:
             for worker in workers:
                 worker.wait(timeout=60)
     if not (results / "summary.json").is_file():
-        raise SystemExit(f"bench.memory: the {mode} run wrote no results: {stderr.strip().splitlines()[-3:]}")
+        said = [line for line in stderr.splitlines() if "stream harness" in line] or stderr.strip().splitlines()[-3:]
+        raise SystemExit(f"bench.memory: the {mode} run wrote no results: {said[-3:]}")
     load_end = args.seconds + 1.0  # Locust starts the load within a second of its start
     between, total = events_between(results, args.from_s, load_end)
     summary = json.loads((results / "summary.json").read_text())
