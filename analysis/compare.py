@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 IGNORED_ERROR_KINDS: Final = (str(ErrorKind.STOPPED),)
 #: Bootstrap resamples for the confidence interval shown next to a change.
 BOOTSTRAP_RESAMPLES: Final = 2000
+#: Values drawn at once while resampling (8 MB of float64; the index array as much again).
+BOOTSTRAP_BLOCK_VALUES: Final = 1_000_000
 
 
 class ThresholdsError(AnalysisError):
@@ -430,10 +432,21 @@ def _bootstrap_ci(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
     rng = np.random.default_rng(0)
     # bound the work (resamples x streams) for runs with very many streams
     resamples = int(min(BOOTSTRAP_RESAMPLES, max(200, 4_000_000 // max(before.size, after.size))))
-    base = np.median(rng.choice(before, (resamples, before.size)), axis=1)
-    current = np.median(rng.choice(after, (resamples, after.size)), axis=1)
+    base = _resampled_medians(rng, before, resamples)
+    current = _resampled_medians(rng, after, resamples)
     low, high = np.percentile(current - base, [2.5, 97.5])
     return float(low), float(high)
+
+
+def _resampled_medians(rng: np.random.Generator, values: np.ndarray, resamples: int) -> np.ndarray:
+    """Medians of ``resamples`` resamples of ``values``, drawn in blocks of at most
+    ``BOOTSTRAP_BLOCK_VALUES`` values: memory stays bounded however many streams a run has."""
+    medians = np.empty(resamples)
+    block = max(1, BOOTSTRAP_BLOCK_VALUES // max(values.size, 1))
+    for start in range(0, resamples, block):
+        stop = min(resamples, start + block)
+        medians[start:stop] = np.median(rng.choice(values, (stop - start, values.size)), axis=1)
+    return medians
 
 
 def _pct(value: float) -> str:

@@ -172,3 +172,22 @@ def test_exit_code_1_from_a_real_process(runs):
     )
     assert process.returncode == 1, process.stderr
     assert process.stdout.splitlines()[-1] == "2 regression(s)"
+
+
+def test_the_bootstrap_interval_of_a_run_with_very_many_streams_takes_bounded_memory():
+    import tracemalloc
+
+    import numpy as np
+
+    from analysis.compare import _bootstrap_ci
+
+    rng = np.random.default_rng(1)
+    before, after = rng.normal(100.0, 10.0, 100_000), rng.normal(105.0, 10.0, 100_000)
+    tracemalloc.start()
+    try:
+        low, high = _bootstrap_ci(before, after)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert low < 5.0 < high  # the true shift of the medians
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MB"  # drawn at once: 200 x 100,000 values = 320 MB
