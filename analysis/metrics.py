@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -30,7 +31,7 @@ import pandas as pd
 from analysis.accumulate import GroupKey, RunAccumulator
 from analysis.aggregate import Aggregate, TimeBin
 from analysis.frames import coerce_events, coerce_streams
-from analysis.results import check_directory, iter_event_batches, read_run, read_streams, warmup_until
+from analysis.results import check_directory, event_parts, iter_event_batches, read_run, read_streams, warmup_until
 from analysis.summary import build_summary, run_duration_s
 from stream_harness.contract.summary import Summary
 
@@ -88,13 +89,26 @@ def analyse_directory(
     streams = read_streams(directory)
     window = drift_window_s(run, streams)
     accumulator = RunAccumulator(warmup_until=warmup_until(run), timeline=True, drift_window_s=window)
-    filled = fold_directory(directory, streams, accumulator, on_batch=on_batch)
+    parts = event_parts(directory)
+    n_workers = min(analysis_workers(), len(parts))
+    if on_batch is None and n_workers > 1:
+        filled = _fold_in_parallel(directory, streams, accumulator, parts, n_workers)
+    else:
+        filled = fold_directory(directory, streams, accumulator, on_batch=on_batch)
 
     def events_of(wanted: Sequence[int]) -> pd.DataFrame:
         parts = list(iter_event_batches(directory, keys=wanted))
         return pd.concat(parts, ignore_index=True) if parts else coerce_events(_no_events())
 
     return _finish(run, filled, accumulator, window, events_of)
+
+
+def analysis_workers() -> int:
+    """Worker processes that fold a result set's part files: $STREAM_HARNESS_ANALYSIS_WORKERS, else up to 2."""
+    configured = os.environ.get(WORKERS_ENV, "").strip()
+    if configured.isdigit() and int(configured) >= 1:
+        return int(configured)
+    return min(2, os.cpu_count() or 1)
 
 
 def fold_directory(

@@ -328,3 +328,48 @@ def test_coerce_streams_fills_extra_columns_missing_in_older_files():
     with pytest.raises(KeyError):
         coerce_streams(streams.drop(columns=["transport"]))
     assert NO_SEQ == -1
+
+
+def test_a_result_set_folded_by_two_worker_processes_gives_the_one_process_summary(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    import analysis.metrics as metrics_module
+    import analysis.results as results_module
+    from analysis.metrics import WORKERS_ENV, analyse_directory
+    from analysis.results import ResultSetWriter, event_parts
+    from tests.support.synthetic import SyntheticSpec, synthetic_run
+
+    monkeypatch.setattr(results_module, "PART_MAX_EVENTS", 400)  # several part files to share out
+    run, streams, events = synthetic_run(SyntheticSpec(streams=12, chunks=(150, 250), seed=5))
+    writer = ResultSetWriter(tmp_path / "set", run["id"])
+    for key in range(len(streams)):
+        writer.append(streams.iloc[[key]], events[events["stream_key"] == key])
+    writer.commit(run, {"schema": 1}, writer.streams())
+    assert len(event_parts(tmp_path / "set")) >= 2
+    monkeypatch.setenv(WORKERS_ENV, "1")
+    one = analyse_directory(tmp_path / "set")
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    shared: list[int] = []
+    parallel = metrics_module._fold_in_parallel
+    monkeypatch.setattr(
+        metrics_module,
+        "_fold_in_parallel",
+        lambda *a: shared.append(a[-1]) or parallel(*a),  # type: ignore[func-returns-value]
+    )
+    two = analyse_directory(tmp_path / "set")
+    assert shared == [2]
+    pd.testing.assert_frame_equal(one.streams, two.streams)
+    assert one.summary["transports"].keys() == two.summary["transports"].keys()
+    for name, item in one.summary["transports"].items():
+        assert _close(item, two.summary["transports"][name]), name
+
+
+def _close(a: object, b: object) -> bool:
+    """Equal up to the last bits of floats summed in another order."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
