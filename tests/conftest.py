@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -31,15 +32,18 @@ def mermaid_check() -> Path:
         pytest.fail("node and npm are needed to parse the Mermaid charts (apt-get install nodejs npm)")
     installed = MERMAID_CHECK / "node_modules" / ".package-lock.json"
     lock = MERMAID_CHECK / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=MERMAID_CHECK,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, f"npm ci in {MERMAID_CHECK} failed: {done.stderr[-2000:]}"
+    # the test processes of one `make test` share the folder: one installs while the others wait
+    with open(MERMAID_CHECK / ".npm-ci.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+            done = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=MERMAID_CHECK,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert done.returncode == 0, f"npm ci in {MERMAID_CHECK} failed: {done.stderr[-2000:]}"
     return MERMAID_CHECK / "check.mjs"
 
 

@@ -72,6 +72,7 @@ def run_watched(url: str, results: Path, *args: str, users: int = 2, run_time: s
     return LocustRun(process.returncode, output, results), peak / 2**20
 
 
+@pytest.mark.exclusive  # saturated means this process used a whole core: other tests must not share the CPU
 def test_a_run_against_a_fast_endless_body_ends_on_time_and_says_it_was_saturated(bad: BadServer, tmp_path: Path):
     run, _ = run_watched(
         bad.url + "/fault/fast-endless",

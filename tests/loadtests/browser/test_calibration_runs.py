@@ -35,6 +35,7 @@ from tests.support import edge
 from tests.support.locust_runs import LocustRun, finished_streams, run_headless, stats_row
 
 pytestmark = [
+    pytest.mark.exclusive,
     pytest.mark.timeout(400),
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (`make browser`)"),
 ]

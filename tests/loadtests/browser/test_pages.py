@@ -28,7 +28,7 @@ from loadtests.results.record import StreamRecord
 from stream_harness.contract.kinds import Client, ErrorKind, EventKind
 from stream_harness.contract.schema import CHUNK, END
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.exclusive, pytest.mark.timeout(180)]
 AUTH = {"X-Fingerprint-ID": "page-test"}
 
 

@@ -49,7 +49,7 @@ ATTEMPTS = 3
 VERDICT_TIMEOUT_S = 45.0
 BUFFER_MS = 100
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.exclusive, pytest.mark.timeout(240)]
 
 #: Reads the Streams table as [{column key: cell text}] (keys as Locust camel-cases them).
 READ_TABLE_JS = """() => {
