@@ -348,10 +348,17 @@ def test_master_and_two_workers_merge_all_streams_into_one_result(backend: Backe
 def test_processes_2_writes_one_result_set_with_streams_of_both_worker_processes(
     backend: BackendProcess, tmp_path: Path
 ):
+    port = free_port()  # not Locust's default 5557: other test processes run masters too
     process = popen_locust(
         "--headless",
         "--processes",
         "2",
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(port),
+        "--master-port",
+        str(port),
         "-u",
         "4",
         "-r",
