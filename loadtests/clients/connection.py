@@ -12,8 +12,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import quote
 
 import gevent
+from gevent import select as gselect
 from gevent import socket as gsocket
 from gevent import ssl as gssl
 
@@ -27,6 +29,7 @@ from loadtests.protocol.http1 import (
     framing_for,
     merge_headers,
 )
+from stream_harness.contract.protocol import CANCEL_PATH
 
 RECV_SIZE = 65536
 #: A read loop hands the gevent hub a turn after this much work without one.
@@ -183,3 +186,38 @@ def simple_request(
         return SimpleResponse(head.status, head.headers, b"".join(parts))
     finally:
         sock.close()
+
+
+def post_cancel(
+    origin: Origin,
+    request_id: str,
+    headers: Mapping[str, str],
+    *,
+    timeout: float,
+    ssl_context: gssl.SSLContext | None = None,
+) -> int:
+    """POST /api/ai/cancel/{request_id} on a fresh HTTP/1.1 connection; the HTTP status, 0 if unreachable."""
+    try:
+        response = simple_request(
+            origin,
+            "POST",
+            CANCEL_PATH.format(request_id=quote(request_id, safe="")),
+            headers=headers,
+            body=b"",
+            timeout=timeout,
+            ssl_context=ssl_context,
+        )
+    except (OSError, FramingError):
+        return 0
+    return response.status
+
+
+def data_waiting(sock: gsocket.socket, *, unpollable: bool) -> bool:
+    """Bytes (or an EOF) nobody has read from ``sock`` yet, without blocking; ``unpollable`` if it can't be polled."""
+    if getattr(sock, "pending", None) and sock.pending():
+        return True
+    try:
+        readable, _, _ = gselect.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return unpollable
+    return bool(readable)

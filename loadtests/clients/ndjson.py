@@ -16,20 +16,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from urllib.parse import quote
 
 import gevent
 import orjson
-from gevent import select as gselect
 from gevent import socket as gsocket
 
 from loadtests.clients.connection import (
     RECV_SIZE,
     YIELD_AFTER_S,
     connect_error_text,
+    data_waiting,
     make_ssl_context,
     open_connection,
-    simple_request,
+    post_cancel,
     take_turn,
 )
 from loadtests.clients.errors import ClientError
@@ -56,7 +55,7 @@ from loadtests.protocol.http1 import (
 from loadtests.protocol.lines import LineSplitter
 from loadtests.results.record import StreamRecord
 from stream_harness.contract.kinds import EVENT_CODE_BY_NAME
-from stream_harness.contract.protocol import CANCEL_PATH, PROMISED_CHUNKS_HEADER, REQUEST_ID_HEADER
+from stream_harness.contract.protocol import PROMISED_CHUNKS_HEADER, REQUEST_ID_HEADER
 from stream_harness.contract.schema import CHUNK, END, ERROR, NO_SEQ, OTHER
 
 NAN = math.nan
@@ -157,19 +156,7 @@ class NdjsonClient:
 
     def cancel(self, request_id: str, headers: Mapping[str, str]) -> int:
         """POST /api/ai/cancel/{request_id} on a separate connection; HTTP status, 0 if unreachable."""
-        try:
-            response = simple_request(
-                self._origin,
-                "POST",
-                CANCEL_PATH.format(request_id=quote(request_id, safe="")),
-                headers=headers,
-                body=b"",
-                timeout=self._connect_timeout,
-                ssl_context=self._ssl,
-            )
-        except (OSError, FramingError):
-            return 0
-        return response.status
+        return post_cancel(self._origin, request_id, headers, timeout=self._connect_timeout, ssl_context=self._ssl)
 
     def close(self) -> None:
         self._drop_connection()
@@ -191,7 +178,7 @@ class NdjsonClient:
         """The kept-alive connection to ``origin`` if it is still usable, else a new one (OSError if none)."""
         sock = self._sock
         if sock is not None:
-            if self._sock_origin == origin and _idle_connection_usable(sock):
+            if self._sock_origin == origin and not data_waiting(sock, unpollable=True):
                 return sock, True
             self._drop_connection()
         if origin.is_tls and self._ssl is None:  # a redirect from http:// to https://
@@ -207,17 +194,6 @@ class NdjsonClient:
                 sock.close()
             except OSError:
                 pass
-
-
-def _idle_connection_usable(sock) -> bool:
-    """An idle keep-alive socket that is readable was closed (or sent junk) by the server."""
-    if getattr(sock, "pending", None) and sock.pending():
-        return False
-    try:
-        readable, _, _ = gselect.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return not readable
 
 
 class _StreamRun:

@@ -31,7 +31,6 @@ import math
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 import gevent
 import orjson
@@ -54,7 +53,7 @@ from loadtests.clients.connection import (
     YIELD_AFTER_S,
     connect_error_text,
     open_connection,
-    simple_request,
+    post_cancel,
     take_turn,
 )
 from loadtests.clients.errors import ClientError
@@ -66,14 +65,13 @@ from loadtests.protocol.content import (
     ContentDecodingError,
     make_content_decoder,
 )
-from loadtests.protocol.errors import FramingError
 from loadtests.protocol.http1 import USER_AGENT, Origin, parse_base_url
 from loadtests.protocol.http2 import new_client_connection, request_headers, response_status
 from loadtests.protocol.lines import LineSplitter
 from loadtests.protocol.ndjson_events import EventLines
 from loadtests.results.record import StreamRecord
 from stream_harness.contract.kinds import ErrorKind
-from stream_harness.contract.protocol import CANCEL_PATH, PROMISED_CHUNKS_HEADER, REQUEST_ID_HEADER
+from stream_harness.contract.protocol import PROMISED_CHUNKS_HEADER, REQUEST_ID_HEADER
 
 NAN = math.nan
 #: Streams per connection unless told otherwise (a browser's usual fan-out per origin).
@@ -520,19 +518,7 @@ class H2Pool:
 
     def cancel(self, request_id: str, headers: Mapping[str, str]) -> int:
         """POST /api/ai/cancel/{request_id} on a separate HTTP/1.1 connection; HTTP status, 0 if unreachable."""
-        try:
-            response = simple_request(
-                self.origin,
-                "POST",
-                CANCEL_PATH.format(request_id=quote(request_id, safe="")),
-                headers=headers,
-                body=b"",
-                timeout=self.connect_timeout,
-                ssl_context=self._side_ssl,
-            )
-        except (OSError, FramingError):
-            return 0
-        return response.status
+        return post_cancel(self.origin, request_id, headers, timeout=self.connect_timeout, ssl_context=self._side_ssl)
 
     def close(self) -> None:
         connections, self.connections = self.connections, []

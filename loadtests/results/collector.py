@@ -51,6 +51,7 @@ from locust.runners import STATE_MISSING, MasterRunner, Runner, WorkerRunner
 from loadtests.clock import ClockKeeper
 from loadtests.hooks import stream_finished_hook
 from loadtests.options import OptionError, RunOptions
+from loadtests.results.heap import release_free_heap
 from loadtests.results.record import StreamRecord
 from loadtests.results.sink import ResultsSink, SinkError
 from loadtests.results.wire import encode_records
@@ -258,6 +259,8 @@ class StreamCollector:
             self._pending[:0] = batch
             self._pending_events += sum(r.n_events for r in batch)
             raise
+        del batch
+        release_free_heap()
 
     def _finish_worker(self) -> None:
         """Send everything left and ``done`` (idempotent per run)."""

@@ -22,6 +22,7 @@ from gevent import subprocess as gsubprocess
 from gevent.event import Event
 
 from loadtests.errors import LoadtestError
+from loadtests.results.heap import release_free_heap
 from loadtests.results.record import StreamRecord
 from loadtests.results.wire import encode_records
 from loadtests.results.writer import HEADER
@@ -87,6 +88,8 @@ class ResultsSink:
             return
         batch, self._pending, self._pending_events = self._pending, [], 0
         self._send({"op": "records", "records": encode_records(batch), "byteorder": sys.byteorder})
+        del batch
+        release_free_heap()
 
     def _send(self, message: dict[str, Any]) -> None:
         if self.error is not None:

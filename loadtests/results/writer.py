@@ -44,6 +44,7 @@ from analysis.frames import frames_from_records
 from analysis.results import ResultSetWriter, json_safe
 from analysis.summary import build_summary
 from loadtests.errors import LoadtestError
+from loadtests.results.heap import release_free_heap
 from loadtests.results.wire import decode_records
 
 HEADER: Final = struct.Struct(">I")
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             if failure is None:
                 try:
                     writer.add(message["records"], message.get("byteorder", sys.byteorder))
+                    release_free_heap()
                 except Exception as error:
                     failure = one_line(error)
         elif op == "finish":

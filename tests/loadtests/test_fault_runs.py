@@ -46,6 +46,7 @@ from tests.support.locust_runs import (
     finish,
     free_port,
     locust_command,
+    master_flags,
     popen_locust,
     start_workers,
     stop_all,
@@ -345,13 +346,7 @@ def test_a_killed_worker_is_named_in_the_summary_and_its_streams_are_kept(backen
     try:
         master = popen_locust(
             "--headless",
-            "--master",
-            "--master-bind-host",
-            "127.0.0.1",
-            "--master-bind-port",
-            str(port),
-            "--expect-workers",
-            "2",
+            *master_flags(port, 2),
             "-u",
             "4",
             "-r",

@@ -26,7 +26,9 @@ from tests.support.locust_runs import (
     finished_streams,
     free_port,
     locust_command,
+    master_flags,
     popen_locust,
+    processes_flags,
     run_headless,
     start_workers,
     stats_row,
@@ -294,13 +296,7 @@ def test_master_and_two_workers_merge_all_streams_into_one_result(backend: Backe
     try:
         master = popen_locust(
             "--headless",
-            "--master",
-            "--master-bind-host",
-            "127.0.0.1",
-            "--master-bind-port",
-            str(port),
-            "--expect-workers",
-            "2",
+            *master_flags(port, 2),
             "-u",
             "4",
             "-r",
@@ -348,17 +344,9 @@ def test_master_and_two_workers_merge_all_streams_into_one_result(backend: Backe
 def test_processes_2_writes_one_result_set_with_streams_of_both_worker_processes(
     backend: BackendProcess, tmp_path: Path
 ):
-    port = free_port()  # not Locust's default 5557: other test processes run masters too
     process = popen_locust(
         "--headless",
-        "--processes",
-        "2",
-        "--master-bind-host",
-        "127.0.0.1",
-        "--master-bind-port",
-        str(port),
-        "--master-port",
-        str(port),
+        *processes_flags(free_port(), 2),
         "-u",
         "4",
         "-r",

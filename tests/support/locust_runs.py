@@ -145,6 +145,18 @@ def stats_row(stats: pd.DataFrame, request_type: str, name: str) -> pd.Series:
     return rows.iloc[0]
 
 
+def master_flags(port: int, workers: int) -> tuple[str, ...]:
+    """A master on ``port`` of the loopback that waits for ``workers`` workers."""
+    bind = ("--master-bind-host", "127.0.0.1", "--master-bind-port", str(port))
+    return ("--master", *bind, "--expect-workers", str(workers))
+
+
+def processes_flags(port: int, processes: int) -> tuple[str, ...]:
+    """``--processes``, its master on ``port`` of the loopback: not Locust's 5557, other tests run masters."""
+    bind = ("--master-bind-host", "127.0.0.1", "--master-bind-port", str(port))
+    return ("--processes", str(processes), *bind, "--master-port", str(port))
+
+
 def start_workers(port: int, count: int) -> list[subprocess.Popen[str]]:
     return [popen_locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(port)) for _ in range(count)]
 

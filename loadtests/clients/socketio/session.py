@@ -36,7 +36,6 @@ from typing import Any
 
 import gevent
 import orjson
-from gevent import select as gselect
 from gevent.lock import Semaphore
 from greenlet import GreenletExit
 
@@ -44,6 +43,7 @@ from loadtests.clients.connection import (
     RECV_SIZE,
     YIELD_AFTER_S,
     connect_error_text,
+    data_waiting,
     make_ssl_context,
     open_connection,
     recv_head,
@@ -272,7 +272,7 @@ class SocketIOSession:
             if wait > 0:
                 gevent.sleep(wait)
                 continue
-            if _data_waiting(sock):
+            if data_waiting(sock, unpollable=False):
                 gevent.sleep(YIELD_AFTER_S)
                 continue
             self._watchdog = None
@@ -650,14 +650,3 @@ def ping_window(opened: Mapping[str, Any]) -> float:
     if type(interval) not in (int, float) or type(timeout) not in (int, float) or interval < 0 or timeout < 0:
         raise PacketError(f"bad ping settings in the open packet: {interval!r}, {timeout!r}")
     return (interval + timeout) / 1000.0
-
-
-def _data_waiting(sock) -> bool:
-    """Bytes (or an EOF) the reader has not taken yet."""
-    if getattr(sock, "pending", None) and sock.pending():
-        return True
-    try:
-        readable, _, _ = gselect.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return bool(readable)
