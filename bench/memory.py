@@ -62,6 +62,7 @@ class Outcome:
     load_end_s: float
     events_between: int
     events_total: int
+    worker_events_between: list[int]  # per worker, fewest first (distributed runs)
     saturated: bool
     chunks_per_s: float
 
@@ -75,7 +76,7 @@ def role_of(process: psutil.Process, mode: str) -> str | None:
     if "loadtests.results.writer" in cmdline:
         return "result writer"
     if "--worker" in cmdline:
-        return "worker (each)"
+        return "worker"
     if "locust" in cmdline:
         return "master" if mode == "distributed" else "load process"
     return None
@@ -127,11 +128,11 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> Outcome:
         said = [line for line in stderr.splitlines() if "stream harness" in line] or stderr.strip().splitlines()[-3:]
         raise SystemExit(f"bench.memory: the {mode} run wrote no results: {said[-3:]}")
     load_end = args.seconds + 1.0  # Locust starts the load within a second of its start
-    between, total = events_between(results, args.from_s, load_end)
+    between, total, per_worker = events_between(results, args.from_s, load_end)
     summary = json.loads((results / "summary.json").read_text())
     run = json.loads((results / "run.json").read_text())
     rate = sum(float(t.get("events_per_s") or 0.0) for t in summary["transports"].values())
-    return Outcome(mode, args.seconds, args.users, traces, load_end, between, total,
+    return Outcome(mode, args.seconds, args.users, traces, load_end, between, total, per_worker,
                    bool(run.get("harness", {}).get("saturated")), rate)  # fmt: skip
 
 
@@ -142,7 +143,7 @@ def sample_all(master: subprocess.Popen[str], workers: list[subprocess.Popen[byt
     while not stop.is_set():
         now = time.monotonic() - started
         per_role: dict[str, list[float]] = {}
-        for root in roots:
+        for index, root in enumerate(roots):
             try:
                 family = [root, *root.children(recursive=True)]
             except psutil.Error:
@@ -151,6 +152,8 @@ def sample_all(master: subprocess.Popen[str], workers: list[subprocess.Popen[byt
                 role = role_of(process, mode)
                 if role is None:
                     continue
+                if role == "worker":
+                    role = f"worker {index}"
                 try:
                     per_role.setdefault(role, []).append(process.memory_info().rss / 2**20)
                 except psutil.Error:
@@ -162,8 +165,9 @@ def sample_all(master: subprocess.Popen[str], workers: list[subprocess.Popen[byt
         stop.wait(SAMPLE_S)
 
 
-def events_between(results: Path, from_s: float, to_s: float) -> tuple[int, int]:
-    """Events that arrived between ``from_s`` and ``to_s`` after the run started, and all events."""
+def events_between(results: Path, from_s: float, to_s: float) -> tuple[int, int, list[int]]:
+    """Events that arrived between ``from_s`` and ``to_s`` after the run started, all events, and the
+    events in between per worker (fewest first; empty for a local run)."""
     from analysis.results import iter_event_batches, read_run, read_streams
 
     streams = read_streams(results)
@@ -172,12 +176,18 @@ def events_between(results: Path, from_s: float, to_s: float) -> tuple[int, int]
 
     origin = datetime.fromisoformat(run["started_at"]).timestamp()
     started = streams["started_at"].to_numpy(dtype=np.float64)
+    workers, worker_of = np.unique(streams["worker"].astype(str).to_numpy(), return_inverse=True)
+    per_worker = np.zeros(len(workers), dtype=np.int64)
     between = total = 0
     for events in iter_event_batches(results):
-        arrival = started[events["stream_key"].to_numpy()] + events["t_ms"].to_numpy() / 1000.0 - origin
-        between += int(((arrival >= from_s) & (arrival <= to_s)).sum())
+        keys = events["stream_key"].to_numpy()
+        arrival = started[keys] + events["t_ms"].to_numpy() / 1000.0 - origin
+        inside = (arrival >= from_s) & (arrival <= to_s)
+        between += int(inside.sum())
+        per_worker += np.bincount(worker_of[keys[inside]], minlength=len(workers))
         total += len(events)
-    return between, total
+    local = len(workers) == 1 and workers[0] == "local"
+    return between, total, [] if local else sorted(int(n) for n in per_worker)
 
 
 def growth(trace: Trace, from_s: float, to_s: float) -> tuple[float, float, float, float]:
@@ -225,7 +235,8 @@ def section(heading: str, outcomes: list[Outcome], args: argparse.Namespace, cha
         f"Locust against the fake backend on this 2-core machine, both transports ({NDJSON_WEIGHT}:{SOCKETIO_WEIGHT} "
         f"NDJSON:Socket.io users), {args.rate:g} chunks/s per stream; RSS of every harness process sampled "
         f"each second. Growth = RSS at the end of the load minus RSS at {args.from_s:g} s, per event received "
-        "in between; writing = peak RSS after the load stopped / median RSS over its last 30 s.",
+        "in between (by the whole run; for a worker, by the worker that received fewest); "
+        "writing = peak RSS after the load stopped / median RSS over its last 30 s.",
         "",
         "| run | process | RSS at start mark | RSS at end of load | growth per event | peak while writing | "
         "writing / steady | events (chunks/s) | saturated |",
@@ -234,10 +245,13 @@ def section(heading: str, outcomes: list[Outcome], args: argparse.Namespace, cha
     for outcome in outcomes:
         for role, trace in sorted(outcome.traces.items()):
             at_from, at_end, steady, peak = growth(trace, args.from_s, outcome.load_end_s)
-            per_event = (at_end - at_from) * 2**20 / max(outcome.events_between, 1)
+            received = outcome.events_between
+            if role.startswith("worker") and outcome.worker_events_between:
+                received = outcome.worker_events_between[0]
+            per_event = (at_end - at_from) * 2**20 / max(received, 1)
             lines.append(
                 f"| {outcome.name} | {role} | {at_from:.0f} MB | {at_end:.0f} MB | {per_event:.2f} B "
-                f"| {peak:.0f} MB | {peak / steady:.2f} | {outcome.events_between / 1e6:.2f} M "
+                f"| {peak:.0f} MB | {peak / steady:.2f} | {received / 1e6:.2f} M "
                 f"({outcome.chunks_per_s:,.0f}) | {'yes' if outcome.saturated else 'no'} |"
             )
     lines += ["", *[f"![RSS over time]({path.name})" for path in charts]]
