@@ -1,15 +1,17 @@
 """Memory of every harness process over a long run: does anything grow with the events?
 
 ``make bench-memory`` (150 s, 40 users, both transports, 333 chunks/s per
-stream; local, then master + 2 workers) and ``make soak-capacity`` (60 minutes
-at the load process's capacity, 100 NDJSON + 30 Socket.io users) run a headless
+stream; local, then master + 2 workers), ``make soak-capacity`` (60 minutes
+at the load process's capacity, 100 NDJSON + 30 Socket.io users) and ``make
+soak-distributed`` (10 minutes, master + 2 workers, 80 users) run a headless
 Locust load against the fake backend and sample, once a second, the RSS of
 every process of the harness: the load process (or each worker), the master,
 and the result writer.  Afterwards:
 
 - growth: RSS at the end of the load minus RSS at ``--from-s`` (20 s: start-up
   and the first streams are done), divided by the events received in between
-  (from the result set itself);
+  (from the result set itself; a worker's growth by the events of the worker
+  that received fewest);
 - writing: the peak RSS after the load stopped, against the steady level
   (median over the last 30 s of load);
 - a chart of RSS over time per process (``docs/memory-<name>.png``).
