@@ -9,7 +9,8 @@ every process of the harness: the load process (or each worker), the master,
 and the result writer.  Afterwards:
 
 - growth: RSS at the end of the load minus RSS at ``--from-s`` (20 s: start-up
-  and the first streams are done), divided by the events received in between
+  and the first streams are done), both read off the least-squares line through
+  the samples in between, divided by the events received in between
   (from the result set itself; a worker's growth by the events of the worker
   that received fewest);
 - writing: the peak RSS after the load stopped, against the steady level
@@ -193,13 +194,22 @@ def events_between(results: Path, from_s: float, to_s: float) -> tuple[int, int,
 
 
 def growth(trace: Trace, from_s: float, to_s: float) -> tuple[float, float, float, float]:
-    """(RSS at from_s, RSS at to_s, steady level, peak after to_s), MB."""
+    """(RSS at from_s, RSS at to_s, steady level, peak after to_s), MB.
+
+    The RSS at ``from_s`` and ``to_s`` is read off the least-squares line through
+    every sample in between: streams start and end every few seconds, a saw-tooth
+    of 1-2 MB that two single points would read as growth or shrinkage.
+    """
     t = np.asarray(trace.t)
     rss = np.asarray(trace.rss_mb)
-    start = (t >= from_s - 2) & (t <= from_s + 2)
-    at_from = float(np.median(rss[start])) if start.any() else float("nan")
-    window = (t >= to_s - 4) & (t <= to_s)
-    at_end = float(np.median(rss[window])) if window.any() else float("nan")
+    between = (t >= from_s) & (t <= to_s)
+    if between.sum() >= 2:
+        x = t[between] - t[between].mean()
+        slope = float((x * (rss[between] - rss[between].mean())).sum() / (x * x).sum())
+        middle, level = float(t[between].mean()), float(rss[between].mean())
+        at_from, at_end = level + slope * (from_s - middle), level + slope * (to_s - middle)
+    else:
+        at_from = at_end = float("nan")
     steady_window = (t >= to_s - 30) & (t <= to_s)
     steady = float(statistics.median(rss[steady_window])) if steady_window.any() else float("nan")
     after = rss[t > to_s]
@@ -236,7 +246,9 @@ def section(heading: str, outcomes: list[Outcome], args: argparse.Namespace, cha
         f"`python -m bench.memory --seconds {args.seconds:g} --users {args.users} --rate {args.rate:g}`: headless "
         f"Locust against the fake backend on this 2-core machine, both transports ({NDJSON_WEIGHT}:{SOCKETIO_WEIGHT} "
         f"NDJSON:Socket.io users), {args.rate:g} chunks/s per stream; RSS of every harness process sampled "
-        f"each second. Growth = RSS at the end of the load minus RSS at {args.from_s:g} s, per event received "
+        f"each second. Growth = RSS at the end of the load minus RSS at {args.from_s:g} s (both on the least-squares "
+        "line through every sample in between, which the saw-tooth of streams starting and ending does not tilt), "
+        "per event received "
         "in between (by the whole run; for a worker, by the worker that received fewest); "
         "writing = peak RSS after the load stopped / median RSS over its last 30 s.",
         "",
