@@ -29,6 +29,7 @@ directory with every batch written so far.
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import struct
 import sys
@@ -38,12 +39,6 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import msgpack
-
-# The summary's statistical tests (analysis.parity, analysis.compare) import
-# scipy.stats on first use, which the load processes rely on to stay small.
-# The writer takes it now: finishing a run then loads no code from disk and
-# does not grow by the ~60 MB scipy.stats costs (measured: 111 -> 169 MB).
-import scipy.stats  # noqa: F401
 
 from analysis.accumulate import RunAccumulator
 from analysis.frames import frames_from_records
@@ -137,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_id")
     parser.add_argument("--warmup-until", type=float, default=float("-inf"))
     args = parser.parse_args(argv)
+    # The summary's statistical tests (analysis.parity, analysis.compare) import
+    # scipy.stats on first use, so that the load processes, which import this
+    # module for its framing, stay small.  The writer process takes it now:
+    # finishing a run then loads no code from disk and does not jump by the
+    # ~60 MB scipy.stats costs (measured: 111 -> 169 MB).
+    importlib.import_module("scipy.stats")
     # The load process decides when to stop; a Ctrl-C sent to the whole
     # process group must not kill the writer before it has written the set.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
