@@ -293,6 +293,11 @@ class _StreamRun:
                     self.finish_failed("connect", connect_error_text(exc))
                     return None
                 self.sock = sock
+                if hop == 0:
+                    # t0 just before the request goes out: a first chunk can never look earlier than it came
+                    self.t0 = time.perf_counter()
+                    record.t0 = self.t0
+                    record.started_at = time.time()
                 try:
                     sock.settimeout(client._connect_timeout)
                     sock.sendall(request)
@@ -303,9 +308,6 @@ class _StreamRun:
                     self.finish_failed("connect", f"sending the request failed: {exc}")
                     return None
                 if hop == 0:
-                    self.t0 = time.perf_counter()
-                    record.t0 = self.t0
-                    record.started_at = time.time()
                     self.stream_deadline = self.t0 + self.stream_timeout
                     self.first_chunk_deadline = self.t0 + self.first_chunk_timeout
                 self.reads = 0

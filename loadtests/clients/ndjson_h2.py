@@ -610,8 +610,6 @@ class H2NdjsonClient:
         if conn is None:
             return
         try:
-            stream.t0 = record.t0 = time.perf_counter()
-            record.started_at = stream.lines.started_at = time.time()
             self._wait(stream, conn, first_chunk_timeout, stream_timeout)
         except BaseException as exc:
             conn.reset(stream)
@@ -641,6 +639,9 @@ class H2NdjsonClient:
                 record.fail(ErrorKind.CONNECT, connect_error_text(exc))
                 break
             try:
+                # t0 just before the request goes out: a first chunk can never look earlier than it came
+                stream.t0 = record.t0 = time.perf_counter()
+                record.started_at = stream.lines.started_at = time.time()
                 conn.start(stream, request, payload)
                 return conn
             except OSError as exc:

@@ -555,6 +555,10 @@ class SocketIOSession:
             )
             self._pending_acks[task.ack_id] = task  # listen before emitting
             task.read_base = self._reads
+            # t0 just before the emit goes out: a first chunk can never look earlier than it came
+            task.t0 = time.perf_counter()
+            record.t0 = task.t0
+            record.started_at = time.time()
             try:
                 self._send(frame)
             except OSError as exc:
@@ -565,9 +569,6 @@ class SocketIOSession:
                 self._teardown("emit interrupted")
                 raise
             else:
-                task.t0 = time.perf_counter()
-                record.t0 = task.t0
-                record.started_at = time.time()
                 self._wait(task, ack_timeout, first_chunk_timeout, stream_timeout)
         except BaseException as exc:
             self._forget(task)
