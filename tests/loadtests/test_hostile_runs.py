@@ -93,6 +93,7 @@ def test_a_run_against_a_fast_endless_body_ends_on_time_and_says_it_was_saturate
     assert harness["saturated"] is True and harness["reasons"], harness  # reading as fast as it can: CPU-bound
 
 
+@pytest.mark.exclusive  # two 64 MiB decodes per run: on a shared CPU the run can end after one
 def test_decompression_bombs_keep_the_load_process_within_200_mb_of_a_normal_run(bad: BadServer, tmp_path: Path):
     normal, normal_peak = run_watched(bad.url + "/fault/gzip-lines", tmp_path / "normal", "--transport", "ndjson")
     assert (finished_streams(normal.streams, users=2)["status"] == "completed").all()
