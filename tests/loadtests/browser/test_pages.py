@@ -66,7 +66,7 @@ def run(page: PageChannel, backend: BackendProcess, transport: str, **options: o
 
 def test_an_ndjson_stream_is_recorded_read_by_read(pages: dict[str, PageChannel], backend: BackendProcess):
     before = time.time()
-    record = run(pages["ndjson"], backend, "ndjson", backend_options={"chunks": 150, "duration_s": 0.75, "seed": 4})
+    record = run(pages["ndjson"], backend, "ndjson", backend_options={"chunks": 150, "duration_s": 1.5, "seed": 4})
     assert (record.status, record.error) == ("completed", None), record.error_detail
     assert record.client == "browser" and record.http_version == "1.1" and record.http_status == 200
     kinds = np.asarray(record.kinds)
