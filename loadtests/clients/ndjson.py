@@ -273,19 +273,21 @@ class _StreamRun:
             note = "redirected: " + ", ".join(hops)
             record.error_detail = f"{record.error_detail}; {note}" if record.error_detail else note
 
+    def start_clock(self) -> None:
+        """t0 (and the record's start) now: a first chunk can never look earlier than it came."""
+        self.t0 = self.record.t0 = time.perf_counter()
+        self.record.started_at = time.time()
+
     def _exchange(self, origin: Origin, request: bytes, hop: int) -> tuple[int, str] | None:
         """Send ``request`` and read its response into the record; (status, Location) of a redirect.
 
         On the first hop the clock starts and the phase timer is armed; later
         hops run under it.
         """
-        record = self.record
         client = self.client
         for attempt in (0, 1):
             if hop == 0:
-                self.t0 = time.perf_counter()
-                record.t0 = self.t0
-                record.started_at = time.time()
+                self.start_clock()  # a failed connect is timed from here
             try:
                 try:
                     sock, reused = client._checkout(origin)
@@ -294,10 +296,7 @@ class _StreamRun:
                     return None
                 self.sock = sock
                 if hop == 0:
-                    # t0 just before the request goes out: a first chunk can never look earlier than it came
-                    self.t0 = time.perf_counter()
-                    record.t0 = self.t0
-                    record.started_at = time.time()
+                    self.start_clock()  # again, just before the request goes out
                 try:
                     sock.settimeout(client._connect_timeout)
                     sock.sendall(request)

@@ -240,6 +240,7 @@ class StreamCollector:
                 self._send_pending()
             except Exception as exc:
                 logger.warning("stream harness: could not ship streams to the master (%s); will retry", exc)
+            release_free_heap()  # the shipped records are gone now
 
     def _send_pending(self) -> None:
         if not self._pending:
@@ -259,8 +260,6 @@ class StreamCollector:
             self._pending[:0] = batch
             self._pending_events += sum(r.n_events for r in batch)
             raise
-        del batch
-        release_free_heap()
 
     def _finish_worker(self) -> None:
         """Send everything left and ``done`` (idempotent per run)."""

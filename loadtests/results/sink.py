@@ -82,14 +82,13 @@ class ResultsSink:
                 self.flush()
             except SinkError:
                 return  # logged in _send; finish() reports it
+            release_free_heap()  # the batch's records are gone now
 
     def flush(self) -> None:
         if not self._pending:
             return
         batch, self._pending, self._pending_events = self._pending, [], 0
         self._send({"op": "records", "records": encode_records(batch), "byteorder": sys.byteorder})
-        del batch
-        release_free_heap()
 
     def _send(self, message: dict[str, Any]) -> None:
         if self.error is not None:

@@ -147,14 +147,16 @@ def stats_row(stats: pd.DataFrame, request_type: str, name: str) -> pd.Series:
 
 def master_flags(port: int, workers: int) -> tuple[str, ...]:
     """A master on ``port`` of the loopback that waits for ``workers`` workers."""
-    bind = ("--master-bind-host", "127.0.0.1", "--master-bind-port", str(port))
-    return ("--master", *bind, "--expect-workers", str(workers))
+    return ("--master", *_bind_loopback(port), "--expect-workers", str(workers))
 
 
 def processes_flags(port: int, processes: int) -> tuple[str, ...]:
     """``--processes``, its master on ``port`` of the loopback: not Locust's 5557, other tests run masters."""
-    bind = ("--master-bind-host", "127.0.0.1", "--master-bind-port", str(port))
-    return ("--processes", str(processes), *bind, "--master-port", str(port))
+    return ("--processes", str(processes), *_bind_loopback(port), "--master-port", str(port))
+
+
+def _bind_loopback(port: int) -> tuple[str, ...]:
+    return ("--master-bind-host", "127.0.0.1", "--master-bind-port", str(port))
 
 
 def start_workers(port: int, count: int) -> list[subprocess.Popen[str]]:
