@@ -40,6 +40,7 @@ import psutil
 
 from bench.perfdoc import PERFORMANCE_DOC, write_section
 from fake_backend.process import start_backend
+from loadtests.clock import least_squares_slope
 from stream_harness.paths import LOCUSTFILE, PACKAGES_ROOT
 from tests.support.loopback import free_port
 
@@ -204,8 +205,7 @@ def growth(trace: Trace, from_s: float, to_s: float) -> tuple[float, float, floa
     rss = np.asarray(trace.rss_mb)
     between = (t >= from_s) & (t <= to_s)
     if between.sum() >= 2:
-        x = t[between] - t[between].mean()
-        slope = float((x * (rss[between] - rss[between].mean())).sum() / (x * x).sum())
+        slope = least_squares_slope(t[between], rss[between])
         middle, level = float(t[between].mean()), float(rss[between].mean())
         at_from, at_end = level + slope * (from_s - middle), level + slope * (to_s - middle)
     else:

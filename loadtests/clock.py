@@ -99,6 +99,16 @@ class ClockModel:
         }
 
 
+def least_squares_slope(x: np.ndarray, y: np.ndarray) -> float:
+    """The slope of the least-squares line through (x, y), x not all equal.
+
+    In closed form, elementwise numpy only, so a load process never runs BLAS
+    code (np.polyfit would page in OpenBLAS, about 1 MB of RSS).
+    """
+    dx = x - x.mean()
+    return float((dx * (y - y.mean())).sum() / (dx * dx).sum())
+
+
 def fit(samples: Sequence[ClockSample]) -> ClockModel | None:
     """The clock model of ``samples`` (None without any)."""
     if not samples:
@@ -107,11 +117,7 @@ def fit(samples: Sequence[ClockSample]) -> ClockModel | None:
     offset = np.array([s.offset_ms for s in samples])
     rtt_min = min(s.rtt_ms for s in samples)
     if at.max() - at.min() >= MIN_DRIFT_SPAN_S and len(samples) >= 2:
-        # The least-squares line in closed form: elementwise numpy only, so a load
-        # process never runs BLAS code (np.polyfit would page in OpenBLAS, ~1 MB).
-        x = at - at.mean()
-        slope = float((x * (offset - offset.mean())).sum() / (x * x).sum())
-        drift_ppm = slope * 1e3  # ms per s -> ppm
+        drift_ppm = least_squares_slope(at, offset) * 1e3  # ms per s -> ppm
         return ClockModel(float(offset.mean()), drift_ppm, float(at.mean()), rtt_min / 2.0, len(samples), rtt_min)
     best = min(samples, key=lambda s: s.rtt_ms)
     return ClockModel(best.offset_ms, 0.0, best.at, rtt_min / 2.0, len(samples), rtt_min)
