@@ -40,11 +40,18 @@ class LocustRun:
     output: str
     results: Path
 
+    def file(self, name: str) -> Path:
+        """A file of the result set; a run that did not write it fails with the end of its output."""
+        path = self.results / name
+        if not path.exists():
+            pytest.fail(f"the run (exit {self.returncode}) wrote no {name}; its output ends:\n{self.output[-3000:]}")
+        return path
+
     @property
     def streams(self) -> pd.DataFrame:
         """streams.parquet with plain-object text columns: a missing error is
         None, so ``== "x"`` is False for it (pandas' NA would be skipped by .all())."""
-        frame = pd.read_parquet(self.results / "streams.parquet")
+        frame = pd.read_parquet(self.file("streams.parquet"))
         for name in frame.columns:
             if isinstance(frame[name].dtype, pd.StringDtype):
                 frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
@@ -52,14 +59,14 @@ class LocustRun:
 
     @property
     def run(self) -> dict:
-        return json.loads((self.results / "run.json").read_text())
+        return json.loads(self.file("run.json").read_text())
 
     @property
     def summary(self) -> dict:
-        return json.loads((self.results / "summary.json").read_text())
+        return json.loads(self.file("summary.json").read_text())
 
     def stats_csv(self) -> pd.DataFrame:
-        return pd.read_csv(self.results / "locust_stats.csv", keep_default_na=False)
+        return pd.read_csv(self.file("locust_stats.csv"), keep_default_na=False)
 
 
 def locust_command(*args: str) -> list[str]:
