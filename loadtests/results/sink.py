@@ -20,6 +20,7 @@ import gevent
 import msgpack
 from gevent import subprocess as gsubprocess
 from gevent.event import Event
+from gevent.lock import Semaphore
 
 from loadtests.errors import LoadtestError
 from loadtests.results.heap import release_free_heap
@@ -52,6 +53,11 @@ class ResultsSink:
         self._pending_events = 0
         self._wake = Event()
         self._closed = False
+        self._stopping = False
+        # A frame is written whole or not at all: a frame cut short (a greenlet
+        # killed, or another frame interleaved, while the pipe was full) would
+        # make the writer read the rest of the stream as garbage.
+        self._write_lock = Semaphore()
         self.error: str | None = None  # why the writer cannot take more (logged once)
         self.streams = 0
         self._flusher = gevent.spawn(self._flush_loop)
@@ -75,7 +81,7 @@ class ResultsSink:
         self._send({"op": "records", "records": encoded, "byteorder": byteorder})
 
     def _flush_loop(self) -> None:
-        while not self._closed:
+        while not self._stopping:
             self._wake.wait(FLUSH_INTERVAL_S)
             self._wake.clear()
             try:
@@ -97,8 +103,9 @@ class ResultsSink:
         stdin = self._process.stdin
         assert stdin is not None
         try:
-            stdin.write(HEADER.pack(len(body)) + body)
-            stdin.flush()
+            with self._write_lock:
+                stdin.write(HEADER.pack(len(body)) + body)
+                stdin.flush()
         except OSError as exc:
             self.error = f"the result writer process is gone ({exc}); streams after this are lost"
             logger.error("stream harness: %s", self.error)
@@ -130,9 +137,17 @@ class ResultsSink:
         self._reap()
 
     def _stop_flusher(self) -> None:
-        if self._flusher is not None and self._flusher is not gevent.getcurrent():
-            self._flusher.kill(block=True)
-        self._flusher = None
+        """Let the flusher finish the batch it is writing (the writer may be slow
+        to read: it imports its code first), then end it."""
+        self._stopping = True
+        self._wake.set()
+        flusher, self._flusher = self._flusher, None
+        if flusher is None or flusher is gevent.getcurrent():
+            return
+        flusher.join(timeout=FINISH_TIMEOUT_S)
+        if not flusher.dead:
+            flusher.kill(block=True)
+            self.error = f"the result writer took no batch within {FINISH_TIMEOUT_S:g} s"
 
     def _read_reply(self) -> dict[str, Any]:
         stdout = self._process.stdout
