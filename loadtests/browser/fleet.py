@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import gevent
-from gevent import subprocess as gsubprocess
 from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 
@@ -26,6 +25,7 @@ from loadtests.browser.channel import PageChannel
 from loadtests.browser.chromium import CHROMIUM, LAUNCH_ARGS, BrowserUnavailable, check_available, trust_args
 from loadtests.browser.monitor import PageMonitor
 from loadtests.browser.page import PAGE_PATH, page_config
+from loadtests.children import ChildProcess, ChildTimeout
 from loadtests.errors import LoadtestError
 from loadtests.protocol.http1 import parse_base_url
 
@@ -49,7 +49,7 @@ class BrowserFleet:
         self.chromium = chromium
         self.bridge = Bridge()
         self.monitor = PageMonitor(self.host_pid)
-        self._process: gsubprocess.Popen[bytes] | None = None
+        self._process: ChildProcess | None = None
         self._reader: gevent.Greenlet | None = None
         self._ready = AsyncResult()
         self._replies: dict[str, AsyncResult] = {}
@@ -80,7 +80,7 @@ class BrowserFleet:
                 argv.append("--insecure")
             argv += ["--", *LAUNCH_ARGS, *trust_args(self.ca_file)]
             self._ready = AsyncResult()
-            self._process = gsubprocess.Popen(argv, stdin=gsubprocess.PIPE, stdout=gsubprocess.PIPE)
+            self._process = ChildProcess(argv, stdin=True, stdout=True)
             self._reader = gevent.spawn(self._read_replies, self._process)
             try:
                 self._ready.get(timeout=START_TIMEOUT_S)
@@ -135,7 +135,7 @@ class BrowserFleet:
                 if process.stdin is not None:
                     process.stdin.close()
                 process.wait(timeout=STOP_TIMEOUT_S)
-            except (OSError, gsubprocess.TimeoutExpired):
+            except (OSError, ChildTimeout):
                 process.kill()
                 process.wait()
         if self._reader is not None:
@@ -155,7 +155,7 @@ class BrowserFleet:
         except OSError as exc:
             raise BrowserError(f"the browser process is gone ({exc})") from None
 
-    def _read_replies(self, process: gsubprocess.Popen[bytes]) -> None:
+    def _read_replies(self, process: ChildProcess) -> None:
         assert process.stdout is not None
         for raw in process.stdout:
             try:

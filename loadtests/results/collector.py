@@ -57,7 +57,7 @@ from loadtests.results.sink import ResultsSink, SinkError
 from loadtests.results.wire import encode_records
 from loadtests.selfcheck import SelfCheck, worst
 from stream_harness.contract.kinds import TRANSPORTS
-from stream_harness.provenance import git_state, package_versions
+from stream_harness.provenance import package_versions
 
 logger = logging.getLogger("stream_harness")
 
@@ -441,7 +441,6 @@ class StreamCollector:
             "planned_run_time_s": float(planned) if planned else None,
             "locust_version": locust_version,
             "versions": package_versions(),
-            "git": git_state(),
         }
 
     def results_dir(self, run: RunState) -> Path:

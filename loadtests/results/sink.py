@@ -18,10 +18,10 @@ from typing import Any, Final
 
 import gevent
 import msgpack
-from gevent import subprocess as gsubprocess
 from gevent.event import Event
 from gevent.lock import Semaphore
 
+from loadtests.children import ChildProcess, ChildTimeout
 from loadtests.errors import LoadtestError
 from loadtests.results.heap import release_free_heap
 from loadtests.results.record import StreamRecord
@@ -48,7 +48,7 @@ class ResultsSink:
         if warmup_until is not None:
             command += ["--warmup-until", repr(warmup_until)]
         self.directory = directory
-        self._process = gsubprocess.Popen(command, stdin=gsubprocess.PIPE, stdout=gsubprocess.PIPE)
+        self._process = ChildProcess(command, stdin=True, stdout=True)
         self._pending: list[StreamRecord] = []
         self._pending_events = 0
         self._wake = Event()
@@ -172,6 +172,6 @@ class ResultsSink:
             pass
         try:
             self._process.wait(timeout=30)
-        except gsubprocess.TimeoutExpired:
+        except ChildTimeout:
             self._process.kill()
             self._process.wait()

@@ -16,7 +16,9 @@ Protocol on stdin: frames of a 4-byte big-endian length and a msgpack map:
 - ``{"op": "records", "records": [...], "byteorder": "little"}``: a batch of
   finished streams in the wire format;
 - ``{"op": "finish", "run": {...}}``: write ``streams.parquet``, ``run.json``
-  and ``summary.json``, install the set, answer one frame
+  (``run`` plus ``git``, the harness's commit as this process found it when
+  it started: the load process starts no git of its own, see
+  ``loadtests.children``) and ``summary.json``, install the set, answer one frame
   ``{"summary": {...}, "streams": n, "failed": n}`` (or ``{"error": "..."}``)
   on stdout, exit.  A summary that cannot be built still installs the raw
   data (run.json, streams.parquet, events/) and answers the error;
@@ -47,6 +49,7 @@ from analysis.summary import build_summary
 from loadtests.errors import LoadtestError
 from loadtests.results.heap import release_free_heap
 from loadtests.results.wire import decode_records
+from stream_harness.provenance import GitState, git_state
 
 HEADER: Final = struct.Struct(">I")
 #: A batch is folded and written once it holds this many events, or once its
@@ -76,7 +79,8 @@ def write_frame(stream: IO[bytes], message: dict[str, Any]) -> None:
 class Writer:
     """Folds batches of records into a staged result set (``analysis.results.ResultSetWriter``)."""
 
-    def __init__(self, directory: Path, run_id: str, warmup_until: float) -> None:
+    def __init__(self, directory: Path, run_id: str, warmup_until: float, git: GitState | None = None) -> None:
+        self.git = git
         self.accumulator = RunAccumulator(warmup_until=warmup_until)
         self.files = ResultSetWriter(directory, run_id)
         self.next_key = 0
@@ -103,6 +107,8 @@ class Writer:
         self.files.append(filled, events)
 
     def finish(self, run: dict[str, Any]) -> dict[str, Any]:
+        if self.git is not None:
+            run = {**run, "git": self.git}
         self.fold()
         streams = self.files.streams()
         try:
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     # process group must not kill the writer before it has written the set.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    writer = Writer(args.directory, args.run_id, args.warmup_until)
+    writer = Writer(args.directory, args.run_id, args.warmup_until, git_state())
     failure: str | None = None  # the first error: later batches are read and dropped, finish reports it
     for message in read_frames(stdin):
         op = message.get("op")
