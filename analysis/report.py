@@ -334,7 +334,8 @@ def calibration_lines(transports: Mapping[str, TransportSummary]) -> list[str]:
             f"verdicts {found['verdicts'].get('browser')} / {found['verdicts'].get('protocol')})"
         )
         mark = ":white_check_mark:" if found["agree"] else ":warning:"
-        lines.append(f"- {mark} {name}: {found['line']}" + (numbers if found["agree"] else ""))
+        notes = "".join(f"; {note}" for note in found.get("notes", []))  # (summaries before notes have none)
+        lines.append(f"- {mark} {name}: {found['line']}" + (numbers if found["agree"] else "") + notes)
     return lines
 
 

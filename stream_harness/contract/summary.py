@@ -80,12 +80,14 @@ class Buffering(TypedDict):
 
 
 class CalibrationDelta(TypedDict):
-    """One compared number: each kind of client's value, browser minus protocol, the tolerance (ms)."""
+    """One compared number: each kind of client's value, browser minus protocol, the tolerance (ms),
+    and whether it was held to it (a TTFC p99 of too few streams is shown, not judged)."""
 
     protocol: float | None
     browser: float | None
     delta: float | None
     allowed: float | None
+    judged: bool
 
 
 class CalibrationPair(TypedDict):
@@ -99,6 +101,7 @@ class Calibration(TypedDict):
     agree: bool
     line: str  # "protocol clients agree with the browser", or why not
     reasons: list[str]
+    notes: list[str]  # numbers shown but not judged, and why
     streams: dict[str, int]  # completed streams per kind of client
     ttfc_ms: CalibrationPair
     gap_ms: CalibrationPair

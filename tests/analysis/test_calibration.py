@@ -72,6 +72,33 @@ def test_no_calibration_without_both_kinds_of_client():
     assert calibrate({"protocol": {}}) is None  # type: ignore[dict-item]
 
 
+def one_slow_browser_stream(extra_ms: float) -> dict:
+    """``by_client`` of a clean mixed run whose browser TTFC p99 is ``extra_ms`` slower (one slow fetch)."""
+    summary = analyse(*mixed_run(CLEAN, SyntheticSpec(transports=("ndjson",), streams=12, seed=2))).summary
+    by_client = summary["transports"]["ndjson"]["by_client"]
+    by_client["browser"]["ttfc_ms"]["p99"] += extra_ms
+    return by_client
+
+
+def test_the_ttfc_p99_of_few_streams_is_shown_not_judged():
+    found = calibrate(one_slow_browser_stream(75.0))
+    assert found is not None and found["agree"] is True and found["line"] == AGREE_LINE
+    p99 = found["ttfc_ms"]["p99"]
+    assert p99["judged"] is False and p99["delta"] > p99["allowed"]
+    assert found["notes"] == [
+        "TTFC p99 not judged: 12 completed protocol streams (it needs 100; of fewer it is about the slowest one)"
+    ]
+    assert all(
+        found[key][q]["judged"]
+        for key in ("ttfc_ms", "gap_ms")
+        for q in ("p50", "p99")
+        if (key, q) != ("ttfc_ms", "p99")
+    )
+    judged = calibrate(one_slow_browser_stream(75.0), CalibrationThresholds(ttfc_p99_min_streams=12))
+    assert judged is not None and judged["agree"] is False and judged["ttfc_ms"]["p99"]["judged"] is True
+    assert [reason.split(":")[0] for reason in judged["reasons"]] == ["TTFC p99"] and judged["notes"] == []
+
+
 def test_too_few_streams_and_inconclusive_verdicts_cannot_agree():
     few = SyntheticSpec(transports=("ndjson",), streams=2, seed=4)
     found = analyse(*mixed_run(CLEAN, few)).summary["transports"]["ndjson"]["calibration"]
