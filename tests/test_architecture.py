@@ -36,7 +36,7 @@ ALLOWED: dict[str, set[str]] = {
     "loadtests.clients": {"stream_harness.contract", "loadtests.protocol", "loadtests.results", "loadtests.errors"},
     "loadtests.results": {
         "stream_harness.contract", "stream_harness.provenance", "analysis", "loadtests.errors", "loadtests.hooks",
-        "loadtests.options", "loadtests.selfcheck", "loadtests.clock",
+        "loadtests.options", "loadtests.selfcheck", "loadtests.clock", "loadtests.children",
     },
     "loadtests.live": {
         "stream_harness.contract", "analysis", "loadtests.hooks", "loadtests.options", "loadtests.results",
@@ -45,6 +45,7 @@ ALLOWED: dict[str, set[str]] = {
     "loadtests.browser": {
         "stream_harness.contract", "analysis", "loadtests.protocol", "loadtests.clients", "loadtests.results",
         "loadtests.errors", "loadtests.options", "loadtests.selfcheck", "loadtests.users", "loadtests.harness_run",
+        "loadtests.children",
     },
 }  # fmt: skip
 #: Modules that only run as scripts (``python -m x``): entry points, exempt from the layering.
