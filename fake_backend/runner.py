@@ -154,7 +154,9 @@ async def run_stream(
             if 0 <= due < n:
                 at_fault = due in fault_points
                 if at_fault and due == stall_at:
-                    first_at += s.stall_ms / 1000  # type: ignore[operator]
+                    # The pause runs from the previous chunk's send (now) even when the stream
+                    # is behind its plan, so the gap before this chunk is never under stall_ms.
+                    first_at = max(first_at, clock() - offsets[due]) + s.stall_ms / 1000  # type: ignore[operator]
                 target = first_at + offsets[due]
                 now = clock()
                 if target > now:

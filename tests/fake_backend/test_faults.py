@@ -69,14 +69,19 @@ def test_2000_chunks_over_2s_all_arrive_paced(backend):
     assert 1.9 <= emit_spread < 10
 
 
+#: How late this test's own reader may take a chunk off the socket on a shared machine.
+READ_LATENESS_S = 0.01
+
+
 def test_stall_shows_as_one_long_gap_before_its_chunk(backend):
     o = observe(backend.url, {"chunks": 200, "duration_s": 1, "events": False, "stall_ms": 300, "stall_at": 120})
+    emit_gap = o.lines[120]["ts"] - o.lines[119]["ts"]
+    assert emit_gap >= 0.3  # the backend pauses at least stall_ms, also when it runs behind its plan
     arrivals = o.chunk_arrivals
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
     longest = max(range(len(gaps)), key=gaps.__getitem__)
-    assert longest + 1 == 120 and gaps[longest] >= 0.3
-    emit_gap = o.lines[120]["ts"] - o.lines[119]["ts"]
-    assert emit_gap >= 0.3
+    # (this client reading chunk 119 a few ms late on a busy machine shortens the gap it sees)
+    assert longest + 1 == 120 and gaps[longest] >= 0.3 - READ_LATENESS_S, (gaps[longest], emit_gap)
     assert sorted(gaps)[-2] < 0.3
 
 
