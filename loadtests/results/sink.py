@@ -126,16 +126,6 @@ class ResultsSink:
             raise SinkError(str(reply["error"]))
         return reply
 
-    def abort(self) -> None:
-        """Drop the run (nothing is written)."""
-        self._stop_flusher()
-        self._closed = True
-        try:
-            self._send({"op": "abort"})
-        except SinkError:
-            pass
-        self._reap()
-
     def _stop_flusher(self) -> None:
         """Let the flusher finish the batch it is writing (the writer may be slow
         to read: it imports its code first), then end it."""

@@ -22,7 +22,6 @@ Protocol on stdin: frames of a 4-byte big-endian length and a msgpack map:
   ``{"summary": {...}, "streams": n, "failed": n}`` (or ``{"error": "..."}``)
   on stdout, exit.  A summary that cannot be built still installs the raw
   data (run.json, streams.parquet, events/) and answers the error;
-- ``{"op": "abort"}``: remove the staging directory and exit.
 
 End of input without ``finish`` (the load process died) keeps the staging
 directory with every batch written so far.
@@ -169,9 +168,6 @@ def main(argv: list[str] | None = None) -> int:
                 reply = {"error": failure}
             write_frame(stdout, reply)
             return 0 if failure is None else 2
-        elif op == "abort":
-            writer.files.abort()
-            return 0
     # the load process went away without finishing: keep what was measured as complete parts
     if failure is None:
         try:
