@@ -99,6 +99,20 @@ class ChildProcess:
             self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
+    def close(self, timeout: float) -> int:
+        """Close its stdin (its cue to finish), wait up to ``timeout`` s for the exit, then kill it.
+        Returns the exit code."""
+        if self.stdin is not None and not self.stdin.closed:
+            try:
+                self.stdin.close()
+            except OSError:  # it is gone already: the wait says how it ended
+                pass
+        try:
+            return self.wait(timeout)
+        except ChildTimeout:
+            self.kill()
+            return self.wait()
+
     def kill(self) -> None:
         if self.poll() is None:
             try:

@@ -25,7 +25,7 @@ from loadtests.browser.channel import PageChannel
 from loadtests.browser.chromium import CHROMIUM, LAUNCH_ARGS, BrowserUnavailable, check_available, trust_args
 from loadtests.browser.monitor import PageMonitor
 from loadtests.browser.page import PAGE_PATH, page_config
-from loadtests.children import ChildProcess, ChildTimeout
+from loadtests.children import ChildProcess
 from loadtests.errors import LoadtestError
 from loadtests.protocol.http1 import parse_base_url
 
@@ -131,13 +131,7 @@ class BrowserFleet:
         self._pages.clear()
         process, self._process = self._process, None
         if process is not None:
-            try:
-                if process.stdin is not None:
-                    process.stdin.close()
-                process.wait(timeout=STOP_TIMEOUT_S)
-            except (OSError, ChildTimeout):
-                process.kill()
-                process.wait()
+            process.close(timeout=STOP_TIMEOUT_S)
         if self._reader is not None:
             self._reader.kill(block=False)
             self._reader = None

@@ -21,7 +21,7 @@ import msgpack
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from loadtests.children import ChildProcess, ChildTimeout
+from loadtests.children import ChildProcess
 from loadtests.errors import LoadtestError
 from loadtests.results.heap import release_free_heap
 from loadtests.results.record import StreamRecord
@@ -34,6 +34,8 @@ FLUSH_INTERVAL_S: Final = 0.5
 FLUSH_EVENTS: Final = 100_000
 #: How long the writer may take to complete the set once the run has stopped.
 FINISH_TIMEOUT_S: Final = 600.0
+#: How long the writer may take to exit once it has answered (or the sink gave up on it).
+REAP_TIMEOUT_S: Final = 30.0
 
 
 class SinkError(LoadtestError):
@@ -155,13 +157,4 @@ class ResultsSink:
         return reply if isinstance(reply, dict) else {"error": "the result writer answered nonsense"}
 
     def _reap(self) -> None:
-        try:
-            if self._process.stdin is not None and not self._process.stdin.closed:
-                self._process.stdin.close()
-        except OSError:
-            pass
-        try:
-            self._process.wait(timeout=30)
-        except ChildTimeout:
-            self._process.kill()
-            self._process.wait()
+        self._process.close(timeout=REAP_TIMEOUT_S)

@@ -40,6 +40,13 @@ def test_a_child_killed_or_too_slow_says_so():
     assert child.wait(timeout=30) == -9
 
 
+def test_close_lets_a_child_finish_on_end_of_input_and_kills_one_that_does_not():
+    finishing = ChildProcess([sys.executable, "-c", REVERSE_AND_EXIT_3], stdin=True, stdout=True)
+    assert finishing.close(timeout=60) == 3
+    deaf = ChildProcess([sys.executable, "-c", "import time; time.sleep(60)"], stdin=True)
+    assert deaf.close(timeout=0.2) == -9
+
+
 def test_a_missing_program_raises_and_leaves_no_descriptor_open():
     before = open_fds()
     with pytest.raises(FileNotFoundError):
