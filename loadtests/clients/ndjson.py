@@ -32,6 +32,7 @@ from loadtests.clients.connection import (
     take_turn,
 )
 from loadtests.clients.errors import ClientError
+from loadtests.clients.outcome import conclude_ndjson
 from loadtests.protocol.content import (
     READ_OUTPUT_LIMIT,
     STREAM_OUTPUT_LIMIT,
@@ -53,10 +54,10 @@ from loadtests.protocol.http1 import (
     resolve_location,
 )
 from loadtests.protocol.lines import LineSplitter
+from loadtests.protocol.ndjson_events import EventLines
 from loadtests.results.record import StreamRecord
-from stream_harness.contract.kinds import EVENT_CODE_BY_NAME
+from stream_harness.contract.kinds import ErrorKind
 from stream_harness.contract.protocol import PROMISED_CHUNKS_HEADER, REQUEST_ID_HEADER
-from stream_harness.contract.schema import CHUNK, END, ERROR, NO_SEQ, OTHER
 
 NAN = math.nan
 #: After ``end``, how long the body's own terminator may take before the stream
@@ -64,7 +65,6 @@ NAN = math.nan
 END_GRACE_S = 2.0
 #: How much of a non-2xx body is read (for the failure detail) before giving up on it.
 ERROR_BODY_LIMIT = 64 * 1024
-MAX_SEQ = 0x7FFFFFFF
 #: 307 / 308 redirects followed per stream (same method and body, as fetch does).
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = (307, 308)
@@ -149,9 +149,9 @@ class NdjsonClient:
             self._drop_connection()
             run.set_duration_now()
             if isinstance(exc, Exception):
-                record.fail("disconnect", f"client error: {exc!r}"[:200])
+                record.fail(ErrorKind.DISCONNECT, f"client error: {exc!r}"[:200])
             else:
-                record.fail("stopped", type(exc).__name__)
+                record.fail(ErrorKind.STOPPED, type(exc).__name__)
             raise
 
     def cancel(self, request_id: str, headers: Mapping[str, str]) -> int:
@@ -210,11 +210,9 @@ class _StreamRun:
         self.t0 = NAN
         self.now = NAN
         self.reads = 0
-        self.n_chunks = 0
-        self.malformed = 0
-        self.ended = False
-        self.end_ms = NAN
-        self.cancelled = False
+        self.events = EventLines(
+            record.add_event, NAN, on_first_chunk=self.on_first_chunk, on_end=self.on_end, on_error=self.on_error
+        )
         self.splitter = LineSplitter()
         self.first_chunk_deadline = self.stream_deadline = self.deadline = math.inf
         self.timer: gevent.Timeout | None = None
@@ -226,6 +224,7 @@ class _StreamRun:
             self._follow(path, payload, headers)
         finally:
             self.disarm()
+            self.events.drop_hooks()
 
     def arm(self, deadline: float) -> None:
         """Bound the current phase by ``deadline`` (a perf_counter value): one timer, not one per read."""
@@ -254,12 +253,14 @@ class _StreamRun:
                 break
             status, location = redirect
             if len(hops) == MAX_REDIRECTS:
-                self.finish_failed("http_status", f"HTTP {status}: more than {MAX_REDIRECTS} redirects", drop=True)
+                self.finish_failed(
+                    ErrorKind.HTTP_STATUS, f"HTTP {status}: more than {MAX_REDIRECTS} redirects", drop=True
+                )
                 break
             try:
                 next_origin, target = resolve_location(origin, target, location)
             except ValueError as exc:
-                self.finish_failed("http_status", f"HTTP {status}: {exc}", drop=True)
+                self.finish_failed(ErrorKind.HTTP_STATUS, f"HTTP {status}: {exc}", drop=True)
                 break
             if next_origin != origin:
                 # fetch drops the credentials of a request redirected to another origin
@@ -276,7 +277,7 @@ class _StreamRun:
     def start_clock(self) -> None:
         """t0 (and the record's start) now: a first chunk can never look earlier than it came."""
         self.t0 = self.record.t0 = time.perf_counter()
-        self.record.started_at = time.time()
+        self.record.started_at = self.events.started_at = time.time()
 
     def _exchange(self, origin: Origin, request: bytes, hop: int) -> tuple[int, str] | None:
         """Send ``request`` and read its response into the record; (status, Location) of a redirect.
@@ -292,7 +293,7 @@ class _StreamRun:
                 try:
                     sock, reused = client._checkout(origin)
                 except OSError as exc:
-                    self.finish_failed("connect", connect_error_text(exc))
+                    self.finish_failed(ErrorKind.CONNECT, connect_error_text(exc))
                     return None
                 self.sock = sock
                 if hop == 0:
@@ -304,7 +305,7 @@ class _StreamRun:
                     client._drop_connection()
                     if reused and attempt == 0:
                         continue
-                    self.finish_failed("connect", f"sending the request failed: {exc}")
+                    self.finish_failed(ErrorKind.CONNECT, f"sending the request failed: {exc}")
                     return None
                 if hop == 0:
                     self.stream_deadline = self.t0 + self.stream_timeout
@@ -332,15 +333,15 @@ class _StreamRun:
         except _Retry:
             raise
         except FramingError as exc:
-            self.finish_failed("malformed", str(exc), drop=True)
+            self.finish_failed(ErrorKind.MALFORMED, str(exc), drop=True)
             return None
         except OSError as exc:
-            self.finish_failed("disconnect", f"before the response head: {exc}", drop=True)
+            self.finish_failed(ErrorKind.DISCONNECT, f"before the response head: {exc}", drop=True)
             return None
         try:
             framing = framing_for(head, "POST")
         except FramingError as exc:
-            self.finish_failed("malformed", str(exc), drop=True)
+            self.finish_failed(ErrorKind.MALFORMED, str(exc), drop=True)
             return None
         location = head.get("location")
         if head.status in REDIRECT_STATUSES and location:
@@ -364,7 +365,7 @@ class _StreamRun:
                 stream_limit=self.client.decoded_stream_limit,
             )
         except ContentDecodingError as exc:
-            self.finish_failed("malformed", str(exc), drop=True)
+            self.finish_failed(ErrorKind.MALFORMED, str(exc), drop=True)
             return None
         try:
             clean = self.read_body(framing, decoder, rest)
@@ -375,10 +376,10 @@ class _StreamRun:
             self.on_expired()
             return None
         except FramingError as exc:
-            self.finish_failed("malformed", f"bad chunked framing: {exc}", drop=True)
+            self.finish_failed(ErrorKind.MALFORMED, f"bad chunked framing: {exc}", drop=True)
             return None
         except ContentDecodingError as exc:
-            self.finish_failed("malformed", str(exc), drop=True)
+            self.finish_failed(ErrorKind.MALFORMED, str(exc), drop=True)
             return None
         except OSError as exc:
             self.on_cut(f"{type(exc).__name__}: {exc}")
@@ -495,59 +496,19 @@ class _StreamRun:
 
     def on_lines(self, lines: list[bytes], now: float, read_idx: int) -> None:
         """Record the events completed by one read (all get that read's time and index)."""
-        t_ms = (now - self.t0) * 1000.0
-        started_at = self.record.started_at
-        add = self.record.add_event
-        loads = orjson.loads
-        kind_of = EVENT_CODE_BY_NAME.get
-        for line in lines:
-            if not line:
-                continue  # a blank line is not an event, nor malformed
-            try:
-                obj = loads(line)
-            except orjson.JSONDecodeError:
-                if line.strip():
-                    self.malformed += 1
-                continue
-            if type(obj) is not dict:
-                self.malformed += 1
-                continue
-            event = obj.get("event")
-            kind = kind_of(event, OTHER) if type(event) is str else OTHER
-            if kind == CHUNK and self.n_chunks == 0 and now >= self.first_chunk_deadline:
-                raise _Expired  # the first chunk came after its deadline (the timer had no turn)
-            seq = obj.get("seq", NO_SEQ)
-            if type(seq) is not int or seq < 0 or seq > MAX_SEQ:
-                seq = NO_SEQ
-            ts = obj.get("ts")
-            add(kind, t_ms, read_idx, seq, (ts - started_at) * 1000.0 if type(ts) is float or type(ts) is int else NAN)
-            if kind == CHUNK:
-                self.n_chunks += 1
-                if self.n_chunks == 1 and self.stream_deadline != self.deadline:
-                    self.arm(self.stream_deadline)
-            elif kind == END:
-                self.on_end_event(obj, now, t_ms)
-            elif kind == ERROR:
-                self.on_error_event(obj)
+        self.events.feed(lines, (now - self.t0) * 1000.0, read_idx)
 
-    def on_end_event(self, obj: dict, now: float, t_ms: float) -> None:
-        if self.ended:
-            return
-        self.ended = True
-        self.end_ms = t_ms
-        self.arm(min(self.stream_deadline, now + END_GRACE_S))
-        data = obj.get("data")
-        reason = data.get("reason") if type(data) is dict else None
-        if type(reason) is str and reason.lower().startswith("cancel"):
-            self.cancelled = True
+    def on_first_chunk(self, t_ms: float) -> None:
+        if self.now >= self.first_chunk_deadline:
+            raise _Expired  # the first chunk came after its deadline (the timer had no turn)
+        if self.stream_deadline != self.deadline:
+            self.arm(self.stream_deadline)
 
-    def on_error_event(self, obj: dict) -> None:
-        data = obj.get("data")
-        if type(data) is dict:
-            detail = f"{data.get('error_type', 'error')}: {data.get('message', '')}"
-        else:
-            detail = "error event"
-        self.record.fail("stream_error_event", detail[:200])
+    def on_end(self, t_ms: float) -> None:
+        self.arm(min(self.stream_deadline, self.now + END_GRACE_S))
+
+    def on_error(self, detail: str) -> None:
+        self.record.fail(ErrorKind.STREAM_ERROR_EVENT, detail)
 
     def drain_body(self, framing: BodyFraming, data: bytes, parts: list[bytes]) -> bool:
         """Read a body we do not stream (error, redirect) into ``parts``, up to a limit.
@@ -581,7 +542,7 @@ class _StreamRun:
         snippet = b"".join(parts)[:200].decode("utf-8", "replace").strip()
         detail = f"HTTP {head.status}" + (f": {snippet}" if snippet else "")
         reusable = clean and head.keep_alive and not framing.leftover and not head.get("content-encoding")
-        self.finish_failed("http_status", detail, drop=not reusable)
+        self.finish_failed(ErrorKind.HTTP_STATUS, detail, drop=not reusable)
 
     def skip_body(self, head: ResponseHead, framing: BodyFraming, data: bytes) -> None:
         """A redirect's body: read and dropped, and the connection with it unless it can be reused."""
@@ -595,9 +556,9 @@ class _StreamRun:
         if math.isnan(record.duration_ms) and not math.isnan(self.t0):
             record.duration_ms = (time.perf_counter() - self.t0) * 1000.0
         record.n_reads = self.reads
-        record.malformed_lines = self.malformed + self.splitter.dropped
+        record.malformed_lines = self.events.malformed + self.splitter.dropped
 
-    def finish_failed(self, kind: str, detail: str, drop: bool = False) -> None:
+    def finish_failed(self, kind: ErrorKind, detail: str, drop: bool = False) -> None:
         if drop:
             self.client._drop_connection()
         self.record.fail(kind, detail)
@@ -605,51 +566,46 @@ class _StreamRun:
 
     def on_expired(self) -> None:
         self.client._drop_connection()
-        if self.ended and self.t0 + self.end_ms / 1000.0 < self.stream_deadline:
-            self.record.fail("disconnect", f"body not terminated within {END_GRACE_S:g} s after end")
-            self.record.duration_ms = self.end_ms
-        elif self.n_chunks == 0 and self.first_chunk_deadline <= self.stream_deadline:
-            self.record.fail("timeout", f"no chunk within first_chunk_timeout={self.first_chunk_timeout:g} s")
+        events = self.events
+        if events.ended and self.t0 + events.end_ms / 1000.0 < self.stream_deadline:
+            self.record.fail(ErrorKind.DISCONNECT, f"body not terminated within {END_GRACE_S:g} s after end")
+            self.record.duration_ms = events.end_ms
+        elif events.n_chunks == 0 and self.first_chunk_deadline <= self.stream_deadline:
+            self.record.fail(ErrorKind.TIMEOUT, f"no chunk within first_chunk_timeout={self.first_chunk_timeout:g} s")
         else:
             self.record.fail(
-                "timeout", f"stream not done within stream_timeout={self.stream_timeout:g} s ({self.n_chunks} chunks)"
+                ErrorKind.TIMEOUT,
+                f"stream not done within stream_timeout={self.stream_timeout:g} s ({events.n_chunks} chunks)",
             )
         self.set_duration_now()
 
     def on_cut(self, how: str) -> None:
         self.client._drop_connection()
-        if self.ended:
-            self.record.fail("disconnect", f"body not terminated after end ({how})")
-            self.record.duration_ms = self.end_ms
+        events = self.events
+        if events.ended:
+            self.record.fail(ErrorKind.DISCONNECT, f"body not terminated after end ({how})")
+            self.record.duration_ms = events.end_ms
         else:
-            self.record.fail("disconnect", f"{how} before end, after {self.n_chunks} chunks")
+            self.record.fail(ErrorKind.DISCONNECT, f"{how} before end, after {events.n_chunks} chunks")
         self.set_duration_now()
 
     def on_clean_end(self, head: ResponseHead, framing: BodyFraming, decoder: ContentDecoder | None) -> None:
         """The body ended as its framing says: classify the stream (_Expired if a deadline passed)."""
-        record = self.record
+        events = self.events
         rest = self.splitter.take_rest()
         if rest:
             self.on_lines([rest], self.now, self.reads - 1)
-        if not self.ended and (
-            self.now >= self.stream_deadline or (self.n_chunks == 0 and self.now >= self.first_chunk_deadline)
+        if not events.ended and (
+            self.now >= self.stream_deadline or (events.n_chunks == 0 and self.now >= self.first_chunk_deadline)
         ):
             raise _Expired  # a deadline passed before the body ended (the timer had no turn)
+        failure = None
         if decoder is not None:
             try:
                 decoder.finish()
             except ContentDecodingError as exc:
-                record.fail("malformed", str(exc))
+                failure = (ErrorKind.MALFORMED, str(exc))
         if not (framing.done and head.keep_alive and not framing.leftover):
             self.client._drop_connection()
-        if not self.ended:
-            record.fail("missing_end", f"body ended without an end line after {self.n_chunks} chunks")
-        elif self.cancelled:
-            if record.error is None:
-                record.status = "cancelled"
-        elif record.expected_chunks >= 0 and self.n_chunks < record.expected_chunks:
-            record.fail("short_stream", f"{self.n_chunks} of {record.expected_chunks} chunks")
-        if record.error is None and not self.cancelled:
-            record.status = "completed"
-        record.duration_ms = self.end_ms if self.ended else (self.now - self.t0) * 1000.0
+        conclude_ndjson(self.record, events, failure=failure, http_error=None, last_ms=(self.now - self.t0) * 1000.0)
         self.set_duration_now()

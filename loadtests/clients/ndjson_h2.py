@@ -131,7 +131,6 @@ class _Stream:
         "status",
         "request_id",
         "error_body",
-        "error_reported",
         "failure",
         "finished",
         "got_chunk",
@@ -153,11 +152,12 @@ class _Stream:
         self.last_ms = NAN  # arrival of the latest frame (ms since request sent)
         self.splitter = LineSplitter()
         self.decoder: ContentDecoder | None = None
-        self.lines = EventLines(record.add_event, NAN)
+        self.lines = EventLines(
+            record.add_event, NAN, on_first_chunk=self._first_chunk, on_end=self._end_seen, on_error=self._error_event
+        )
         self.status = 0
         self.request_id: str | None = None
         self.error_body: list[bytes] | None = None  # collecting a non-2xx body
-        self.error_reported = False
         self.failure: tuple[str, str] | None = None  # the first fault seen by the reader
         self.finished = False  # END_STREAM, reset or the connection lost
         self.got_chunk = False
@@ -210,7 +210,7 @@ class _Stream:
         if decoder is None:
             lines = self.splitter.feed(data)
             if lines:
-                self._lines(lines, t_ms, read)
+                self.lines.feed(lines, t_ms, read)
             return
         try:
             out = decoder.decompress(data)
@@ -218,7 +218,7 @@ class _Stream:
                 if out:
                     lines = self.splitter.feed(out)
                     if lines:
-                        self._lines(lines, t_ms, read)
+                        self.lines.feed(lines, t_ms, read)
                 if not decoder.pending or self.failure is not None:
                     return
                 take_turn()
@@ -226,26 +226,24 @@ class _Stream:
         except ContentDecodingError as exc:
             self.fault(ErrorKind.MALFORMED, str(exc))
 
-    def _lines(self, lines: list[bytes], t_ms: float, read: int) -> None:
-        found = self.lines
-        found.feed(lines, t_ms, read)
-        if found.error_detail is not None and not self.error_reported:
-            self.error_reported = True
-            self.record.fail(ErrorKind.STREAM_ERROR_EVENT, found.error_detail)
-        if not self.got_chunk and found.n_chunks:
-            self.got_chunk = True
-            self.first_chunk_ms = t_ms
-            self.wakeup.set()
-        if found.ended and not self.end_seen:
-            self.end_seen = True
-            self.wakeup.set()
+    def _first_chunk(self, t_ms: float) -> None:
+        self.got_chunk = True
+        self.first_chunk_ms = t_ms
+        self.wakeup.set()
+
+    def _end_seen(self, t_ms: float) -> None:
+        self.end_seen = True
+        self.wakeup.set()
+
+    def _error_event(self, detail: str) -> None:
+        self.record.fail(ErrorKind.STREAM_ERROR_EVENT, detail)
 
     def on_end(self) -> None:
         """END_STREAM: the body is complete."""
         if self.failure is None and self.error_body is None:
             rest = self.splitter.take_rest()
             if rest:
-                self._lines([rest], self.last_ms, max(self.reads - 1, 0))
+                self.lines.feed([rest], self.last_ms, max(self.reads - 1, 0))
             if self.decoder is not None:
                 try:
                     self.decoder.finish()
@@ -715,6 +713,7 @@ class H2NdjsonClient:
             record.duration_ms = (time.perf_counter() - stream.t0) * 1000.0
         record.n_reads = stream.reads
         record.malformed_lines = stream.lines.malformed + stream.splitter.dropped
+        stream.lines.drop_hooks()
 
     def cancel(self, request_id: str, headers: Mapping[str, str]) -> int:
         return self.pool.cancel(request_id, headers)

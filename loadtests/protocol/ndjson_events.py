@@ -7,9 +7,16 @@ module only interprets them and hands every event to ``add`` (a record's
 seen, malformed lines, whether ``end`` came (and when, and whether it said
 "cancelled") and the first ``error`` event's detail.
 
-Used by the HTTP/2 NDJSON client; the rules are those of the HTTP/1.1 client
-(``loadtests.clients.ndjson``): ``seq`` outside 0..2**31-1 is no seq, ``ts``
-(epoch s, the server's clock) becomes ``emit_ms`` relative to ``started_at``.
+Every NDJSON reader uses it (the HTTP/1.1 and HTTP/2 clients, the browser
+users' results): ``seq`` outside 0..2**31-1 is no seq, ``ts`` (epoch s, the
+server's clock) becomes ``emit_ms`` relative to ``started_at``, a blank line
+is nothing and any other line that is not a JSON object is malformed.
+
+A reader that acts on the stream's milestones passes hooks, called in line
+order before ``feed`` returns: ``on_first_chunk(t_ms)`` just before the first
+chunk is recorded (it may raise to refuse it, e.g. when its deadline has
+passed), ``on_end(t_ms)`` at the first ``end`` and ``on_error(detail)`` at the
+first ``error`` event.
 """
 
 from __future__ import annotations
@@ -28,15 +35,40 @@ NAN = math.nan
 
 #: ``add(kind, t_ms, read, seq, emit_ms)``: a record's ``add_event``.
 AddEvent = Callable[[int, float, int, int, float], None]
+#: ``hook(t_ms)``: the first chunk or the end arrived in a read at ``t_ms``.
+Milestone = Callable[[float], None]
 
 
 class EventLines:
     """Interprets one stream's NDJSON lines as they are completed."""
 
-    __slots__ = ("_add", "started_at", "n_chunks", "malformed", "ended", "end_ms", "cancelled", "error_detail")
+    __slots__ = (
+        "_add",
+        "_on_first_chunk",
+        "_on_end",
+        "_on_error",
+        "started_at",
+        "n_chunks",
+        "malformed",
+        "ended",
+        "end_ms",
+        "cancelled",
+        "error_detail",
+    )
 
-    def __init__(self, add: AddEvent, started_at: float) -> None:
+    def __init__(
+        self,
+        add: AddEvent,
+        started_at: float,
+        *,
+        on_first_chunk: Milestone | None = None,
+        on_end: Milestone | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
         self._add = add
+        self._on_first_chunk = on_first_chunk
+        self._on_end = on_end
+        self._on_error = on_error
         self.started_at = started_at  # epoch s at request send: emit_ms is relative to it
         self.n_chunks = 0
         self.malformed = 0
@@ -67,23 +99,40 @@ class EventLines:
             if type(seq) is not int or seq < 0 or seq > MAX_SEQ:
                 seq = NO_SEQ
             ts = obj.get("ts")
-            add(kind, t_ms, read, seq, (ts - started_at) * 1000.0 if type(ts) is float or type(ts) is int else NAN)
+            emit_ms = (ts - started_at) * 1000.0 if type(ts) is float or type(ts) is int else NAN
             if kind == CHUNK:
+                if not self.n_chunks and self._on_first_chunk is not None:
+                    self._on_first_chunk(t_ms)
+                add(kind, t_ms, read, seq, emit_ms)
                 self.n_chunks += 1
-            elif kind == END:
-                self._on_end(obj, t_ms)
+                continue
+            add(kind, t_ms, read, seq, emit_ms)
+            if kind == END:
+                if not self.ended:
+                    self._end(obj, t_ms)
             elif kind == ERROR and self.error_detail is None:
                 self.error_detail = _error_detail(obj)
+                if self._on_error is not None:
+                    self._on_error(self.error_detail)
 
-    def _on_end(self, obj: dict[str, Any], t_ms: float) -> None:
-        if self.ended:
-            return
+    def drop_hooks(self) -> None:
+        """Forget the hooks once the stream is over.
+
+        Hooks are usually the reader's own methods, so reader and lines refer
+        to each other; without this the pair, and the record the reader holds
+        with all its event columns, waits for the cycle collector.
+        """
+        self._on_first_chunk = self._on_end = self._on_error = None
+
+    def _end(self, obj: dict[str, Any], t_ms: float) -> None:
         self.ended = True
         self.end_ms = t_ms
         data = obj.get("data")
         reason = data.get("reason") if type(data) is dict else None
         if type(reason) is str and reason.lower().startswith("cancel"):
             self.cancelled = True
+        if self._on_end is not None:
+            self._on_end(t_ms)
 
 
 def _error_detail(obj: dict[str, Any]) -> str:

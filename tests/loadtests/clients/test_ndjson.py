@@ -20,7 +20,7 @@ import gevent
 import orjson
 import pytest
 
-from loadtests.clients.ndjson import NdjsonClient
+from loadtests.clients.ndjson import NdjsonClient, _StreamRun
 from loadtests.protocol.content import ContentDecodingError, make_content_decoder
 from loadtests.protocol.errors import FramingError
 from loadtests.protocol.http1 import (
@@ -31,9 +31,11 @@ from loadtests.protocol.http1 import (
     parse_response_head,
 )
 from loadtests.protocol.lines import LineSplitter
+from loadtests.protocol.ndjson_events import EventLines
 from loadtests.results.record import StreamRecord
 from stream_harness.contract.kinds import EventKind
 from stream_harness.contract.schema import CHUNK, END, ERROR, NO_SEQ, OTHER
+from tests.support.cycles import left_in_cycles
 from tests.support.loopback import LAST_CHUNK, ScriptedServer, chunk, free_port, http_head, line
 
 UTF8_TEXT = "héllo wörld 日本語 😀 ok"
@@ -252,6 +254,17 @@ def test_lines_and_utf8_split_across_reads_are_recorded_per_line():
     assert math.isnan(record.emit_ms[3])
     assert list(record.t_ms) == sorted(record.t_ms) and list(record.reads) == sorted(record.reads)
     assert record.n_reads >= 2 and record.duration_ms == record.t_ms[-1]
+
+
+def test_a_finished_stream_is_freed_at_once_not_by_the_cycle_collector():
+    """The reader holds the record with all its columns: nothing of it may wait for a gc pass."""
+    body = line("chunk", {"text": "a"}) + line("error", {"message": "x"}) + line("end", {})
+    with ScriptedServer(one_response([http_head(), chunk(body) + LAST_CHUNK], close=False)) as server:
+        client = NdjsonClient(server.url)
+        record, left = left_in_cycles(lambda: run_stream(server.url, client=client), _StreamRun, EventLines)
+        client.close()
+    assert record.error == "stream_error_event" and list(record.kinds) == [CHUNK, ERROR, END]
+    assert left == []
 
 
 def test_each_line_gets_the_time_and_index_of_the_read_that_completed_it():

@@ -17,13 +17,15 @@ import numpy as np
 import pytest
 
 from fake_backend.process import BackendProcess, start_backend
-from loadtests.clients.ndjson_h2 import H2NdjsonClient, H2Pool
+from loadtests.clients.ndjson_h2 import H2NdjsonClient, H2Pool, _Stream
 from loadtests.protocol.http2 import BROWSER_CONNECTION_WINDOW, new_client_connection, request_headers
+from loadtests.protocol.ndjson_events import EventLines
 from loadtests.results.record import StreamRecord
 from stream_harness.contract.kinds import ErrorKind
 from stream_harness.contract.protocol import NDJSON_PATHS
 from stream_harness.contract.schema import CHUNK, END
 from tests.support import edge
+from tests.support.cycles import left_in_cycles
 from tests.support.loopback import free_port
 
 CHAT = NDJSON_PATHS["chat"]
@@ -103,6 +105,22 @@ def test_a_stream_is_recorded_read_by_read(h2_backend: BackendProcess):
     # paced at 5 ms: about one line per read, spread over the stream
     assert t_ms[-1] - t_ms[0] >= 400 and record.n_reads >= 60
     assert np.isfinite(np.asarray(record.emit_ms)).all()
+
+
+def test_a_finished_stream_is_freed_at_once_not_by_the_cycle_collector(h2_backend: BackendProcess):
+    """The stream state holds the record with all its columns: nothing of it may wait for a gc pass."""
+    client = H2NdjsonClient(h2_backend.url)
+
+    def two_streams() -> StreamRecord:  # (the reader's loop holds the last one it fed until its next read)
+        stream(client, {"chunks": 20, "duration_s": 0.1})
+        return stream(client, {"chunks": 20, "duration_s": 0.1})
+
+    try:
+        record, left = left_in_cycles(two_streams, _Stream, EventLines)
+    finally:
+        client.close()
+    assert (record.status, chunks(record)) == ("completed", 20), record.error_detail
+    assert left == []
 
 
 def test_users_share_connections_up_to_the_stream_limit(h2_backend: BackendProcess):
