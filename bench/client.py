@@ -91,6 +91,15 @@ class Shape:
         return {"chunks": self.chunks, "duration_s": self.duration_s, "events": False, "pacing": "steady", "seed": 1}
 
 
+def shapes_of(args: argparse.Namespace) -> list[Shape]:
+    """The burst, paced and concurrent shapes of the command line."""
+    return [
+        Shape("burst", args.chunks, 0.0),
+        Shape("paced", args.paced_chunks, args.paced_seconds),
+        Shape("concurrent", args.concurrent_chunks, args.concurrent_seconds, args.concurrent_streams),
+    ]
+
+
 # =========================================================================== one measurement (child)
 # Each measure_* runs ``streams`` concurrent streams of the same shape and
 # returns the client process's CPU from the first request to the last stream
@@ -98,36 +107,25 @@ class Shape:
 
 
 def _measure_ndjson(url: str, harness: dict, streams: int) -> dict:
-    import gevent
-
     from loadtests.clients.ndjson import NdjsonClient
-    from loadtests.results.record import StreamRecord
 
-    clients = [NdjsonClient(url) for _ in range(streams)]
-    records = [StreamRecord("ndjson", "chat", f"bench-{i}") for i in range(streams)]
-    body = {"messages": [{"role": "user", "content": "bench"}], "harness": harness}
-    cpu0 = time.process_time()
-    gevent.joinall(
-        [
-            gevent.spawn(c.stream, r, CHAT_PATH, body, AUTH, first_chunk_timeout=60, stream_timeout=600)
-            for c, r in zip(clients, records)
-        ]
-    )
-    cpu = time.process_time() - cpu0
-    for c in clients:
-        c.close()
-    return _records_result(cpu, records)
+    return _measure_stream_clients([NdjsonClient(url) for _ in range(streams)], harness)
 
 
 def _measure_ndjson_h2(url: str, harness: dict, streams: int) -> dict:
     """H2NdjsonClient (``make bench-http2``): the streams multiplexed as the users multiplex them."""
+    from loadtests.clients.ndjson_h2 import H2NdjsonClient
+
+    return _measure_stream_clients([H2NdjsonClient(url) for _ in range(streams)], harness)
+
+
+def _measure_stream_clients(clients: list, harness: dict) -> dict:
+    """One NDJSON stream per client, all at once; CPU from the first request to the last end."""
     import gevent
 
-    from loadtests.clients.ndjson_h2 import H2NdjsonClient
     from loadtests.results.record import StreamRecord
 
-    clients = [H2NdjsonClient(url) for _ in range(streams)]
-    records = [StreamRecord("ndjson", "chat", f"bench-{i}") for i in range(streams)]
+    records = [StreamRecord("ndjson", "chat", f"bench-{i}") for i in range(len(clients))]
     body = {"messages": [{"role": "user", "content": "bench"}], "harness": harness}
     cpu0 = time.process_time()
     gevent.joinall(
@@ -488,11 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return child_main(args.child, args.url, args.harness, args.streams)
     from fake_backend.process import start_backend
 
-    shapes = [
-        Shape("burst", args.chunks, 0.0),
-        Shape("paced", args.paced_chunks, args.paced_seconds),
-        Shape("concurrent", args.concurrent_chunks, args.concurrent_seconds, args.concurrent_streams),
-    ]
+    shapes = shapes_of(args)
     samples: list[Sample] = []
     failures: list[str] = []
     started = datetime.now(UTC)

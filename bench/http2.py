@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from bench.client import Sample, Shape, run_child
+from bench.client import Sample, Shape, run_child, shapes_of
 from bench.perfdoc import PERFORMANCE_DOC as DOC
 from bench.perfdoc import write_section
 
@@ -95,11 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     from fake_backend.process import start_backend
 
-    shapes = [
-        Shape("burst", args.chunks, 0.0),
-        Shape("paced", args.paced_chunks, args.paced_seconds),
-        Shape("concurrent", args.concurrent_chunks, args.concurrent_seconds, args.concurrent_streams),
-    ]
+    shapes = shapes_of(args)
     samples: list[Sample] = []
     failures: list[str] = []
     started = datetime.now(UTC)
