@@ -21,7 +21,7 @@ SWEEP_ARGS ?=
 # make benchmark-json RUN=results/<run-id>: benchmark.json again (with RUN/capacity/capacity.json when there)
 RUN ?= results/latest
 
-.PHONY: install lock browser prometheus nginx vendor-socketio lint test bench sweep benchmark-json bench-sweep bench-backend bench-client bench-http2 bench-browser bench-analysis bench-memory soak-capacity soak-distributed bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+.PHONY: install lock browser prometheus nginx vendor-socketio lint test bench sweep benchmark-json bench-sweep bench-backend bench-client bench-http2 bench-browser bench-analysis bench-memory soak-capacity soak-distributed soak-distributed-hour bench-compare bench-nightly bench-verdicts bench-live ui soak clean
 
 # Pinned dependencies.  requirements/test.txt (runtime + test extras; make install,
 # CI, the workflows) and requirements/runtime.txt (runtime only, same versions; the
@@ -167,6 +167,11 @@ soak-capacity: $(STAMP)
 soak-distributed: $(STAMP)
 	$(PY) -m bench.memory --seconds 600 --users 80 --modes distributed --from-s 60 \
 	  --section "## Ten minutes distributed (make soak-distributed)" --name soak-distributed
+
+# 60 minutes of the same: does a worker's RSS level off over hours?
+soak-distributed-hour: $(STAMP)
+	$(PY) -m bench.memory --seconds 3600 --users 80 --modes distributed --from-s 60 \
+	  --section "## An hour distributed (make soak-distributed-hour)" --name soak-distributed-hour
 
 bench-compare: $(STAMP)
 	$(HARNESS) compare-refs --base $(BASE) --rounds $(ROUNDS) $(COMPARE_ARGS)

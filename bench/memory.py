@@ -268,8 +268,33 @@ def section(heading: str, outcomes: list[Outcome], args: argparse.Namespace, cha
                 f"| {peak:.0f} MB | {peak / steady:.2f} | {received / 1e6:.2f} M "
                 f"({outcome.chunks_per_s:,.0f}) | {'yes' if outcome.saturated else 'no'} |"
             )
+    for outcome in outcomes:
+        lines += by_ten_minutes(outcome)
     lines += ["", *[f"![RSS over time]({path.name})" for path in charts]]
     return "\n".join(lines) + "\n"
+
+
+def by_ten_minutes(outcome: Outcome) -> list[str]:
+    """For a run of 20 minutes or more: each process's median RSS over the last minute of every
+    ten, so a level that settles can be told from one that keeps climbing."""
+    marks = [m for m in range(600, int(outcome.load_end_s) + 1, 600)]
+    if len(marks) < 2:
+        return []
+    lines = [
+        "",
+        f"RSS ({outcome.name}), median over the minute before each mark:",
+        "",
+        "| process | " + " | ".join(f"min {m // 60}" for m in marks) + " |",
+        "|---|" + "---|" * len(marks),
+    ]
+    for role, trace in sorted(outcome.traces.items()):
+        t, rss = np.asarray(trace.t), np.asarray(trace.rss_mb)
+        cells = []
+        for mark in marks:
+            window = rss[(t > mark - 60) & (t <= mark)]
+            cells.append(f"{float(np.median(window)):.1f} MB" if window.size else "-")
+        lines.append(f"| {role} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
