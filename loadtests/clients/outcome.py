@@ -1,7 +1,7 @@
 """How an NDJSON stream ends up in its record: the rules every NDJSON client applies.
 
-The HTTP/2 client and the browser users (whose pages report what happened)
-call :func:`conclude_ndjson` once the stream is over, so a stream cut, a
+The HTTP/1.1 and HTTP/2 clients and the browser users (whose pages report
+what happened) call :func:`conclude_ndjson` once the body has ended, so a
 missing ``end``, a short stream or a cancel is classified the same way
 whoever read it.
 """
