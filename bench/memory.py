@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,7 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> Outcome:
                     [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1",
                      "--master-port", str(port), "--loglevel", "WARNING"],
                     cwd=PACKAGES_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
-        started = time.monotonic()
+        started, spawned_at = time.monotonic(), time.time()
         stop = threading.Event()
         sampler = threading.Thread(target=sample_all, args=(master, workers, mode, traces, started, stop))
         sampler.start()
@@ -131,13 +132,22 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> Outcome:
     if not (results / "summary.json").is_file():
         said = [line for line in stderr.splitlines() if "stream harness" in line] or stderr.strip().splitlines()[-3:]
         raise SystemExit(f"bench.memory: the {mode} run wrote no results: {said[-3:]}")
-    load_end = args.seconds + 1.0  # Locust starts the load within a second of its start
-    between, total, per_worker = events_between(results, args.from_s, load_end)
     summary = json.loads((results / "summary.json").read_text())
     run = json.loads((results / "run.json").read_text())
+    # RSS samples and events on one clock, the run's: its start is when the load
+    # starts, after the workers (if any) have connected, a few seconds after the spawn.
+    on_run_clock(traces, datetime.fromisoformat(run["started_at"]).timestamp() - spawned_at)
+    load_end = args.seconds
+    between, total, per_worker = events_between(results, args.from_s, load_end)
     rate = sum(float(t.get("events_per_s") or 0.0) for t in summary["transports"].values())
     return Outcome(mode, args.seconds, args.users, traces, load_end, between, total, per_worker,
                    bool(run.get("harness", {}).get("saturated")), rate)  # fmt: skip
+
+
+def on_run_clock(traces: dict[str, Trace], run_started_s: float) -> None:
+    """Shift sample times (seconds since the spawn) to seconds since the run started."""
+    for trace in traces.values():
+        trace.t = [t - run_started_s for t in trace.t]
 
 
 def sample_all(master: subprocess.Popen[str], workers: list[subprocess.Popen[bytes]], mode: str,
@@ -176,8 +186,6 @@ def events_between(results: Path, from_s: float, to_s: float) -> tuple[int, int,
 
     streams = read_streams(results)
     run = read_run(results)
-    from datetime import datetime
-
     origin = datetime.fromisoformat(run["started_at"]).timestamp()
     started = streams["started_at"].to_numpy(dtype=np.float64)
     workers, worker_of = np.unique(streams["worker"].astype(str).to_numpy(), return_inverse=True)
@@ -246,7 +254,8 @@ def section(heading: str, outcomes: list[Outcome], args: argparse.Namespace, cha
         f"`python -m bench.memory --seconds {args.seconds:g} --users {args.users} --rate {args.rate:g}`: headless "
         f"Locust against the fake backend on this 2-core machine, both transports ({NDJSON_WEIGHT}:{SOCKETIO_WEIGHT} "
         f"NDJSON:Socket.io users), {args.rate:g} chunks/s per stream; RSS of every harness process sampled "
-        f"each second. Growth = RSS at the end of the load minus RSS at {args.from_s:g} s (both on the least-squares "
+        f"each second. Growth = RSS at the end of the load minus RSS {args.from_s:g} s after the load started "
+        "(both on the least-squares "
         "line through every sample in between, which the saw-tooth of streams starting and ending does not tilt), "
         "per event received "
         "in between (by the whole run; for a worker, by the worker that received fewest); "

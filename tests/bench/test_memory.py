@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.memory import Outcome, Trace, by_ten_minutes
+from bench.memory import Outcome, Trace, by_ten_minutes, on_run_clock
 
 
 def outcome(seconds: float, rss_at) -> Outcome:
@@ -22,3 +22,10 @@ def test_a_long_run_shows_the_level_before_every_ten_minute_mark():
 
 def test_a_run_shorter_than_twenty_minutes_has_no_such_table():
     assert by_ten_minutes(outcome(600, lambda t: 150.0)) == []
+
+
+def test_samples_are_put_on_the_runs_clock():
+    """The run (and its events' clock) starts when the load starts, after the spawn."""
+    traces = {"worker 1": Trace("worker 1", [0.0, 1.0, 4.5, 24.5], [1.0, 2.0, 3.0, 4.0])}
+    on_run_clock(traces, 4.5)
+    assert traces["worker 1"].t == [-4.5, -3.5, 0.0, 20.0]
