@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from loadtests.clients.ndjson import END_GRACE_S
+from loadtests.clients.outcome import END_GRACE_S
 from loadtests.options import RunOptions
 from loadtests.protocol.http1 import Origin
 from stream_harness.contract.kinds import Transport

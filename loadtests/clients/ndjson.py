@@ -32,7 +32,7 @@ from loadtests.clients.connection import (
     take_turn,
 )
 from loadtests.clients.errors import ClientError
-from loadtests.clients.outcome import conclude_ndjson
+from loadtests.clients.outcome import END_GRACE_S, conclude_ndjson, cut_failure, expiry_failure
 from loadtests.protocol.content import (
     READ_OUTPUT_LIMIT,
     STREAM_OUTPUT_LIMIT,
@@ -60,9 +60,6 @@ from stream_harness.contract.kinds import ErrorKind
 from stream_harness.contract.protocol import PROMISED_CHUNKS_HEADER, REQUEST_ID_HEADER
 
 NAN = math.nan
-#: After ``end``, how long the body's own terminator may take before the stream
-#: counts as cut (a proxy that drops the last chunk of a chunked body is a bug).
-END_GRACE_S = 2.0
 #: How much of a non-2xx body is read (for the failure detail) before giving up on it.
 ERROR_BODY_LIMIT = 64 * 1024
 #: 307 / 308 redirects followed per stream (same method and body, as fetch does).
@@ -567,26 +564,25 @@ class _StreamRun:
     def on_expired(self) -> None:
         self.client._drop_connection()
         events = self.events
-        if events.ended and self.t0 + events.end_ms / 1000.0 < self.stream_deadline:
-            self.record.fail(ErrorKind.DISCONNECT, f"body not terminated within {END_GRACE_S:g} s after end")
-            self.record.duration_ms = events.end_ms
-        elif events.n_chunks == 0 and self.first_chunk_deadline <= self.stream_deadline:
-            self.record.fail(ErrorKind.TIMEOUT, f"no chunk within first_chunk_timeout={self.first_chunk_timeout:g} s")
-        else:
-            self.record.fail(
-                ErrorKind.TIMEOUT,
-                f"stream not done within stream_timeout={self.stream_timeout:g} s ({events.n_chunks} chunks)",
+        in_end_grace = events.ended and self.t0 + events.end_ms / 1000.0 < self.stream_deadline
+        self.record.fail(
+            *expiry_failure(
+                events,
+                in_end_grace=in_end_grace,
+                waiting_first_chunk=events.n_chunks == 0 and self.first_chunk_deadline <= self.stream_deadline,
+                first_chunk_timeout=self.first_chunk_timeout,
+                stream_timeout=self.stream_timeout,
             )
+        )
+        if in_end_grace:
+            self.record.duration_ms = events.end_ms
         self.set_duration_now()
 
     def on_cut(self, how: str) -> None:
         self.client._drop_connection()
-        events = self.events
-        if events.ended:
-            self.record.fail(ErrorKind.DISCONNECT, f"body not terminated after end ({how})")
-            self.record.duration_ms = events.end_ms
-        else:
-            self.record.fail(ErrorKind.DISCONNECT, f"{how} before end, after {events.n_chunks} chunks")
+        self.record.fail(*cut_failure(self.events, how))
+        if self.events.ended:
+            self.record.duration_ms = self.events.end_ms
         self.set_duration_now()
 
     def on_clean_end(self, head: ResponseHead, framing: BodyFraming, decoder: ContentDecoder | None) -> None:

@@ -57,7 +57,7 @@ from loadtests.clients.connection import (
     take_turn,
 )
 from loadtests.clients.errors import ClientError
-from loadtests.clients.outcome import conclude_ndjson, http_error_detail
+from loadtests.clients.outcome import END_GRACE_S, conclude_ndjson, cut_failure, expiry_failure, http_error_detail
 from loadtests.protocol.content import (
     READ_OUTPUT_LIMIT,
     STREAM_OUTPUT_LIMIT,
@@ -76,8 +76,6 @@ from stream_harness.contract.protocol import PROMISED_CHUNKS_HEADER, REQUEST_ID_
 NAN = math.nan
 #: Streams per connection unless told otherwise (a browser's usual fan-out per origin).
 DEFAULT_STREAMS_PER_CONNECTION = 6
-#: After ``end``, how long the stream's END_STREAM may take (as the HTTP/1.1 client's END_GRACE_S).
-END_GRACE_S = 2.0
 #: How much of a non-2xx body is kept for the failure detail.
 ERROR_BODY_LIMIT = 64 * 1024
 HTTP_VERSION = "2"
@@ -262,10 +260,7 @@ class _Stream:
     def lose(self, detail: str) -> None:
         """The stream was reset or its connection went away."""
         if not self.finished:
-            if self.lines.ended:
-                self.fault(ErrorKind.DISCONNECT, f"body not terminated after end ({detail})")
-            else:
-                self.fault(ErrorKind.DISCONNECT, f"{detail} before end, after {self.lines.n_chunks} chunks")
+            self.fault(*cut_failure(self.lines, detail))
             self.finish()
 
 
@@ -683,16 +678,15 @@ class H2NdjsonClient:
 
     @staticmethod
     def _expired(stream: _Stream, first_chunk_timeout: float, stream_timeout: float, now: float) -> None:
-        lines = stream.lines
-        if lines.ended:
-            stream.fault(ErrorKind.DISCONNECT, f"body not terminated within {END_GRACE_S:g} s after end")
-        elif not stream.got_chunk and first_chunk_timeout <= stream_timeout:
-            stream.fault(ErrorKind.TIMEOUT, f"no chunk within first_chunk_timeout={first_chunk_timeout:g} s")
-        else:
-            stream.fault(
-                ErrorKind.TIMEOUT,
-                f"stream not done within stream_timeout={stream_timeout:g} s ({lines.n_chunks} chunks)",
+        stream.fault(
+            *expiry_failure(
+                stream.lines,
+                in_end_grace=stream.lines.ended,
+                waiting_first_chunk=not stream.got_chunk and first_chunk_timeout <= stream_timeout,
+                first_chunk_timeout=first_chunk_timeout,
+                stream_timeout=stream_timeout,
             )
+        )
         stream.last_ms = (now - stream.t0) * 1000.0
         stream.finish()
 

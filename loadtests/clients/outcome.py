@@ -8,9 +8,41 @@ whoever read it.
 
 from __future__ import annotations
 
+from typing import Final
+
 from loadtests.protocol.ndjson_events import EventLines
 from loadtests.results.record import StreamRecord
 from stream_harness.contract.kinds import ErrorKind, StreamStatus
+
+#: After ``end``, how long the body's own end (the chunked terminator, END_STREAM)
+#: may take before the stream counts as cut (a proxy that drops it is a bug).
+END_GRACE_S: Final = 2.0
+
+#: A reader's fault: (``ErrorKind``, detail).
+Failure = tuple[str, str]
+
+
+def cut_failure(lines: EventLines, how: str) -> Failure:
+    """The connection or the stream went away before the body ended."""
+    if lines.ended:
+        return ErrorKind.DISCONNECT, f"body not terminated after end ({how})"
+    return ErrorKind.DISCONNECT, f"{how} before end, after {lines.n_chunks} chunks"
+
+
+def expiry_failure(
+    lines: EventLines,
+    *,
+    in_end_grace: bool,
+    waiting_first_chunk: bool,
+    first_chunk_timeout: float,
+    stream_timeout: float,
+) -> Failure:
+    """A deadline passed: the end grace, the first chunk's or the stream's."""
+    if in_end_grace:
+        return ErrorKind.DISCONNECT, f"body not terminated within {END_GRACE_S:g} s after end"
+    if waiting_first_chunk:
+        return ErrorKind.TIMEOUT, f"no chunk within first_chunk_timeout={first_chunk_timeout:g} s"
+    return ErrorKind.TIMEOUT, f"stream not done within stream_timeout={stream_timeout:g} s ({lines.n_chunks} chunks)"
 
 
 def http_error_detail(status: int, body: bytes | str) -> str:
