@@ -21,7 +21,7 @@ SWEEP_ARGS ?=
 # make benchmark-json RUN=results/<run-id>: benchmark.json again (with RUN/capacity/capacity.json when there)
 RUN ?= results/latest
 
-.PHONY: install lock browser prometheus nginx vendor-socketio lint test bench sweep benchmark-json bench-sweep bench-backend bench-client bench-http2 bench-browser bench-analysis bench-memory soak-capacity soak-distributed soak-distributed-hour bench-compare bench-nightly bench-verdicts bench-live ui soak clean
+.PHONY: install lock browser prometheus nginx mimalloc vendor-socketio lint test bench sweep benchmark-json bench-sweep bench-backend bench-client bench-http2 bench-browser bench-analysis bench-memory soak-capacity soak-distributed soak-distributed-hour bench-compare bench-nightly bench-verdicts bench-live ui soak clean
 
 # Pinned dependencies.  requirements/test.txt (runtime + test extras; make install,
 # CI, the workflows) and requirements/runtime.txt (runtime only, same versions; the
@@ -39,7 +39,7 @@ UV_COMPILE = $(VENV)/bin/uv pip compile pyproject.toml --universal --generate-ha
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml $(LOCK) | mimalloc
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
 	$(PY) -m pip install --quiet --no-deps -e .
@@ -74,47 +74,41 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint deploy/Dockerfile
 
+# $(call debian_package,CHECK,PACKAGE,APT FLAGS,PURPOSE,WITHOUT IT): apt-get install PACKAGE
+# when the shell test CHECK fails and we are root; otherwise say what goes without it.
+define debian_package
+	@if ! $(1); then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's $(2) $(4)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(3) $(2) >/dev/null; \
+	  else \
+	    echo "make $@: $(2) missing and not root: $(5)" >&2; \
+	  fi; \
+	fi
+endef
+
 # Headless Chromium for the browser users and the web-UI browser test (tests/loadtests/live/test_webui_browser.py):
 # Debian's own package, driven by Playwright with executable_path; never a
-# downloaded browser build.  Installed with apt-get when missing and root.
+# downloaded browser build.
 browser:
-	@if ! test -x /usr/bin/chromium; then \
-	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's chromium for the browser test"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
-	  else \
-	    echo "make browser: /usr/bin/chromium missing and not root: the browser test will be skipped" >&2; \
-	  fi; \
-	fi
+	$(call debian_package,test -x /usr/bin/chromium,chromium,,for the browser test,the browser test will be skipped)
 
 # Debian's Prometheus server for the metrics test (tests/loadtests/live/test_prometheus.py):
-# it scrapes a running harness and answers a histogram_quantile query.  Installed
-# with apt-get when missing and root, like the browser.
+# it scrapes a running harness and answers a histogram_quantile query.
 prometheus:
-	@if ! test -x /usr/bin/prometheus; then \
-	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's prometheus for the metrics test"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null; \
-	  else \
-	    echo "make prometheus: /usr/bin/prometheus missing and not root: the Prometheus test will be skipped" >&2; \
-	  fi; \
-	fi
+	$(call debian_package,test -x /usr/bin/prometheus,prometheus,--no-install-recommends,for the metrics test,the Prometheus test will be skipped)
 
 # Debian's nginx for the TLS + HTTP/2 edge the browser-calibration tests put in front of the fake
 # backend (tests/support/edge.py starts its own nginx on loopback with a generated config; the
-# package's service is not used).  Installed with apt-get when missing and root, like the browser.
+# package's service is not used).
 nginx:
-	@if ! test -x /usr/sbin/nginx; then \
-	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's nginx for the TLS + HTTP/2 edge tests"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx >/dev/null; \
-	  else \
-	    echo "make nginx: /usr/sbin/nginx missing and not root: the edge tests will be skipped" >&2; \
-	  fi; \
-	fi
+	$(call debian_package,test -x /usr/sbin/nginx,nginx,--no-install-recommends,for the TLS + HTTP/2 edge tests,the edge tests will be skipped)
+
+# mimalloc, the C allocator the harness's commands start Locust on (stream_harness/allocator.py):
+# a worker's RSS settles lower than on glibc's malloc (docs/PERFORMANCE.md, "Allocator").
+mimalloc:
+	$(call debian_package,/sbin/ldconfig -p | grep -q libmimalloc.so.2,libmimalloc2.0,--no-install-recommends,for the Locust processes,Locust runs on the C library's malloc)
 
 # The npm socket.io-client the browser users' pages run, vendored into the package (no CDN, nothing
 # fetched at run time): tools/socketio-client pins the version; this refreshes the copy from it.

@@ -36,6 +36,7 @@ from typing import Any
 
 from bench.perfdoc import PERFORMANCE_DOC as DOC
 from bench.perfdoc import write_section
+from stream_harness.allocator import locust_env
 
 REPO = Path(__file__).resolve().parent.parent
 SECTION = "## Browser users (make bench-browser)"
@@ -163,7 +164,8 @@ def capacity_step(url: str, transport: str, shape: tuple[int, float], users: int
         "--loglevel",
         "WARNING",
     ]
-    subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=seconds + shape[1] * 2 + 120)
+    timeout = seconds + shape[1] * 2 + 120
+    subprocess.run(cmd, cwd=REPO, env=locust_env(), capture_output=True, text=True, timeout=timeout)
     summary = json.loads((results / "summary.json").read_text())
     harness = summary["run"]["harness"]
     pages = harness.get("pages") or {}

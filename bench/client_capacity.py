@@ -37,9 +37,10 @@ from typing import Any
 
 from bench.perfdoc import write_section
 from fake_backend.process import start_backend
+from stream_harness.allocator import locust_env
+from stream_harness.paths import LOCUSTFILE
 
 REPO = Path(__file__).resolve().parent.parent
-LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
 SECTION = "## Load process capacity (make bench-client)"
 SIZING_SECTION = "## Sizing, measured (make bench-client)"
 SCALING_DOC = REPO / "docs" / "SCALING.md"
@@ -151,9 +152,8 @@ def run_step(url: str, users: int, rate: float, args: argparse.Namespace, work: 
         "--loglevel",
         "ERROR",
     ]
-    done = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=args.seconds + args.stream_seconds + 120
-    )
+    timeout = args.seconds + args.stream_seconds + 120
+    done = subprocess.run(command, cwd=REPO, env=locust_env(), capture_output=True, text=True, timeout=timeout)
     if not (results / "summary.json").is_file():
         raise SystemExit(
             f"bench.client_capacity: step {users} wrote no results (exit {done.returncode}): "

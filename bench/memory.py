@@ -42,6 +42,7 @@ import psutil
 from bench.perfdoc import PERFORMANCE_DOC, write_section
 from fake_backend.process import start_backend
 from loadtests.clock import least_squares_slope
+from stream_harness.allocator import locust_env
 from stream_harness.paths import LOCUSTFILE, PACKAGES_ROOT
 from tests.support.loopback import free_port
 
@@ -108,16 +109,17 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> Outcome:
     results = work / f"results-{mode}"
     port = free_port()
     traces: dict[str, Trace] = {}
+    env = locust_env()
     with start_backend() as backend:
         master = subprocess.Popen(locust_command(mode, backend.url, args, results, port), cwd=PACKAGES_ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
         workers = []
         if mode == "distributed":
             for _ in range(2):
                 workers.append(subprocess.Popen(
                     [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1",
                      "--master-port", str(port), "--loglevel", "WARNING"],
-                    cwd=PACKAGES_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+                    cwd=PACKAGES_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
         started, spawned_at = time.monotonic(), time.time()
         stop = threading.Event()
         sampler = threading.Thread(target=sample_all, args=(master, workers, mode, traces, started, stop))

@@ -43,6 +43,7 @@ import psutil
 
 from fake_backend.emit_log import EmitLog
 from fake_backend.process import BackendProcess, start_backend
+from stream_harness.allocator import locust_env
 from stream_harness.contract.schema import ERROR_KINDS
 from tests.support import abuse
 
@@ -408,7 +409,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"soak: fake backend on {backend.url} (pid {backend.pid}); {args.minutes:g} min of load ...", flush=True)
         log = (run_dir / "locust.log").open("w")
         locust = subprocess.Popen(
-            locust_command(args, backend.url, run_dir), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+            locust_command(args, backend.url, run_dir), cwd=REPO, env=locust_env(), stdout=log, stderr=subprocess.STDOUT
         )
         started = time.monotonic()
         threads = [threading.Thread(target=sample_loop, args=(backend, locust, started, samples, stop), daemon=True)]

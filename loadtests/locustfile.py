@@ -20,9 +20,13 @@ from loadtests.browser.users import NdjsonBrowserUser, SocketIOBrowserUser
 from loadtests.harness_run import HarnessRun
 from loadtests.options import add_arguments
 from loadtests.users import NdjsonStreamUser, SocketIOStreamUser
+from stream_harness.allocator import keep_preload_to_myself
 
 __all__ = ["NdjsonBrowserUser", "NdjsonStreamUser", "SocketIOBrowserUser", "SocketIOStreamUser"]
 
+# This process runs on the allocator the harness's commands preloaded (mimalloc);
+# the result writer and browsers it starts run on the C library's malloc.
+keep_preload_to_myself()
 events.init_command_line_parser.add_listener(add_arguments)
 
 

@@ -26,17 +26,20 @@ PRODUCT = ("stream_harness", "fake_backend", "loadtests", "analysis")
 ALLOWED: dict[str, set[str]] = {
     "stream_harness.contract": set(),
     "stream_harness.paths": set(),
+    "stream_harness.allocator": set(),
     "stream_harness.provenance": {"stream_harness.paths"},
     "stream_harness.cli": {
-        "stream_harness.contract", "stream_harness.paths", "analysis", "fake_backend", "loadtests", "loadtests.options",
+        "stream_harness.contract", "stream_harness.paths", "stream_harness.allocator", "analysis", "fake_backend",
+        "loadtests", "loadtests.options",
     },
     "fake_backend": {"stream_harness.contract"},
     "analysis": {"stream_harness.contract"},
     "loadtests.protocol": {"stream_harness.contract"},
     "loadtests.clients": {"stream_harness.contract", "loadtests.protocol", "loadtests.results", "loadtests.errors"},
     "loadtests.results": {
-        "stream_harness.contract", "stream_harness.provenance", "analysis", "loadtests.errors", "loadtests.hooks",
-        "loadtests.options", "loadtests.selfcheck", "loadtests.clock", "loadtests.children",
+        "stream_harness.contract", "stream_harness.provenance", "stream_harness.allocator", "analysis",
+        "loadtests.errors", "loadtests.hooks", "loadtests.options", "loadtests.selfcheck", "loadtests.clock",
+        "loadtests.children",
     },
     "loadtests.live": {
         "stream_harness.contract", "analysis", "loadtests.hooks", "loadtests.options", "loadtests.results",

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stream_harness.allocator import PRELOADED_ENV, mimalloc_library
 from tests.support import REPO
 
 DEPLOY = REPO / "deploy"
@@ -78,6 +79,15 @@ def test_dockerfile_official_slim_base_locked_install_non_root() -> None:
     assert "--require-hashes --no-deps -r requirements/runtime.txt" in runs
     assert "--no-deps ." in runs  # the harness itself resolves nothing
     assert dockerfile_uid() > 0
+
+
+def test_dockerfile_preloads_the_allocator_it_installs_and_marks_it_for_the_locust_processes() -> None:
+    steps = dockerfile_instructions()
+    env = dict(item.split("=", 1) for op, arg in steps if op == "ENV" for item in arg.split())
+    library = env["LD_PRELOAD"]
+    assert library == mimalloc_library() and env[PRELOADED_ENV] == library  # the name this machine's loader finds
+    runs = " ".join(arg for op, arg in steps if op == "RUN")
+    assert re.search(r"apt-get install -y --no-install-recommends libmimalloc2\.0=\S+", runs), runs
 
 
 def test_dockerfile_copies_every_package_and_the_ignore_file_lets_them_in() -> None:

@@ -56,6 +56,7 @@ from loadtests.results.record import StreamRecord
 from loadtests.results.sink import ResultsSink, SinkError
 from loadtests.results.wire import encode_records
 from loadtests.selfcheck import SelfCheck, worst
+from stream_harness.allocator import running_allocator
 from stream_harness.contract.kinds import TRANSPORTS
 from stream_harness.provenance import package_versions
 
@@ -85,6 +86,7 @@ class WorkerState:
     last_report: float | None = None  # epoch s of its last batch
     problem: str | None = None
     clock: dict[str, Any] | None = None  # its clock estimate against the backend
+    allocator: str | None = None  # the C allocator it runs on (stream_harness.allocator)
 
 
 @dataclass(slots=True)
@@ -123,6 +125,7 @@ class StreamCollector:
         self.runner = runner
         self.monitor = monitor
         self.clock = clock
+        self.allocator = str(running_allocator())
         self.run: RunState | None = None
         self.last_results_dir: Path | None = None
         self.last_summary: dict[str, Any] | None = None
@@ -242,6 +245,9 @@ class StreamCollector:
                 logger.warning("stream harness: could not ship streams to the master (%s); will retry", exc)
             release_free_heap()  # the shipped records are gone now
 
+    def _done_message(self, harness: dict[str, Any]) -> dict[str, Any]:
+        return {"run_id": self._worker_run_id, "harness": harness, "clock": self._clock(), "allocator": self.allocator}
+
     def _send_pending(self) -> None:
         if not self._pending:
             return
@@ -270,18 +276,14 @@ class StreamCollector:
         harness = self.monitor.stop()
         try:
             self._send_pending()
-            self.runner.send_message(
-                MSG_DONE, {"run_id": self._worker_run_id, "harness": harness, "clock": self._clock()}
-            )
+            self.runner.send_message(MSG_DONE, self._done_message(harness))
         except Exception as exc:
             logger.error("stream harness: could not send final records to the master: %s", exc)
 
     def _on_flush_message(self, environment: Environment, msg: Any, **_: Any) -> None:
         if self._flusher is None:
             # Finished already; the master did not see our "done" (yet): say it again.
-            self.runner.send_message(
-                MSG_DONE, {"run_id": self._worker_run_id, "harness": self.monitor.summary(), "clock": self._clock()}
-            )
+            self.runner.send_message(MSG_DONE, self._done_message(self.monitor.summary()))
             return
         self.runner.stop()  # fires test_stop -> _finish_worker, after the users stopped
         self._finish_worker()
@@ -334,6 +336,7 @@ class StreamCollector:
             state.done = True
             state.harness = data.get("harness") or state.harness
             state.clock = data.get("clock")
+            state.allocator = data.get("allocator")
 
     def _missing(self, client_id: str) -> bool:
         """Gone: disconnected, or no heartbeat (Locust's "missing")."""
@@ -423,6 +426,7 @@ class StreamCollector:
             "worker_ids": sorted(run.workers) if self.is_master else [],
             "harness": harness,
             "clock": self._clocks(run),
+            "allocator": self._allocators(run),
             "transports": [t for t in TRANSPORTS if t in driven] or list(run.options.transports),
             "options": run.options.public(),
             "worker_problems": [
@@ -449,6 +453,12 @@ class StreamCollector:
 
     def _clock(self) -> dict[str, Any] | None:
         return self.clock.summary if self.clock is not None else None
+
+    def _allocators(self, run: RunState) -> dict[str, str]:
+        """run.json's ``allocator``: the C allocator of each load process."""
+        if self.is_master:
+            return {w: s.allocator for w, s in sorted(run.workers.items()) if s.allocator}
+        return {"local": self.allocator}
 
     def _clocks(self, run: RunState) -> dict[str, Any] | None:
         """run.json's ``clock``: each load process's estimate (None: the backend has no clock)."""

@@ -8,7 +8,9 @@ nothing held: Python's own allocations stayed flat (tracemalloc).  glibc's
 ``malloc_trim(0)`` after each batch returns those pages; with it the same run
 grew 1.6 MB, flat after the first two minutes, for about 0.5 ms per call, once
 a second.  On a C library without ``malloc_trim`` (musl, macOS) this does
-nothing.
+nothing.  A Locust process that runs on mimalloc (``stream_harness.allocator``)
+trims glibc's heap, which then holds next to nothing, and mimalloc returns its
+own free pages by itself.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fake_backend.process import start_backend
+from stream_harness.allocator import locust_env
 from stream_harness.cli.benchmark_json import write_benchmark_json
 from stream_harness.cli.errors import CommandError
 from stream_harness.cli.table import format_summary_table
@@ -147,7 +148,7 @@ def execute(args: argparse.Namespace) -> int:
         env["FAKE_BACKEND_PROFILE"] = args.backend_profile
     with start_backend(*(["--http2"] if args.http2 else []), env=env) as backend:
         print(f"fake backend on {backend.url}; results in {run_dir}", flush=True)
-        locust = subprocess.Popen(locust_command(args, backend.url, run_dir), cwd=PACKAGES_ROOT)
+        locust = subprocess.Popen(locust_command(args, backend.url, run_dir), cwd=PACKAGES_ROOT, env=locust_env())
         try:
             locust_rc = locust.wait()
         except KeyboardInterrupt:

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from fake_backend.process import BackendStartError, start_backend
+from stream_harness.allocator import locust_env
 from stream_harness.cli.errors import CommandError
 from stream_harness.cli.run import new_run_id, point_latest
 from stream_harness.paths import CAPACITY_LOCUSTFILE, LOCUSTFILE, PACKAGES_ROOT, RESULTS_ROOT
@@ -145,7 +146,7 @@ def locust_command(args: argparse.Namespace, host: str, out: Path, embedded: boo
 
 def run_locust(cmd: list[str]) -> int:
     """Locust in the foreground; Ctrl-C lets it write what the search found so far."""
-    locust = subprocess.Popen(cmd, cwd=PACKAGES_ROOT)
+    locust = subprocess.Popen(cmd, cwd=PACKAGES_ROOT, env=locust_env())
     try:
         return locust.wait()
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fake_backend.process import BackendStartError, start_backend
+from stream_harness.allocator import locust_env
 from stream_harness.cli.errors import CommandError
 from stream_harness.paths import CAPACITY_LOCUSTFILE, LOCUSTFILE, PACKAGES_ROOT
 
@@ -132,7 +133,7 @@ def start_web_ui(
     log = open(log_path, "wb") if log_path is not None else None  # noqa: SIM115
     try:
         process = subprocess.Popen(
-            cmd, cwd=PACKAGES_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT if log else None
+            cmd, cwd=PACKAGES_ROOT, env=locust_env(env), stdout=log, stderr=subprocess.STDOUT if log else None
         )
         ui = WebUIProcess(process, port, log_path)
         try:

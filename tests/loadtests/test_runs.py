@@ -63,6 +63,7 @@ def test_headless_run_writes_summary_and_streams(both_run: LocustRun):
     # the fake backend has a clock: the process that ran the users measured its offset to it
     clock = both_run.run["clock"]["local"]
     assert clock["rounds"] >= 1 and abs(clock["offset_ms"]) <= clock["uncertainty_ms"] + 0.5
+    assert both_run.run["allocator"] == {"local": "mimalloc"}  # started as the harness's commands start Locust
 
 
 def test_every_chunk_the_backend_sent_is_counted(both_run: LocustRun):
@@ -325,6 +326,7 @@ def test_master_and_two_workers_merge_all_streams_into_one_result(backend: Backe
     assert (tmp_path / "locust_stats.csv").is_file()
     info = run.run
     assert info["workers"] == 2 and info["worker_problems"] == []
+    assert info["allocator"] == dict.fromkeys(info["worker_ids"], "mimalloc")
     streams = run.streams
     assert set(streams["worker"]) == set(info["worker_ids"]) and len(info["worker_ids"]) == 2
     assert streams["stream_id"].is_unique
@@ -372,6 +374,7 @@ def test_processes_2_writes_one_result_set_with_streams_of_both_worker_processes
     assert (tmp_path / "summary.json").is_file(), output[-3000:]
     info = run.run
     assert info["workers"] == 2 and info["worker_problems"] == [], info
+    assert info["allocator"] == dict.fromkeys(info["worker_ids"], "mimalloc")  # forked: they keep it
     streams = run.streams
     assert set(streams["worker"]) == set(info["worker_ids"]) and len(info["worker_ids"]) == 2
     assert streams["stream_id"].is_unique and list(streams["stream_key"]) == list(range(len(streams)))

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from fake_backend.process import BackendProcess
+from stream_harness.allocator import locust_env
 from stream_harness.paths import LOCUSTFILE
 from tests.support import REPO
 from tests.support.loopback import free_port
@@ -74,9 +75,9 @@ def locust_command(*args: str) -> list[str]:
 
 
 def popen_locust(*args: str, log: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """Locust in a subprocess; its output is piped, or goes to ``log`` to be watched while it runs.
-    ``env`` adds to (or overrides) this process's environment."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    """Locust in a subprocess, on the allocator the harness's commands give it; its output is piped,
+    or goes to ``log`` to be watched while it runs.  ``env`` adds to (or overrides) this process's environment."""
+    env = locust_env({**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     out = subprocess.PIPE if log is None else log.open("w")
     return subprocess.Popen(locust_command(*args), cwd=REPO, env=env, text=True, stdout=out, stderr=subprocess.STDOUT)
 
