@@ -42,7 +42,7 @@ import psutil
 from bench.perfdoc import PERFORMANCE_DOC, write_section
 from fake_backend.process import start_backend
 from loadtests.clock import least_squares_slope
-from stream_harness.allocator import locust_env
+from stream_harness.allocator import locust_env, running_allocator
 from stream_harness.paths import LOCUSTFILE, PACKAGES_ROOT
 from tests.support.loopback import free_port
 
@@ -57,6 +57,7 @@ class Trace:
     role: str
     t: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
+    allocator: str = ""  # the C allocator its process runs on (stream_harness.allocator)
 
 
 @dataclass
@@ -159,6 +160,7 @@ def sample_all(master: subprocess.Popen[str], workers: list[subprocess.Popen[byt
     while not stop.is_set():
         now = time.monotonic() - started
         per_role: dict[str, list[float]] = {}
+        pids: dict[str, int] = {}
         for index, root in enumerate(roots):
             try:
                 family = [root, *root.children(recursive=True)]
@@ -172,10 +174,13 @@ def sample_all(master: subprocess.Popen[str], workers: list[subprocess.Popen[byt
                     role = f"worker {index}"
                 try:
                     per_role.setdefault(role, []).append(process.memory_info().rss / 2**20)
+                    pids[role] = process.pid
                 except psutil.Error:
                     continue
         for role, values in per_role.items():
             trace = traces.setdefault(role, Trace(role))
+            if not trace.allocator:
+                trace.allocator = str(running_allocator(Path(f"/proc/{pids[role]}/maps")))
             trace.t.append(now)
             trace.rss_mb.append(max(values))
         stop.wait(SAMPLE_S)
@@ -263,9 +268,9 @@ def section(heading: str, outcomes: list[Outcome], args: argparse.Namespace, cha
         "in between (by the whole run; for a worker, by the worker that received fewest); "
         "writing = peak RSS after the load stopped / median RSS over its last 30 s.",
         "",
-        "| run | process | RSS at start mark | RSS at end of load | growth per event | peak while writing | "
-        "writing / steady | events (chunks/s) | saturated |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | process | allocator | RSS at start mark | RSS at end of load | growth per event | "
+        "peak while writing | writing / steady | events (chunks/s) | saturated |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for outcome in outcomes:
         for role, trace in sorted(outcome.traces.items()):
@@ -275,8 +280,8 @@ def section(heading: str, outcomes: list[Outcome], args: argparse.Namespace, cha
                 received = outcome.worker_events_between[0]
             per_event = (at_end - at_from) * 2**20 / max(received, 1)
             lines.append(
-                f"| {outcome.name} | {role} | {at_from:.0f} MB | {at_end:.0f} MB | {per_event:.2f} B "
-                f"| {peak:.0f} MB | {peak / steady:.2f} | {received / 1e6:.2f} M "
+                f"| {outcome.name} | {role} | {trace.allocator} | {at_from:.0f} MB | {at_end:.0f} MB "
+                f"| {per_event:.2f} B | {peak:.0f} MB | {peak / steady:.2f} | {received / 1e6:.2f} M "
                 f"({outcome.chunks_per_s:,.0f}) | {'yes' if outcome.saturated else 'no'} |"
             )
     for outcome in outcomes:
