@@ -3,9 +3,10 @@
 A Locust process of the harness allocates and frees every stream's event
 columns (arrays that grow by reallocation) and, as a worker, a message of
 raw column bytes every second.  On glibc's malloc a worker's RSS settles
-1-2.4 MB higher over its first minutes, with nothing held (Python's
-allocations are flat, and so are the C heap's bytes in use); mimalloc
-settles lower.  ``docs/PERFORMANCE.md`` ("Allocator") has the side-by-side
+1-2.4 MB higher over its first minutes with nothing held: Python's
+allocations stay flat, no C allocation site grows with the run (heaptrack),
+and the growth is glibc's main heap.  On mimalloc it settles about half as
+high.  ``docs/PERFORMANCE.md`` ("Allocator") has the side-by-side
 runs.
 
 The harness's commands that start Locust (``stream-harness run``, ``ui``,
