@@ -26,9 +26,9 @@ from analysis.buffering import Evidence, classify
 from analysis.histogram import GAMMA
 from analysis.metrics import analyse
 from analysis.results import load_results
-from stream_harness.paths import LOCUSTFILE
 from tests.support import REPO
 from tests.support.exact_reference import exact_evidence
+from tests.support.locust_runs import run_locust
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -126,12 +126,7 @@ def run_and_report(url: str, results: Path, options: dict, attempts: int = 2, fl
 
 
 def run_once(url: str, results: Path, options: dict, flag: str = "--backend-options") -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(LOCUSTFILE),
+    args = [
         "--headless",
         "-u",
         "4",
@@ -154,8 +149,8 @@ def run_once(url: str, results: Path, options: dict, flag: str = "--backend-opti
         "--only-summary",
     ]
     if options:
-        command += [flag, json.dumps(options)]
-    locust = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        args += [flag, json.dumps(options)]
+    locust = run_locust(*args, timeout=120)
     assert (results / "streams.parquet").is_file(), locust.stdout[-3000:] + locust.stderr[-3000:]
     report = subprocess.run(
         [sys.executable, "-m", "analysis", "report", str(results)],

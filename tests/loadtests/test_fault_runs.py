@@ -45,9 +45,9 @@ from tests.support.badserver import BadServer
 from tests.support.locust_runs import (
     finish,
     free_port,
-    locust_command,
     master_flags,
     popen_locust,
+    run_locust,
     start_workers,
     stop_all,
     wait_for_output,
@@ -213,34 +213,29 @@ def test_first_chunk_and_stream_timeouts_are_set_per_run(backend: BackendProcess
     """Row 2's timeouts, from the command line: a first chunk that comes too late (NDJSON)
     and a stream that runs too long (Socket.io) both fail as ``timeout``, on time."""
     out = tmp_path / "out"
-    process = subprocess.run(
-        locust_command(
-            "--headless",
-            "-u",
-            "2",
-            "-r",
-            "2",
-            "-t",
-            "3s",
-            "--host",
-            backend.url,
-            "--transport",
-            "both",
-            "--first-chunk-timeout",
-            "0.5",
-            "--stream-timeout",
-            "1.5",
-            "--ndjson-backend-options",
-            '{"chunks": 10, "duration_s": 0.1, "first_chunk_delay_ms": 5000}',
-            "--socketio-backend-options",
-            '{"chunks": 3000, "duration_s": 30}',
-            "--results-dir",
-            str(out),
-            "--only-summary",
-        ),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    process = run_locust(
+        "--headless",
+        "-u",
+        "2",
+        "-r",
+        "2",
+        "-t",
+        "3s",
+        "--host",
+        backend.url,
+        "--transport",
+        "both",
+        "--first-chunk-timeout",
+        "0.5",
+        "--stream-timeout",
+        "1.5",
+        "--ndjson-backend-options",
+        '{"chunks": 10, "duration_s": 0.1, "first_chunk_delay_ms": 5000}',
+        "--socketio-backend-options",
+        '{"chunks": 3000, "duration_s": 30}',
+        "--results-dir",
+        str(out),
+        "--only-summary",
         timeout=90,
     )
     streams = assert_whole_result_set(out, process.stdout + process.stderr)
@@ -421,7 +416,7 @@ def test_bad_command_line_is_one_clear_line_and_a_nonzero_exit(args: tuple[str, 
     in_the_way.write_text("not a directory")
     argv = ["--headless", "-u", "1", "-t", "1s", "--host", "http://127.0.0.1:9", "--results-dir", str(tmp_path / "out")]
     argv += [a.replace("{file}", str(in_the_way)) for a in args]
-    process = subprocess.run(locust_command(*argv), cwd=REPO, capture_output=True, text=True, timeout=60)
+    process = run_locust(*argv, timeout=60)
     assert process.returncode != 0
     assert "Traceback" not in process.stderr + process.stdout
     errors = [line for line in process.stderr.splitlines() if "error" in line.lower()]
@@ -574,33 +569,28 @@ def test_secrets_never_reach_results_reports_logs_or_csv(flag: str, secret: str,
     """The bad server echoes the credentials in every 401 and refuses Socket.io with the token."""
     out = tmp_path / "out"
     with BadServer() as bad:
-        process = subprocess.run(
-            locust_command(
-                "--headless",
-                "-u",
-                "2",
-                "-r",
-                "2",
-                "-t",
-                "2s",
-                "--host",
-                bad.url,
-                "--transport",
-                "both",
-                flag,
-                f"echo-{secret}",
-                "--results-dir",
-                str(out),
-                "--csv",
-                str(out / "locust"),
-                "--html",
-                str(out / "report.html"),
-                "--loglevel",
-                "DEBUG",
-            ),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
+        process = run_locust(
+            "--headless",
+            "-u",
+            "2",
+            "-r",
+            "2",
+            "-t",
+            "2s",
+            "--host",
+            bad.url,
+            "--transport",
+            "both",
+            flag,
+            f"echo-{secret}",
+            "--results-dir",
+            str(out),
+            "--csv",
+            str(out / "locust"),
+            "--html",
+            str(out / "report.html"),
+            "--loglevel",
+            "DEBUG",
             timeout=90,
         )
         sent = [

@@ -10,7 +10,6 @@ generous window.
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,17 +18,16 @@ import pandas as pd
 import pytest
 
 from fake_backend.process import BackendProcess
-from tests.support import REPO
 from tests.support.locust_runs import (
     LocustRun,
     finish,
     finished_streams,
     free_port,
-    locust_command,
     master_flags,
     popen_locust,
     processes_flags,
     run_headless,
+    run_locust,
     start_workers,
     stats_row,
     stop_all,
@@ -214,22 +212,17 @@ def test_failures_are_classified_and_the_socketio_user_reconnects(backend: Backe
     ],
 )
 def test_bad_flags_give_one_error_line_and_a_nonzero_exit(args: tuple[str, ...], message: str, tmp_path: Path):
-    process = subprocess.run(
-        locust_command(
-            "--headless",
-            "-u",
-            "1",
-            "-t",
-            "1s",
-            "--host",
-            "http://127.0.0.1:9",
-            "--results-dir",
-            str(tmp_path / "out"),
-            *args,
-        ),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    process = run_locust(
+        "--headless",
+        "-u",
+        "1",
+        "-t",
+        "1s",
+        "--host",
+        "http://127.0.0.1:9",
+        "--results-dir",
+        str(tmp_path / "out"),
+        *args,
         timeout=60,
     )
     assert process.returncode != 0

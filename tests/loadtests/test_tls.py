@@ -10,7 +10,6 @@ requests) complete.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pandas as pd
 import pytest
 
 from fake_backend.process import BackendProcess, start_backend
-from tests.support.locust_runs import finished_streams, locust_command, run_headless
+from tests.support.locust_runs import finished_streams, run_headless, run_locust
 from tests.support.tls import self_signed_certificate
 
 pytestmark = pytest.mark.timeout(180)
@@ -83,13 +82,7 @@ def test_insecure_skips_verification(tls_backend: BackendProcess, tmp_path: Path
     ],
 )
 def test_bad_tls_options_stop_at_start_with_one_line(args: tuple[str, ...], message: str) -> None:
-    done = subprocess.run(
-        locust_command("--headless", "-u", "1", "-t", "1s", "--host", "https://127.0.0.1:9", *args),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    done = run_locust("--headless", "-u", "1", "-t", "1s", "--host", "https://127.0.0.1:9", *args, timeout=60)
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("locust: error:")]
     assert len(errors) == 1 and message in errors[0], done.stderr[-2000:]

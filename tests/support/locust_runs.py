@@ -82,6 +82,13 @@ def popen_locust(*args: str, log: Path | None = None, env: dict[str, str] | None
     return subprocess.Popen(locust_command(*args), cwd=REPO, env=env, text=True, stdout=out, stderr=subprocess.STDOUT)
 
 
+def run_locust(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Locust to its end, on the allocator the harness's commands give it; output captured."""
+    return subprocess.run(
+        locust_command(*args), cwd=REPO, env=locust_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
 def finish(process: subprocess.Popen[str], timeout: float = 90, log: Path | None = None) -> str:
     try:
         output, _ = process.communicate(timeout=timeout)

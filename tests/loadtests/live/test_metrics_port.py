@@ -13,20 +13,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fake_backend.process import BackendProcess
-from tests.support import REPO
-from tests.support.locust_runs import finish, free_port, locust_command, popen_locust
+from tests.support.locust_runs import finish, free_port, popen_locust, run_locust
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def start(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        locust_command("--headless", "-u", "1", "-t", "1s", "--host", "http://127.0.0.1:9", *args),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_locust("--headless", "-u", "1", "-t", "1s", "--host", "http://127.0.0.1:9", *args, timeout=60)
 
 
 def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
