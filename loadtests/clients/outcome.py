@@ -19,7 +19,7 @@ from stream_harness.contract.kinds import ErrorKind, StreamStatus
 END_GRACE_S: Final = 2.0
 
 #: A reader's fault: (``ErrorKind``, detail).
-Failure = tuple[str, str]
+Failure = tuple[ErrorKind, str]
 
 
 def cut_failure(lines: EventLines, how: str) -> Failure:
